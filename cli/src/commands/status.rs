@@ -1,0 +1,75 @@
+//! `shoplog status`: each component of the local stack with its pid, port and health.
+
+use super::{exit, StackArgs};
+use crate::health::{self, Health};
+use crate::output::{self, Tone};
+use crate::process;
+
+/// Arguments of `shoplog status`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    shoplog status\n  \
+    shoplog status --json | jq '.[] | select(.health != \"ok\")'\n\n\
+    Exit status: 0 when every component is healthy, 1 otherwise.")]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Print JSON (one object per component) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One row of the status.
+#[derive(Debug, serde::Serialize)]
+pub struct Row {
+    /// Component name.
+    pub name: String,
+    /// Its pid, when `shoplog up` started it and it is alive.
+    pub pid: Option<i32>,
+    /// Its port.
+    pub port: u16,
+    /// What the health check found.
+    pub health: Health,
+    /// Its log file.
+    pub log: String,
+}
+
+/// Runs `shoplog status`.
+pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
+    let s = args.stack.settings(None);
+    let rows: Vec<Row> = s
+        .components()
+        .iter()
+        .map(|c| Row {
+            name: c.name.clone(),
+            pid: process::running_pid(&s.run_dir(), &c.name),
+            port: c.port,
+            health: health::check(c),
+            log: s.log_file(&c.name).display().to_string(),
+        })
+        .collect();
+    let all_ok = rows.iter().all(|r| r.health == Health::Ok);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                let (word, tone) = match r.health {
+                    Health::Ok => ("ok", Tone::Good),
+                    Health::Unhealthy => ("unhealthy", Tone::Warn),
+                    Health::Down => ("down", Tone::Bad),
+                };
+                vec![
+                    r.name.clone(),
+                    r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    r.port.to_string(),
+                    output::paint(word, tone),
+                    r.log.clone(),
+                ]
+            })
+            .collect();
+        output::table(&["COMPONENT", "PID", "PORT", "HEALTH", "LOG"], &table);
+    }
+    Ok(if all_ok { exit::OK } else { exit::PROBLEM })
+}

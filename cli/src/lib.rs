@@ -1,0 +1,17 @@
+//! The `shoplog` CLI as a library, so that its pieces can be tested.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`layout`] | which components the local stack has, their ports, directories and environment |
+//! | [`process`] | starting, finding and stopping component processes (pid files) |
+//! | [`health`] | asking a component whether it is healthy |
+//! | [`nginx`] | the gateway's configuration |
+//! | [`commands`] | one file per subcommand |
+//! | [`output`] | tables, colour only on a terminal, JSON for machines |
+
+pub mod commands;
+pub mod health;
+pub mod layout;
+pub mod nginx;
+pub mod output;
+pub mod process;

@@ -1,0 +1,75 @@
+//! The gateway's nginx configuration: one upstream per service (all its replicas, keep-alive
+//! connections), one `location` per prefix, JSON 404 for everything else. Everything nginx writes
+//! goes under the data directory, so the gateway needs no system paths and no root.
+
+use std::fmt::Write;
+
+use crate::layout::StackSettings;
+
+/// Renders `nginx.conf` for the stack.
+pub fn config(s: &StackSettings, run_as_root: bool) -> String {
+    let dir = s.component_dir("gateway");
+    let dir = dir.display();
+    let log = s.log_file("gateway");
+    let mut out = String::new();
+    if run_as_root {
+        out.push_str("user root;\n");
+    }
+    let _ = write!(
+        out,
+        r#"worker_processes auto;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {log} warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_read_timeout 60s;
+    keepalive_requests 100000;
+"#,
+        log = log.display()
+    );
+    for (prefix, ports) in s.upstreams() {
+        let _ = writeln!(out, "    upstream {prefix} {{");
+        for p in ports {
+            let _ = writeln!(
+                out,
+                "        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;"
+            );
+        }
+        out.push_str("        keepalive 256;\n    }\n");
+    }
+    let _ = writeln!(
+        out,
+        "    server {{\n        listen 127.0.0.1:{};",
+        s.gateway_port
+    );
+    for (prefix, _) in s.upstreams() {
+        let _ = writeln!(
+            out,
+            "        location /{prefix}/ {{ proxy_pass http://{prefix}; }}"
+        );
+    }
+    out.push_str(
+        r#"        location / {
+            default_type application/json;
+            return 404 '{"error": "no route: the gateway serves /orders/, /stock/, /payment/ and /ids/"}';
+        }
+        error_page 502 503 504 = @unavailable;
+        location @unavailable {
+            default_type application/json;
+            return 503 '{"error": "no replica of this service is answering; retry later"}';
+        }
+    }
+}
+"#,
+    );
+    out
+}

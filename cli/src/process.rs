@@ -1,0 +1,144 @@
+//! Starting, finding and stopping the stack's processes.
+//!
+//! Each component started by `shoplog up` has a pid file `<data>/run/<name>.pid`. A component is
+//! "running" when its pid file names a live process. Processes are started in their own process
+//! group, so a Ctrl-C aimed at `shoplog up` does not reach them; `shoplog` stops them itself.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// The pid file of component `name`.
+pub fn pid_file(run_dir: &Path, name: &str) -> PathBuf {
+    run_dir.join(format!("{name}.pid"))
+}
+
+/// The pid recorded for `name`, if its process is alive.
+pub fn running_pid(run_dir: &Path, name: &str) -> Option<i32> {
+    let pid: i32 = fs::read_to_string(pid_file(run_dir, name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    alive(pid).then_some(pid)
+}
+
+/// Names of all components with a pid file in `run_dir`.
+pub fn recorded(run_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(run_dir)
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".pid"))
+                        .map(String::from)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Whether process `pid` exists (and is not a zombie we could reap).
+pub fn alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let exists = unsafe { libc::kill(pid, 0) } == 0;
+    if !exists {
+        return false;
+    }
+    // A zombie child of ours is dead for our purposes.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => true,
+    }
+}
+
+/// Starts `program` with `args` and `env`, output appended to `log`, pid written to `run_dir`.
+pub fn spawn(
+    run_dir: &Path,
+    name: &str,
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    log: &Path,
+) -> anyhow::Result<i32> {
+    let out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open log file {}", log.display()))?;
+    let err = out.try_clone()?;
+    let child = Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {} ({})", name, program.display()))?;
+    let pid = child.id() as i32;
+    fs::write(pid_file(run_dir, name), pid.to_string())
+        .with_context(|| format!("cannot write the pid file of {name}"))?;
+    // The child outlives us (`--detach`); we never wait on it, `stop` signals it by pid.
+    std::mem::forget(child);
+    Ok(pid)
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: i32, signal: i32) -> bool {
+    // SAFETY: sending a signal to a pid has no memory-safety implications.
+    unsafe { libc::kill(pid, signal) == 0 }
+}
+
+/// Stops component `name`: SIGTERM, then SIGKILL after `grace`. Removes its pid file.
+/// Returns the pid that was stopped, if it was running.
+pub fn stop(run_dir: &Path, name: &str, grace: Duration) -> Option<i32> {
+    let pid = running_pid(run_dir, name);
+    if let Some(pid) = pid {
+        signal(pid, libc::SIGTERM);
+        let started = Instant::now();
+        while alive(pid) && started.elapsed() < grace {
+            reap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if alive(pid) {
+            signal(pid, libc::SIGKILL);
+            while alive(pid) && started.elapsed() < grace + Duration::from_secs(5) {
+                reap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    let _ = fs::remove_file(pid_file(run_dir, name));
+    pid
+}
+
+/// Reaps any of our exited children (when `up` runs in the foreground they are ours).
+fn reap() {
+    // SAFETY: waitpid with WNOHANG on any child; no memory is shared.
+    unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
+}
+
+/// Finds an executable on `PATH` (or in the usual sbin directories, where nginx lives).
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"])
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file());
+    found
+}

@@ -1,0 +1,295 @@
+//! Entities that own one non-negative counter: stock items (`stock`) and users (`credit`).
+//!
+//! Stock and payment store the same shape and make the same changes to it — create, add,
+//! subtract-if-enough, batch-create — so one set of Lua scripts (in `common/lua/`) serves both, and
+//! a [`CounterSpec`] says which keys, fields and event types a service uses. Replay reads the same
+//! spec to undo nothing and guess nothing.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use crate::db::Outcome;
+use crate::log::{event, PAYMENT_LOG, STOCK_LOG};
+
+static CREATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/create_entity.lua")));
+static ADD: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/counter_add.lua")));
+static SUBTRACT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/counter_subtract.lua")));
+static BATCH_INIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/counter_batch_init.lua")));
+
+/// Where and how a service keeps its counter entities.
+#[derive(Debug, Clone, Copy)]
+pub struct CounterSpec {
+    /// Key prefix of the entity hashes (`item:`).
+    pub key_prefix: &'static str,
+    /// The entity's name in log entries and messages (`item`).
+    pub entity: &'static str,
+    /// The counter field (`stock`).
+    pub field: &'static str,
+    /// Other fields every entity has (`price`).
+    pub extra_fields: &'static [&'static str],
+    /// The service log.
+    pub log: &'static str,
+    /// Event types written by create / add / subtract / batch_init.
+    pub created: &'static str,
+    /// See [`CounterSpec::created`].
+    pub added: &'static str,
+    /// See [`CounterSpec::created`].
+    pub subtracted: &'static str,
+    /// See [`CounterSpec::created`].
+    pub batch_init: &'static str,
+}
+
+/// Stock items in stock-db: `item:<id>` = `{stock, price}`.
+pub const STOCK: CounterSpec = CounterSpec {
+    key_prefix: "item:",
+    entity: "item",
+    field: "stock",
+    extra_fields: &["price"],
+    log: STOCK_LOG,
+    created: event::ITEM_CREATED,
+    added: event::STOCK_ADDED,
+    subtracted: event::STOCK_SUBTRACTED,
+    batch_init: event::STOCK_BATCH_INIT,
+};
+
+/// Users in payment-db: `user:<id>` = `{credit}`.
+pub const CREDIT: CounterSpec = CounterSpec {
+    key_prefix: "user:",
+    entity: "user",
+    field: "credit",
+    extra_fields: &[],
+    log: PAYMENT_LOG,
+    created: event::USER_CREATED,
+    added: event::FUNDS_ADDED,
+    subtracted: event::PAYMENT_MADE,
+    batch_init: event::USER_BATCH_INIT,
+};
+
+impl CounterSpec {
+    /// The Redis key of entity `id`.
+    pub fn key(&self, id: &str) -> String {
+        format!("{}{}", self.key_prefix, id)
+    }
+
+    /// Creates entity `id` with counter 0 and the given extra fields, logged as `created`.
+    pub async fn create(
+        &self,
+        conn: &mut ConnectionManager,
+        log_id: &str,
+        id: &str,
+        extra: &[(&str, i64)],
+    ) -> Result<(), redis::RedisError> {
+        let mut inv = CREATE.prepare_invoke();
+        inv.key(self.key(id)).key(self.log);
+        inv.arg(log_id).arg(self.created).arg(self.entity).arg(id);
+        inv.arg(self.field).arg(0);
+        for (f, v) in extra {
+            inv.arg(*f).arg(*v);
+        }
+        inv.invoke_async::<Outcome>(conn).await.map(|_| ())
+    }
+
+    /// Adds `amount` (> 0) to the counter of `id`.
+    pub async fn add(
+        &self,
+        conn: &mut ConnectionManager,
+        log_id: &str,
+        id: &str,
+        amount: i64,
+    ) -> Result<Outcome, redis::RedisError> {
+        self.change(&ADD, self.added, conn, log_id, id, amount)
+            .await
+    }
+
+    /// Subtracts `amount` (> 0) from the counter of `id` if it holds at least that much.
+    pub async fn subtract(
+        &self,
+        conn: &mut ConnectionManager,
+        log_id: &str,
+        id: &str,
+        amount: i64,
+    ) -> Result<Outcome, redis::RedisError> {
+        self.change(&SUBTRACT, self.subtracted, conn, log_id, id, amount)
+            .await
+    }
+
+    async fn change(
+        &self,
+        script: &Script,
+        kind: &str,
+        conn: &mut ConnectionManager,
+        log_id: &str,
+        id: &str,
+        amount: i64,
+    ) -> Result<Outcome, redis::RedisError> {
+        script
+            .key(self.key(id))
+            .key(self.log)
+            .arg(log_id)
+            .arg(kind)
+            .arg(self.entity)
+            .arg(id)
+            .arg(self.field)
+            .arg(amount)
+            .invoke_async(conn)
+            .await
+    }
+
+    /// Creates or overwrites entities `"0"`..`"n-1"` with the counter at `start` and the extra
+    /// fields, logged as one `batch_init` entry.
+    pub async fn batch_init(
+        &self,
+        conn: &mut ConnectionManager,
+        log_id: &str,
+        n: i64,
+        start: i64,
+        extra: &[(&str, i64)],
+    ) -> Result<(), redis::RedisError> {
+        let mut inv = BATCH_INIT.prepare_invoke();
+        inv.key(self.log);
+        inv.arg(log_id)
+            .arg(self.batch_init)
+            .arg(self.key_prefix)
+            .arg(n);
+        inv.arg(self.field).arg(start);
+        for (f, v) in extra {
+            inv.arg(*f).arg(*v);
+        }
+        inv.invoke_async::<Outcome>(conn).await.map(|_| ())
+    }
+
+    /// The fields of entity `id`, or `None` when it does not exist.
+    pub async fn find(
+        &self,
+        conn: &mut ConnectionManager,
+        id: &str,
+    ) -> Result<Option<HashMap<String, i64>>, redis::RedisError> {
+        let map: HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(self.key(id))
+            .query_async(conn)
+            .await?;
+        Ok(if map.is_empty() { None } else { Some(map) })
+    }
+}
+
+/// The HTTP-facing operations on counter entities, shared by the stock and payment services:
+/// parse the path parameters, run the script, turn its outcome into an answer.
+pub struct CounterService {
+    /// Which entities.
+    pub spec: CounterSpec,
+    /// The service's database.
+    pub db: ConnectionManager,
+    /// Where log ids and entity ids come from.
+    pub ids: std::sync::Arc<crate::ids::IdPool>,
+}
+
+/// Largest `n` accepted by `batch_init` (one Lua script; bigger batches would block the database
+/// for seconds).
+pub const MAX_BATCH: i64 = 1_000_000;
+
+use crate::error::ApiError;
+use crate::http::{self, HandlerResult};
+use crate::validate;
+
+impl CounterService {
+    /// Creates an entity with counter 0 and the given extra fields; answers `{"<entity>_id": id}`.
+    pub async fn create(&self, extra: &[(&str, i64)]) -> HandlerResult {
+        let id = self.ids.next();
+        let log_id = self.ids.next();
+        self.spec
+            .create(&mut self.db.clone(), &log_id, &id, extra)
+            .await?;
+        let mut body = serde_json::Map::new();
+        body.insert(format!("{}_id", self.spec.entity), id.into());
+        http::json(&body)
+    }
+
+    /// The fields of entity `raw_id`; 404 when unknown.
+    pub async fn find(&self, raw_id: &str) -> Result<HashMap<String, i64>, ApiError> {
+        let id = validate::existing_id(raw_id, self.spec.entity)?;
+        self.spec
+            .find(&mut self.db.clone(), id)
+            .await?
+            .ok_or_else(|| self.unknown(id))
+    }
+
+    /// Adds `raw_amount` to the counter of `raw_id`.
+    pub async fn add(&self, raw_id: &str, raw_amount: &str) -> HandlerResult {
+        let id = validate::existing_id(raw_id, self.spec.entity)?;
+        let amount = validate::positive(raw_amount, "amount")?;
+        let log_id = self.ids.next();
+        let outcome = self
+            .spec
+            .add(&mut self.db.clone(), &log_id, id, amount)
+            .await?;
+        self.answer(id, amount, outcome)
+    }
+
+    /// Subtracts `raw_amount` from the counter of `raw_id`, refusing (400) when it holds less.
+    pub async fn subtract(&self, raw_id: &str, raw_amount: &str) -> HandlerResult {
+        let id = validate::existing_id(raw_id, self.spec.entity)?;
+        let amount = validate::positive(raw_amount, "amount")?;
+        let log_id = self.ids.next();
+        let outcome = self
+            .spec
+            .subtract(&mut self.db.clone(), &log_id, id, amount)
+            .await?;
+        self.answer(id, amount, outcome)
+    }
+
+    /// Creates or overwrites entities `"0"`..`"n-1"`.
+    pub async fn batch_init(
+        &self,
+        raw_n: &str,
+        raw_start: &str,
+        extra: &[(&str, i64)],
+    ) -> HandlerResult {
+        let n = validate::count(raw_n, "n", 1, MAX_BATCH)?;
+        let start = validate::non_negative(raw_start, self.spec.field)?;
+        let log_id = self.ids.next();
+        self.spec
+            .batch_init(&mut self.db.clone(), &log_id, n, start, extra)
+            .await?;
+        http::json(&serde_json::json!({
+            "msg": format!("batch init for {} {}s successful", n, self.spec.entity)
+        }))
+    }
+
+    fn answer(&self, id: &str, amount: i64, outcome: Outcome) -> HandlerResult {
+        let (entity, field) = (self.spec.entity, self.spec.field);
+        match outcome {
+            Outcome::Ok(values) => {
+                let now: i64 = values
+                    .first()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_default();
+                let mut body = serde_json::Map::new();
+                body.insert("done".into(), true.into());
+                body.insert(field.into(), now.into());
+                http::json(&body)
+            }
+            Outcome::NotFound => Err(self.unknown(id)),
+            Outcome::Insufficient(have) => Err(ApiError::BadRequest(format!(
+                "not enough {field}: {entity} `{id}` has {have}, asked for {amount}"
+            ))),
+            Outcome::Overflow => Err(ApiError::BadRequest(format!(
+                "adding {amount} would take the {field} of {entity} `{id}` past {}",
+                i64::MAX
+            ))),
+            Outcome::Conflict(state) => {
+                Err(ApiError::Conflict(format!("{entity} `{id}` is {state}")))
+            }
+        }
+    }
+
+    fn unknown(&self, id: &str) -> ApiError {
+        ApiError::NotFound(format!("unknown {} `{}`", self.spec.entity, id))
+    }
+}

@@ -1,0 +1,88 @@
+//! Connecting to a service's Redis and running its Lua scripts.
+//!
+//! Connections are `ConnectionManager`s: one multiplexed connection per database, shared by all
+//! requests, reconnecting by itself after the database restarts. Scripts are `redis::Script`s,
+//! which call `EVALSHA` and upload the script only when Redis answers `NOSCRIPT`.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+pub use redis::aio::ConnectionManager as Conn;
+
+/// Connects to `url`, retrying every second until it answers (a service may start before its
+/// database). `what` names the database in log lines.
+pub async fn connect(url: &str, what: &str) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(url)
+        .map_err(|e| anyhow::anyhow!("{what}: `{url}` is not a Redis URL: {e}"))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_number_of_retries(3)
+        .set_max_delay(Duration::from_millis(500));
+    let mut attempt = 0u32;
+    loop {
+        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+            Ok(conn) => {
+                tracing::info!(database = what, url, "connected");
+                return Ok(conn);
+            }
+            Err(e) => {
+                attempt += 1;
+                if attempt == 1 || attempt % 10 == 0 {
+                    tracing::warn!(database = what, url, error = %e, attempt, "cannot connect yet; retrying every second");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Whether the database answers `PING` within a second.
+pub async fn ping(conn: &ConnectionManager) -> bool {
+    let mut conn = conn.clone();
+    let cmd = redis::cmd("PING");
+    let ping = cmd.query_async::<String>(&mut conn);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), ping).await,
+        Ok(Ok(_))
+    )
+}
+
+/// What a transition script answers: a status word, then data.
+///
+/// Scripts never raise errors for business outcomes; they return `{"OK", ...}`, `{"NOT_FOUND"}`,
+/// `{"INSUFFICIENT", have}`, `{"OVERFLOW"}` or `{"CONFLICT", state}`, and change nothing unless
+/// the status is `OK`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied and logged; the payload is script-specific.
+    Ok(Vec<String>),
+    /// The entity does not exist.
+    NotFound,
+    /// Not enough stock or credit; carries the current amount.
+    Insufficient(String),
+    /// The result would not fit in a signed 64-bit integer.
+    Overflow,
+    /// The entity's state forbids the change; carries the state.
+    Conflict(String),
+}
+
+impl redis::FromRedisValue for Outcome {
+    fn from_redis_value(v: redis::Value) -> Result<Self, redis::ParsingError> {
+        let mut parts: Vec<String> = redis::FromRedisValue::from_redis_value(v)?;
+        if parts.is_empty() {
+            return Err("empty script answer".into());
+        }
+        let status = parts.remove(0);
+        let first = parts.first().cloned().unwrap_or_default();
+        Ok(match status.as_str() {
+            "OK" => Outcome::Ok(parts),
+            "NOT_FOUND" => Outcome::NotFound,
+            "INSUFFICIENT" => Outcome::Insufficient(first),
+            "OVERFLOW" => Outcome::Overflow,
+            "CONFLICT" => Outcome::Conflict(first),
+            other => return Err(format!("unknown script status `{other}`").into()),
+        })
+    }
+}

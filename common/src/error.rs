@@ -1,0 +1,56 @@
+//! The API error type: every failure a handler can meet, and the status code and JSON body it
+//! becomes. Handlers return `Result<_, ApiError>`; nothing else decides a status code.
+
+use warp::http::StatusCode;
+
+/// A failure answered to an HTTP client as `{"error": "<message>"}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request itself is malformed (bad number, bad id) or refused by a business rule
+    /// (not enough stock or credit). 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The path names no route, or the entity does not exist. 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The path exists but not for this method. 405.
+    #[error("method not allowed: {0}")]
+    MethodNotAllowed(String),
+    /// The request conflicts with the entity's state (e.g. adding to a paid order). 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// A dependency (a database, another service) cannot be reached right now. 503: retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected answer from a dependency. 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(e: redis::RedisError) -> Self {
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+            || e.is_connection_refusal()
+        {
+            ApiError::Unavailable(format!("database unavailable, retry later: {e}"))
+        } else {
+            ApiError::Internal(format!("database error: {e}"))
+        }
+    }
+}

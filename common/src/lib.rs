@@ -1,0 +1,35 @@
+//! Everything two or more shoplog crates share.
+//!
+//! One module per idea, so that a reader looking for "how are ids leased" or "how does an error
+//! become a 4xx" finds exactly one place:
+//!
+//! | module | idea |
+//! |---|---|
+//! | [`config`] | configuration from the environment, with defaults that match `shoplog up` |
+//! | [`telemetry`] | the one `tracing` subscriber every binary installs |
+//! | [`error`] | the API error type and its mapping to status codes and JSON bodies |
+//! | [`http`] | the warp server scaffolding: routing by path segments, metrics, health |
+//! | [`metrics`] | Prometheus counters and latency histograms |
+//! | [`ids`] | the id pool leased in blocks from the ID service, with local ULID fallback |
+//! | [`db`] | connecting to a service's Redis and running its Lua scripts |
+//! | [`log`] | the service logs (Redis Streams): names, entries, paged reads |
+//! | [`counter`] | the shared "entity with a non-negative counter" scripts (stock, credit) |
+//! | [`batch`] | the deterministic generator behind `batch_init` (used by services and replay) |
+//! | [`lock`] | Redlock over the lock nodes, with bounded acquisition and explicit release |
+//! | [`validate`] | parsing of path parameters (ids and amounts) |
+
+pub mod batch;
+pub mod config;
+pub mod counter;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod lock;
+pub mod log;
+pub mod metrics;
+pub mod telemetry;
+pub mod validate;
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,161 @@
+//! The order service: orders in order-db, logged in `log:order`.
+//!
+//! [`store`] holds one function per transition (each a Lua script in `order/lua/`), [`prices`]
+//! asks the stock service for item prices, and this file is the route table.
+
+pub mod prices;
+pub mod store;
+
+use std::sync::Arc;
+
+use common::config::Config;
+use common::db::Outcome;
+use common::error::ApiError;
+use common::http::{self, HandlerResult, Method, Service};
+use common::ids::IdPool;
+use common::metrics::Metrics;
+use common::validate;
+use redis::aio::ConnectionManager;
+
+/// Largest `n` accepted by `orders/batch_init`.
+pub const MAX_BATCH: i64 = 1_000_000;
+
+/// The order service.
+pub struct Order {
+    db: ConnectionManager,
+    ids: Arc<IdPool>,
+    prices: prices::Prices,
+    metrics: Arc<Metrics>,
+}
+
+impl Order {
+    /// Connects to order-db and leases a first block of ids.
+    pub async fn start(config: &Config) -> anyhow::Result<Arc<Order>> {
+        let metrics = Arc::new(Metrics::new("order"));
+        let ids = IdPool::new(&config.ids_url, config.id_block, metrics.clone());
+        ids.prefill().await;
+        let db = common::db::connect(&config.order_db_url, "order-db").await?;
+        Ok(Arc::new(Order {
+            db,
+            ids,
+            prices: prices::Prices::new(&config.stock_url),
+            metrics,
+        }))
+    }
+
+    async fn create(&self, user: &str) -> HandlerResult {
+        let user = validate::new_id(user, "user_id")?;
+        let id = self.ids.next();
+        store::create(&mut self.db.clone(), &self.ids.next(), &id, user).await?;
+        http::json(&serde_json::json!({ "order_id": id }))
+    }
+
+    async fn find(&self, id: &str) -> HandlerResult {
+        let id = validate::existing_id(id, "order")?;
+        let order = store::find(&mut self.db.clone(), id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("unknown order `{id}`")))?;
+        http::json(&serde_json::json!({
+            "order_id": id,
+            "paid": order.paid(),
+            "items": order.items,
+            "user_id": order.user_id,
+            "total_cost": order.total_cost,
+        }))
+    }
+
+    async fn add_item(&self, id: &str, item: &str, quantity: &str) -> HandlerResult {
+        let id = validate::existing_id(id, "order")?;
+        let item = validate::existing_id(item, "item")?;
+        let quantity = validate::positive(quantity, "quantity")?;
+        let price = self.prices.price(item).await?;
+        let cost = quantity.checked_mul(price).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{quantity} × price {price} of item `{item}` is past {}",
+                i64::MAX
+            ))
+        })?;
+        let outcome = store::add_item(
+            &mut self.db.clone(),
+            &self.ids.next(),
+            id,
+            item,
+            quantity,
+            price,
+            cost,
+        )
+        .await?;
+        match outcome {
+            Outcome::Ok(_) => http::json(&serde_json::json!({ "done": true })),
+            Outcome::NotFound => Err(ApiError::NotFound(format!("unknown order `{id}`"))),
+            Outcome::Conflict(state) => Err(ApiError::Conflict(format!(
+                "order `{id}` is {} and cannot change",
+                state.to_lowercase().replace('_', " ")
+            ))),
+            Outcome::Overflow => Err(ApiError::BadRequest(format!(
+                "the total cost of order `{id}` would pass {}",
+                i64::MAX
+            ))),
+            Outcome::Insufficient(_) => Err(ApiError::Internal("unexpected script answer".into())),
+        }
+    }
+
+    async fn batch_init(
+        &self,
+        n: &str,
+        n_items: &str,
+        n_users: &str,
+        price: &str,
+    ) -> HandlerResult {
+        let n = validate::count(n, "n", 1, MAX_BATCH)?;
+        let n_items = validate::count(n_items, "n_items", 1, i64::MAX)?;
+        let n_users = validate::count(n_users, "n_users", 1, i64::MAX)?;
+        let price = validate::non_negative(price, "item_price")?;
+        if price.checked_mul(2).is_none() {
+            return Err(ApiError::BadRequest(format!(
+                "item_price {price} is too large: an order of two items would cost past {}",
+                i64::MAX
+            )));
+        }
+        let seed = (ulid::Ulid::new().random() & u128::from(u64::MAX)) as u64;
+        let params = store::BatchInit {
+            n: n as u64,
+            n_items: n_items as u64,
+            n_users: n_users as u64,
+            price,
+            seed,
+        };
+        store::batch_init(&mut self.db.clone(), &self.ids.next(), params).await?;
+        http::json(&serde_json::json!({ "msg": format!("batch init for {n} orders successful") }))
+    }
+}
+
+impl Service for Order {
+    const PREFIX: &'static str = "orders";
+
+    async fn handle(self: Arc<Self>, method: Method, segments: Vec<String>) -> HandlerResult {
+        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let post = method == Method::POST;
+        match path.as_slice() {
+            ["orders", "create", user] if post => self.create(user).await,
+            ["orders", "find", id] if method == Method::GET => self.find(id).await,
+            ["orders", "addItem", id, item, qty] if post => self.add_item(id, item, qty).await,
+            ["orders", "batch_init", n, n_items, n_users, price] if post => {
+                self.batch_init(n, n_items, n_users, price).await
+            }
+            ["orders", "find", _] => Err(http::wrong_method(&method, "GET")),
+            ["orders", "create", _]
+            | ["orders", "addItem", _, _, _]
+            | ["orders", "batch_init", _, _, _, _] => Err(http::wrong_method(&method, "POST")),
+            _ => Err(http::not_found(&segments)),
+        }
+    }
+
+    async fn healthy(self: Arc<Self>) -> bool {
+        common::db::ping(&self.db).await
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}

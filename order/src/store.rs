@@ -1,0 +1,156 @@
+//! Orders in order-db: `order:<id>` = `{user_id, total_cost, items, status, saga}`, where `items` is
+//! the JSON list of `[item, quantity]` lines and `status` is `OPEN`, `CHECKING_OUT` or `PAID`.
+//!
+//! One function per transition, each running its Lua script from `order/lua/` (which also appends
+//! the log entry), plus the read [`find`].
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use common::batch::batch_orders;
+use common::db::Outcome;
+use common::log::ORDER_LOG;
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+static CREATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/create_order.lua")));
+static ADD_ITEM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/add_item.lua")));
+static BATCH_INIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/batch_init.lua")));
+
+/// Order states.
+pub mod status {
+    /// Items may be added; checkout may start.
+    pub const OPEN: &str = "OPEN";
+    /// A saga is deciding this order.
+    pub const CHECKING_OUT: &str = "CHECKING_OUT";
+    /// Paid; final.
+    pub const PAID: &str = "PAID";
+}
+
+/// The Redis key of order `id`.
+pub fn key(id: &str) -> String {
+    format!("order:{id}")
+}
+
+/// An order as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRecord {
+    /// The user the order belongs to.
+    pub user_id: String,
+    /// Sum of quantity × price over the lines.
+    pub total_cost: i64,
+    /// The lines, in the order they were added.
+    pub items: Vec<(String, i64)>,
+    /// `OPEN`, `CHECKING_OUT` or `PAID`.
+    pub status: String,
+}
+
+impl OrderRecord {
+    /// Whether the order is paid.
+    pub fn paid(&self) -> bool {
+        self.status == status::PAID
+    }
+}
+
+/// Creates an open, empty order `id` for `user`.
+pub async fn create(
+    conn: &mut ConnectionManager,
+    log_id: &str,
+    id: &str,
+    user: &str,
+) -> Result<(), redis::RedisError> {
+    CREATE
+        .key(key(id))
+        .key(ORDER_LOG)
+        .arg(log_id)
+        .arg(id)
+        .arg(user)
+        .invoke_async::<Outcome>(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Adds `quantity` of `item` at `price` to order `id`. `cost` is `quantity * price` (the caller
+/// checks it fits). Answers `NotFound`, `Conflict(status)` when not open, or `Overflow`.
+pub async fn add_item(
+    conn: &mut ConnectionManager,
+    log_id: &str,
+    id: &str,
+    item: &str,
+    quantity: i64,
+    price: i64,
+    cost: i64,
+) -> Result<Outcome, redis::RedisError> {
+    let line = serde_json::json!([item, quantity]).to_string();
+    ADD_ITEM
+        .key(key(id))
+        .key(ORDER_LOG)
+        .arg(log_id)
+        .arg(id)
+        .arg(item)
+        .arg(quantity)
+        .arg(price)
+        .arg(cost)
+        .arg(line)
+        .invoke_async(conn)
+        .await
+}
+
+/// Parameters of `orders/batch_init`.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchInit {
+    /// How many orders (ids `"0"`..`"n-1"`).
+    pub n: u64,
+    /// Items are chosen in `0..n_items`.
+    pub n_items: u64,
+    /// Users are chosen in `0..n_users`.
+    pub n_users: u64,
+    /// Unit price of every item (each order costs twice this).
+    pub price: i64,
+    /// Seed of [`common::batch::batch_orders`].
+    pub seed: u64,
+}
+
+/// Creates or overwrites orders `"0"`..`"n-1"` as [`common::batch::batch_orders`] describes.
+/// The caller checks that `2 * price` fits in `i64`.
+pub async fn batch_init(
+    conn: &mut ConnectionManager,
+    log_id: &str,
+    b: BatchInit,
+) -> Result<(), redis::RedisError> {
+    let mut inv = BATCH_INIT.prepare_invoke();
+    inv.key(ORDER_LOG);
+    inv.arg(log_id)
+        .arg(b.n)
+        .arg(b.n_items)
+        .arg(b.n_users)
+        .arg(b.price)
+        .arg(b.seed)
+        .arg(b.price.saturating_mul(2));
+    for o in batch_orders(b.seed, b.n, b.n_items, b.n_users) {
+        inv.arg(o.user).arg(o.items[0]).arg(o.items[1]);
+    }
+    inv.invoke_async::<Outcome>(conn).await.map(|_| ())
+}
+
+/// Reads order `id`; `None` when it does not exist.
+pub async fn find(
+    conn: &mut ConnectionManager,
+    id: &str,
+) -> Result<Option<OrderRecord>, redis::RedisError> {
+    let map: HashMap<String, String> = redis::cmd("HGETALL").arg(key(id)).query_async(conn).await?;
+    if map.is_empty() {
+        return Ok(None);
+    }
+    let field = |f: &str| map.get(f).cloned().unwrap_or_default();
+    let items: Vec<(String, i64)> = serde_json::from_str(&field("items")).unwrap_or_default();
+    Ok(Some(OrderRecord {
+        user_id: field("user_id"),
+        total_cost: field("total_cost").parse().unwrap_or(0),
+        items,
+        status: field("status"),
+    }))
+}
