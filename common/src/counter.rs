@@ -12,7 +12,10 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 
 use crate::db::Outcome;
+use crate::error::ApiError;
+use crate::http::{self, HandlerResult};
 use crate::log::{event, PAYMENT_LOG, STOCK_LOG};
+use crate::validate;
 
 static CREATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/create_entity.lua")));
@@ -193,10 +196,6 @@ pub struct CounterService {
 /// Largest `n` accepted by `batch_init` (one Lua script; bigger batches would block the database
 /// for seconds).
 pub const MAX_BATCH: i64 = 1_000_000;
-
-use crate::error::ApiError;
-use crate::http::{self, HandlerResult};
-use crate::validate;
 
 impl CounterService {
     /// Creates an entity with counter 0 and the given extra fields; answers `{"<entity>_id": id}`.

@@ -29,7 +29,7 @@ pub async fn connect(url: &str, what: &str) -> anyhow::Result<ConnectionManager>
             }
             Err(e) => {
                 attempt += 1;
-                if attempt == 1 || attempt % 10 == 0 {
+                if attempt == 1 || attempt.is_multiple_of(10) {
                     tracing::warn!(database = what, url, error = %e, attempt, "cannot connect yet; retrying every second");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -321,3 +321,23 @@ pub fn diff(from_log: &State, in_database: &State) -> Vec<Difference> {
     out.sort_by(|a, b| a.key.cmp(&b.key));
     out
 }
+
+/// Writes a rebuilt state into a database (`shoplog replay --into`), in pipelined batches.
+pub async fn write(conn: &mut ConnectionManager, state: &State) -> Result<(), ReplayError> {
+    let entries: Vec<_> = state.iter().collect();
+    for chunk in entries.chunks(500) {
+        let mut pipe = redis::pipe();
+        for (key, hash) in chunk {
+            pipe.cmd("DEL").arg(*key).ignore();
+            if !hash.is_empty() {
+                pipe.cmd("HSET").arg(*key);
+                for (f, v) in hash.iter() {
+                    pipe.arg(f).arg(v);
+                }
+                pipe.ignore();
+            }
+        }
+        pipe.query_async::<()>(conn).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! The shared counter scripts (create / add / subtract / batch_init) against a real redis-server:
+//! each change is applied and logged together, and a refused change neither changes nor logs.
+
+use common::counter::{CREDIT, STOCK};
+use common::db::Outcome;
+use common::log::{self, LogEntry};
+use common::testing::RedisServer;
+
+fn id() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+async fn entries(conn: &mut common::db::Conn, stream: &str) -> Vec<LogEntry> {
+    log::read_page(conn, stream, "-", 1000).await.unwrap()
+}
+
+#[tokio::test]
+async fn create_add_subtract_are_logged_with_their_state_change() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn().await;
+    let item = id();
+    STOCK
+        .create(&mut conn, "L1", &item, &[("price", 7)])
+        .await
+        .unwrap();
+    assert_eq!(
+        STOCK.add(&mut conn, "L2", &item, 10).await.unwrap(),
+        Outcome::Ok(vec!["10".into()])
+    );
+    assert_eq!(
+        STOCK.subtract(&mut conn, "L3", &item, 4).await.unwrap(),
+        Outcome::Ok(vec!["6".into()])
+    );
+    let found = STOCK.find(&mut conn, &item).await.unwrap().unwrap();
+    assert_eq!(found["stock"], 6);
+    assert_eq!(found["price"], 7);
+
+    let log = entries(&mut conn, log::STOCK_LOG).await;
+    let kinds: Vec<&str> = log.iter().map(|e| e.kind()).collect();
+    assert_eq!(kinds, ["ItemCreated", "StockAdded", "StockSubtracted"]);
+    let log_ids: Vec<&str> = log.iter().map(|e| e.get("log_id").unwrap()).collect();
+    assert_eq!(log_ids, ["L1", "L2", "L3"]);
+    assert_eq!(log[1].text("item").unwrap(), item);
+    assert_eq!(log[2].int("amount").unwrap(), 4);
+}
+
+#[tokio::test]
+async fn refused_changes_change_nothing_and_log_nothing() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn().await;
+    let user = id();
+    CREDIT.create(&mut conn, "L1", &user, &[]).await.unwrap();
+    CREDIT.add(&mut conn, "L2", &user, 5).await.unwrap();
+
+    // Not enough credit.
+    assert_eq!(
+        CREDIT.subtract(&mut conn, "L3", &user, 6).await.unwrap(),
+        Outcome::Insufficient("5".into())
+    );
+    // Overflow past i64::MAX.
+    assert_eq!(
+        CREDIT.add(&mut conn, "L4", &user, i64::MAX).await.unwrap(),
+        Outcome::Overflow
+    );
+    // Unknown entity.
+    assert_eq!(
+        CREDIT.add(&mut conn, "L5", "nobody", 1).await.unwrap(),
+        Outcome::NotFound
+    );
+    assert_eq!(
+        CREDIT.subtract(&mut conn, "L6", "nobody", 1).await.unwrap(),
+        Outcome::NotFound
+    );
+
+    assert_eq!(
+        CREDIT.find(&mut conn, &user).await.unwrap().unwrap()["credit"],
+        5
+    );
+    assert!(CREDIT.find(&mut conn, "nobody").await.unwrap().is_none());
+    assert_eq!(entries(&mut conn, log::PAYMENT_LOG).await.len(), 2);
+}
+
+#[tokio::test]
+async fn subtract_compares_exactly_near_i64_max() {
+    // Lua numbers are doubles: 2^53 + 1 and 2^53 compare equal as doubles; the script must not.
+    let redis = RedisServer::start();
+    let mut conn = redis.conn().await;
+    let item = id();
+    STOCK
+        .create(&mut conn, "L1", &item, &[("price", 1)])
+        .await
+        .unwrap();
+    let big = (1i64 << 53) + 1;
+    STOCK.add(&mut conn, "L2", &item, big - 1).await.unwrap();
+    assert_eq!(
+        STOCK.subtract(&mut conn, "L3", &item, big).await.unwrap(),
+        Outcome::Insufficient((big - 1).to_string())
+    );
+    STOCK.add(&mut conn, "L4", &item, 1).await.unwrap();
+    assert_eq!(
+        STOCK.subtract(&mut conn, "L5", &item, big).await.unwrap(),
+        Outcome::Ok(vec!["0".into()])
+    );
+    STOCK.add(&mut conn, "L6", &item, i64::MAX).await.unwrap();
+    assert_eq!(
+        STOCK
+            .subtract(&mut conn, "L7", &item, i64::MAX)
+            .await
+            .unwrap(),
+        Outcome::Ok(vec!["0".into()])
+    );
+}
+
+#[tokio::test]
+async fn batch_init_creates_and_overwrites_with_one_log_entry() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn().await;
+    STOCK
+        .batch_init(&mut conn, "L1", 1000, 3, &[("price", 9)])
+        .await
+        .unwrap();
+    STOCK.subtract(&mut conn, "L2", "999", 3).await.unwrap();
+    STOCK
+        .batch_init(&mut conn, "L3", 1000, 5, &[("price", 2)])
+        .await
+        .unwrap();
+    let last = STOCK.find(&mut conn, "999").await.unwrap().unwrap();
+    assert_eq!((last["stock"], last["price"]), (5, 2));
+    assert!(STOCK.find(&mut conn, "1000").await.unwrap().is_none());
+    let log = entries(&mut conn, log::STOCK_LOG).await;
+    assert_eq!(log.len(), 3);
+    assert_eq!(log[2].kind(), "StockBatchInit");
+    assert_eq!(
+        (log[2].int("n").unwrap(), log[2].int("stock").unwrap()),
+        (1000, 5)
+    );
+}
+
+#[tokio::test]
+async fn scripts_are_reloaded_after_script_flush() {
+    // A restarted Redis has no scripts cached; EVALSHA must fall back to loading them.
+    let redis = RedisServer::start();
+    let mut conn = redis.conn().await;
+    let item = id();
+    STOCK
+        .create(&mut conn, "L1", &item, &[("price", 1)])
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        STOCK.add(&mut conn, "L2", &item, 1).await.unwrap(),
+        Outcome::Ok(vec!["1".into()])
+    );
+}

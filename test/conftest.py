@@ -1,0 +1,140 @@
+"""Session setup: make sure the stack is up, and give tests a client.
+
+If nothing answers `GET {ORDER_URL}/orders/health`, the suite starts the whole stack with
+`shoplog up --detach` in a fresh data directory (SHOPLOG_DATA_DIR) and stops it with
+`shoplog down --wipe` at the end. A stack that was already running is used and left alone.
+
+The binary is $SHOPLOG_BIN, else target/release/shoplog, else target/debug/shoplog (relative to the
+repository root, the parent of this directory). Set SHOPLOG_KEEP_DATA=1 to stop a stack the suite
+started without wiping its data directory (its path is printed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from helpers import BASES, Api
+
+ROOT = Path(__file__).resolve().parent.parent
+UP_TIMEOUT = 300  # seconds for `shoplog up --detach`
+DOWN_TIMEOUT = 120
+
+
+def shoplog_bin() -> Path:
+    env = os.environ.get("SHOPLOG_BIN")
+    if env:
+        path = Path(env)
+        return path if path.is_absolute() else ROOT / path
+    release = ROOT / "target" / "release" / "shoplog"
+    return release if release.exists() else ROOT / "target" / "debug" / "shoplog"
+
+
+def _healthy(prefix: str) -> bool:
+    try:
+        r = requests.get(f"{BASES[prefix]}/{prefix}/health", timeout=2)
+        return r.status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _wait_healthy(deadline: float) -> list[str]:
+    """Waits until every service answers its health check; returns those that never did."""
+    pending = list(BASES)
+    while pending and time.monotonic() < deadline:
+        pending = [p for p in pending if not _healthy(p)]
+        if pending:
+            time.sleep(0.5)
+    return pending
+
+
+def _log_tails(data_dir: Path, lines: int = 20, max_files: int = 30) -> str:
+    """The last lines of every log file under the data dir (to explain a failure)."""
+    out = []
+    files = sorted(p for p in data_dir.rglob("*") if p.is_file() and p.suffix in {".log", ".err", ".out"})
+    for path in files[:max_files]:
+        try:
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+        out.append(f"--- {path} (last {len(text)} lines)")
+        out.extend(text)
+    return "\n".join(out)
+
+
+def _run(cmd: list[str], env: dict, timeout: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stack(request):
+    """The running system: started here when nothing answers, else the one already running."""
+    if _healthy("orders"):
+        missing = _wait_healthy(time.monotonic() + 10)
+        if missing:
+            pytest.exit(f"a stack answers at {BASES['orders']} but not: {missing}", returncode=3)
+        yield None
+        return
+
+    binary = shoplog_bin()
+    if not binary.exists():
+        pytest.exit(
+            f"nothing answers at {BASES['orders']}/orders/health and there is no shoplog binary at "
+            f"{binary} (build it with `cargo build --release`, or set SHOPLOG_BIN)",
+            returncode=3,
+        )
+    data_dir = Path(tempfile.mkdtemp(prefix="shoplog-test-"))
+    env = dict(os.environ, SHOPLOG_DATA_DIR=str(data_dir))
+    started = time.monotonic()
+    try:
+        up = _run([str(binary), "up", "--detach"], env, UP_TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        _run([str(binary), "down", "--wipe"], env, DOWN_TIMEOUT)
+        pytest.exit(f"`shoplog up --detach` did not return within {UP_TIMEOUT}s: {e}", returncode=3)
+    if up.returncode != 0:
+        tails = _log_tails(data_dir)
+        _run([str(binary), "down", "--wipe"], env, DOWN_TIMEOUT)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        pytest.exit(
+            f"`shoplog up --detach` failed ({up.returncode}):\n{up.stdout}\n{up.stderr}\n{tails}",
+            returncode=3,
+        )
+    missing = _wait_healthy(time.monotonic() + 30)
+    if missing:
+        tails = _log_tails(data_dir)
+        _run([str(binary), "down", "--wipe"], env, DOWN_TIMEOUT)
+        pytest.exit(f"`shoplog up --detach` returned but {missing} are not healthy\n{tails}", returncode=3)
+    print(f"\n[shoplog] stack up in {time.monotonic() - started:.1f}s, data dir {data_dir}", file=sys.stderr)
+
+    yield data_dir
+
+    failed = request.session.testsfailed
+    if failed:
+        status = _run([str(binary), "status", "--json"], env, 30)
+        print(f"\n[shoplog] {failed} test(s) failed; stack data dir {data_dir}", file=sys.stderr)
+        print(f"[shoplog] status --json: {status.stdout.strip()} {status.stderr.strip()}", file=sys.stderr)
+        print(_log_tails(data_dir), file=sys.stderr)
+    keep = os.environ.get("SHOPLOG_KEEP_DATA") == "1"
+    down = _run([str(binary), "down"] + ([] if keep else ["--wipe"]), env, DOWN_TIMEOUT)
+    if down.returncode != 0:
+        print(f"\n[shoplog] `shoplog down` failed ({down.returncode}): {down.stdout}{down.stderr}", file=sys.stderr)
+    if keep:
+        print(f"\n[shoplog] data kept in {data_dir}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def api(stack) -> Api:
+    """A keep-alive client (one `requests.Session`) for the whole session."""
+    client = Api()
+    yield client
+    client.close()
