@@ -60,6 +60,11 @@ def _log_tails(data_dir: Path, lines: int = 20, max_files: int = 30) -> str:
     """The last lines of every log file under the data dir (to explain a failure)."""
     out = []
     files = sorted(p for p in data_dir.rglob("*") if p.is_file() and p.suffix in {".log", ".err", ".out"})
+    # The Redis servers' logs say little; name them only.
+    quiet = [p for p in files if p.name.endswith("-db.log") or p.name.startswith("lock-")]
+    if quiet:
+        out.append("--- also: " + " ".join(str(p) for p in quiet))
+    files = [p for p in files if p not in quiet]
     for path in files[:max_files]:
         try:
             text = path.read_text(errors="replace").splitlines()[-lines:]
@@ -68,6 +73,16 @@ def _log_tails(data_dir: Path, lines: int = 20, max_files: int = 30) -> str:
         out.append(f"--- {path} (last {len(text)} lines)")
         out.extend(text)
     return "\n".join(out)
+
+
+def _say(request, text: str):
+    """Prints past pytest's output capture (session setup and teardown output is otherwise hidden)."""
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        print(text, file=sys.stderr)
+        return
+    with capman.global_and_fixture_disabled():
+        print(text, file=sys.stderr)
 
 
 def _run(cmd: list[str], env: dict, timeout: int) -> subprocess.CompletedProcess:
@@ -114,22 +129,22 @@ def stack(request):
         tails = _log_tails(data_dir)
         _run([str(binary), "down", "--wipe"], env, DOWN_TIMEOUT)
         pytest.exit(f"`shoplog up --detach` returned but {missing} are not healthy\n{tails}", returncode=3)
-    print(f"\n[shoplog] stack up in {time.monotonic() - started:.1f}s, data dir {data_dir}", file=sys.stderr)
+    _say(request, f"\n[shoplog] stack up in {time.monotonic() - started:.1f}s, data dir {data_dir}")
 
     yield data_dir
 
     failed = request.session.testsfailed
     if failed:
         status = _run([str(binary), "status", "--json"], env, 30)
-        print(f"\n[shoplog] {failed} test(s) failed; stack data dir {data_dir}", file=sys.stderr)
-        print(f"[shoplog] status --json: {status.stdout.strip()} {status.stderr.strip()}", file=sys.stderr)
-        print(_log_tails(data_dir), file=sys.stderr)
+        _say(request, f"\n[shoplog] {failed} test(s) failed; stack data dir {data_dir}")
+        _say(request, f"[shoplog] status --json: {status.stdout.strip()} {status.stderr.strip()}")
+        _say(request, _log_tails(data_dir))
     keep = os.environ.get("SHOPLOG_KEEP_DATA") == "1"
     down = _run([str(binary), "down"] + ([] if keep else ["--wipe"]), env, DOWN_TIMEOUT)
     if down.returncode != 0:
-        print(f"\n[shoplog] `shoplog down` failed ({down.returncode}): {down.stdout}{down.stderr}", file=sys.stderr)
+        _say(request, f"\n[shoplog] `shoplog down` failed ({down.returncode}): {down.stdout}{down.stderr}")
     if keep:
-        print(f"\n[shoplog] data kept in {data_dir}", file=sys.stderr)
+        _say(request, f"\n[shoplog] data kept in {data_dir}")
 
 
 @pytest.fixture(scope="session")

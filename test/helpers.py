@@ -2,7 +2,7 @@
 a raw client that sends a path exactly as written, and assertions on answers.
 
 Base URLs come from ORDER_URL, STOCK_URL, PAYMENT_URL and IDS_URL (each defaults to the gateway,
-http://127.0.0.1:8000). A path is sent to the base URL of its first segment (`/stock/...` goes to
+http://127.0.0.1:8000, or the port in SHOPLOG_GATEWAY_PORT). A path is sent to the base URL of its first segment (`/stock/...` goes to
 STOCK_URL), so the suite works through the gateway and against the services directly.
 """
 
@@ -21,7 +21,8 @@ import requests
 I64_MAX = 2**63 - 1
 TIMEOUT = 15  # seconds, per request
 
-GATEWAY = "http://127.0.0.1:8000"
+# The gateway of a stack started by `shoplog up` (which also reads SHOPLOG_GATEWAY_PORT).
+GATEWAY = f"http://127.0.0.1:{os.environ.get('SHOPLOG_GATEWAY_PORT') or 8000}"
 
 
 def _base(var: str) -> str:

@@ -12,14 +12,17 @@
 //! | [`metrics`] | Prometheus counters and latency histograms |
 //! | [`ids`] | the id pool leased in blocks from the ID service, with local ULID fallback |
 //! | [`db`] | connecting to a service's Redis and running its Lua scripts |
+//! | [`consumer`] | consuming another service's log through a consumer group (the saga's delivery) |
 //! | [`log`] | the service logs (Redis Streams): names, entries, paged reads |
 //! | [`counter`] | the shared "entity with a non-negative counter" scripts (stock, credit) |
 //! | [`batch`] | the deterministic generator behind `batch_init` (used by services and replay) |
+//! | [`saga`] | saga record keys, the wake-up channel, item-line encoding |
 //! | [`lock`] | Redlock over the lock nodes, with bounded acquisition and explicit release |
 //! | [`validate`] | parsing of path parameters (ids and amounts) |
 
 pub mod batch;
 pub mod config;
+pub mod consumer;
 pub mod counter;
 pub mod db;
 pub mod error;
@@ -28,6 +31,7 @@ pub mod ids;
 pub mod lock;
 pub mod log;
 pub mod metrics;
+pub mod saga;
 pub mod telemetry;
 pub mod validate;
 

@@ -40,6 +40,32 @@ pub mod event {
     pub const ITEM_ADDED: &str = "ItemAdded";
     /// `order/lua/batch_init.lua`: `n`, `n_items`, `n_users`, `price`, `seed`.
     pub const ORDER_BATCH_INIT: &str = "OrderBatchInit";
+
+    // The checkout saga (DESIGN.md, "Checkout saga"). Every saga entry carries `saga` and `order`.
+
+    /// `order/lua/checkout_start.lua`: `user`, `items` (summed), `total`, `started_ms`.
+    pub const CHECKOUT_STARTED: &str = "CheckoutStarted";
+    /// `stock/lua/reserve.lua`: `user`, `items`, `total` (what payment needs to charge).
+    pub const STOCK_RESERVED: &str = "StockReserved";
+    /// `stock/lua/reserve.lua`: `reason`.
+    pub const STOCK_REJECTED: &str = "StockRejected";
+    /// `payment/lua/charge.lua`: `user`, `amount`.
+    pub const PAYMENT_CHARGED: &str = "PaymentCharged";
+    /// `payment/lua/charge.lua`: `reason`.
+    pub const PAYMENT_REJECTED: &str = "PaymentRejected";
+    /// `order/lua/commit.lua`: the decision `commit`; the order is paid.
+    pub const CHECKOUT_COMMITTED: &str = "CheckoutCommitted";
+    /// `order/lua/abort.lua`: the decision `abort`, with `reason`, `user`, `items`, `total`
+    /// (what the compensations need).
+    pub const CHECKOUT_ABORTED: &str = "CheckoutAborted";
+    /// `stock/lua/release.lua`: `items`, `released` (`1` when stock went back, `0` when the saga
+    /// held none and a tombstone now refuses its late reservation).
+    pub const STOCK_RELEASED: &str = "StockReleased";
+    /// `payment/lua/refund.lua`: `user`, `amount`, `refunded` (`1` or `0`, as for stock).
+    pub const PAYMENT_REFUNDED: &str = "PaymentRefunded";
+    /// `order/lua/confirm.lua`: `part` (`stock` | `payment`), `reopened` (`1` when this
+    /// confirmation completed the compensation and the order became open again).
+    pub const COMPENSATION_CONFIRMED: &str = "CompensationConfirmed";
 }
 
 /// Why a log entry could not be read or understood.

@@ -1,18 +1,25 @@
 //! The order service: orders in order-db, logged in `log:order`.
 //!
-//! [`store`] holds one function per transition (each a Lua script in `order/lua/`), [`prices`]
-//! asks the stock service for item prices, and this file is the route table.
+//! [`store`] holds one function per order transition (each a Lua script in `order/lua/`),
+//! [`prices`] asks the stock service for item prices, [`checkout`] admits checkouts and waits for
+//! their outcome, [`saga`] is the order side of the saga, [`waiters`] wakes waiting checkouts, and
+//! this file is the route table.
 
+pub mod checkout;
 pub mod prices;
+pub mod saga;
 pub mod store;
+pub mod waiters;
 
 use std::sync::Arc;
 
 use common::config::Config;
+use common::consumer::ConsumerConfig;
 use common::db::Outcome;
 use common::error::ApiError;
 use common::http::{self, HandlerResult, Method, Service};
 use common::ids::IdPool;
+use common::log::{PAYMENT_LOG, STOCK_LOG};
 use common::metrics::Metrics;
 use common::validate;
 use redis::aio::ConnectionManager;
@@ -25,6 +32,9 @@ pub struct Order {
     db: ConnectionManager,
     ids: Arc<IdPool>,
     prices: prices::Prices,
+    locks: common::lock::Redlock,
+    waiters: Arc<waiters::Waiters>,
+    checkout_timeout: std::time::Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -35,10 +45,30 @@ impl Order {
         let ids = IdPool::new(&config.ids_url, config.id_block, metrics.clone());
         ids.prefill().await;
         let db = common::db::connect(&config.order_db_url, "order-db").await?;
+        let waiters = Arc::new(waiters::Waiters::default());
+        waiters.clone().spawn_listener(config.order_db_url.clone());
+        for (stream, url) in [
+            (STOCK_LOG, &config.stock_db_url),
+            (PAYMENT_LOG, &config.payment_db_url),
+        ] {
+            let (saga_db, saga_ids) = (db.clone(), ids.clone());
+            common::consumer::spawn(
+                ConsumerConfig::new(stream, "order", &config.instance),
+                url.clone(),
+                metrics.clone(),
+                move |e| {
+                    let (db, ids) = (saga_db.clone(), saga_ids.clone());
+                    async move { saga::on_entry(&db, &ids, e).await }
+                },
+            );
+        }
         Ok(Arc::new(Order {
             db,
             ids,
             prices: prices::Prices::new(&config.stock_url),
+            locks: common::lock::Redlock::new(&config.lock_urls),
+            waiters,
+            checkout_timeout: config.checkout_timeout,
             metrics,
         }))
     }
@@ -140,12 +170,14 @@ impl Service for Order {
             ["orders", "create", user] if post => self.create(user).await,
             ["orders", "find", id] if method == Method::GET => self.find(id).await,
             ["orders", "addItem", id, item, qty] if post => self.add_item(id, item, qty).await,
+            ["orders", "checkout", id] if post => self.checkout(id).await,
             ["orders", "batch_init", n, n_items, n_users, price] if post => {
                 self.batch_init(n, n_items, n_users, price).await
             }
             ["orders", "find", _] => Err(http::wrong_method(&method, "GET")),
             ["orders", "create", _]
             | ["orders", "addItem", _, _, _]
+            | ["orders", "checkout", _]
             | ["orders", "batch_init", _, _, _, _] => Err(http::wrong_method(&method, "POST")),
             _ => Err(http::not_found(&segments)),
         }

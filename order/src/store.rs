@@ -46,6 +46,11 @@ pub struct OrderRecord {
     pub items: Vec<(String, i64)>,
     /// `OPEN`, `CHECKING_OUT` or `PAID`.
     pub status: String,
+    /// The saga deciding (or that decided) the order, when there is one.
+    pub saga: String,
+    /// The `items` field exactly as stored (checkout admission compares it to detect a
+    /// concurrent `addItem`).
+    pub items_json: String,
 }
 
 impl OrderRecord {
@@ -152,5 +157,7 @@ pub async fn find(
         total_cost: field("total_cost").parse().unwrap_or(0),
         items,
         status: field("status"),
+        saga: field("saga"),
+        items_json: field("items"),
     }))
 }

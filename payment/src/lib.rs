@@ -2,14 +2,18 @@
 //!
 //! Users are counter entities (see `common::counter`): the create / add_funds / pay / batch_init
 //! transitions are the shared scripts, configured by [`common::counter::CREDIT`]. This crate is the
-//! route table and, with the checkout saga, the charge and refund scripts.
+//! route table; [`saga`] is the payment side of the checkout saga.
+
+pub mod saga;
 
 use std::sync::Arc;
 
 use common::config::Config;
+use common::consumer::ConsumerConfig;
 use common::counter::{CounterService, CREDIT};
 use common::http::{self, HandlerResult, Method, Service};
 use common::ids::IdPool;
+use common::log::{ORDER_LOG, STOCK_LOG};
 use common::metrics::Metrics;
 
 /// The payment service.
@@ -25,6 +29,21 @@ impl Payment {
         let ids = IdPool::new(&config.ids_url, config.id_block, metrics.clone());
         ids.prefill().await;
         let db = common::db::connect(&config.payment_db_url, "payment-db").await?;
+        for (stream, url) in [
+            (STOCK_LOG, &config.stock_db_url),
+            (ORDER_LOG, &config.order_db_url),
+        ] {
+            let (saga_db, saga_ids) = (db.clone(), ids.clone());
+            common::consumer::spawn(
+                ConsumerConfig::new(stream, "payment", &config.instance),
+                url.clone(),
+                metrics.clone(),
+                move |e| {
+                    let (db, ids) = (saga_db.clone(), saga_ids.clone());
+                    async move { saga::on_entry(&db, &ids, e).await }
+                },
+            );
+        }
         Ok(Arc::new(Payment {
             users: CounterService {
                 spec: CREDIT,

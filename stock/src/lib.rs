@@ -2,14 +2,18 @@
 //!
 //! Items are counter entities (see `common::counter`): the create / add / subtract / batch_init
 //! transitions are the shared scripts, configured by [`common::counter::STOCK`]. This crate is the
-//! route table and, with the checkout saga, the stock-side reservation scripts.
+//! route table; [`saga`] is the stock side of the checkout saga.
+
+pub mod saga;
 
 use std::sync::Arc;
 
 use common::config::Config;
+use common::consumer::ConsumerConfig;
 use common::counter::{CounterService, STOCK};
 use common::http::{self, HandlerResult, Method, Service};
 use common::ids::IdPool;
+use common::log::ORDER_LOG;
 use common::metrics::Metrics;
 use common::validate;
 
@@ -26,6 +30,16 @@ impl Stock {
         let ids = IdPool::new(&config.ids_url, config.id_block, metrics.clone());
         ids.prefill().await;
         let db = common::db::connect(&config.stock_db_url, "stock-db").await?;
+        let (saga_db, saga_ids) = (db.clone(), ids.clone());
+        common::consumer::spawn(
+            ConsumerConfig::new(ORDER_LOG, "stock", &config.instance),
+            config.order_db_url.clone(),
+            metrics.clone(),
+            move |e| {
+                let (db, ids) = (saga_db.clone(), saga_ids.clone());
+                async move { saga::on_order_entry(&db, &ids, e).await }
+            },
+        );
         Ok(Arc::new(Stock {
             items: CounterService {
                 spec: STOCK,

@@ -1,0 +1,74 @@
+//! Names and shapes the checkout saga's participants share: the saga record keys in each
+//! database, the pub/sub channel that wakes waiting checkouts, and the encoding of an order's
+//! (summed) item lines in log entries.
+
+use crate::error::ApiError;
+
+/// The order-side saga record (order-db): `order, user, total, items, decision, reason,
+/// started_ms, stock_ok, payment_ok, done`.
+pub fn order_saga_key(saga: &str) -> String {
+    format!("saga:{saga}")
+}
+
+/// The stock-side saga record (stock-db): `state` (`RESERVED | REJECTED | RELEASED | TOMBSTONE`),
+/// `order`, `items`.
+pub fn stock_saga_key(saga: &str) -> String {
+    format!("ssaga:{saga}")
+}
+
+/// The payment-side saga record (payment-db): `state` (`CHARGED | REJECTED | REFUNDED |
+/// TOMBSTONE`), `order`, `user`, `amount`.
+pub fn payment_saga_key(saga: &str) -> String {
+    format!("psaga:{saga}")
+}
+
+/// Channel (in order-db) on which the deciding scripts publish a saga id once the saga is final
+/// (committed, or aborted with every compensation confirmed).
+pub const DONE_CHANNEL: &str = "saga:done";
+
+/// An order's lines with the quantities of a repeated item summed, in first-seen order.
+pub fn sum_lines(lines: &[(String, i64)]) -> Result<Vec<(String, i64)>, ApiError> {
+    let mut out: Vec<(String, i64)> = Vec::new();
+    for (item, qty) in lines {
+        match out.iter_mut().find(|(i, _)| i == item) {
+            Some((_, q)) => {
+                *q = q.checked_add(*qty).ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "the quantities of item `{item}` add up past {}",
+                        i64::MAX
+                    ))
+                })?
+            }
+            None => out.push((item.clone(), *qty)),
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes lines as the JSON carried in saga entries: `[["item", qty], ...]`.
+pub fn encode_lines(lines: &[(String, i64)]) -> String {
+    serde_json::to_string(lines).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// Decodes lines from a saga entry.
+pub fn decode_lines(json: &str) -> Option<Vec<(String, i64)>> {
+    serde_json::from_str(json).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_items_are_summed_in_first_seen_order() {
+        let lines = vec![
+            ("a".to_string(), 1),
+            ("b".to_string(), 2),
+            ("a".to_string(), 3),
+        ];
+        let summed = sum_lines(&lines).unwrap();
+        assert_eq!(summed, vec![("a".to_string(), 4), ("b".to_string(), 2)]);
+        assert_eq!(decode_lines(&encode_lines(&summed)).unwrap(), summed);
+        assert!(sum_lines(&[("a".into(), i64::MAX), ("a".into(), 1)]).is_err());
+    }
+}

@@ -1,0 +1,169 @@
+//! `POST /orders/checkout/{id}`: admit the checkout under the order's Redlock, then wait for the
+//! saga's outcome and answer it.
+//!
+//! 1. Read the order: unknown → 404, paid → 200, empty → 400.
+//! 2. Take `lock:order:{id}` (bounded wait), run the admission script, release the lock on every
+//!    path. The script starts a new saga, or says which saga already decides the order (join it),
+//!    or that the order is paid.
+//! 3. Wait until the saga is done (woken by pub/sub, re-reading the record as a fallback).
+//! 4. Still undecided after `CHECKOUT_TIMEOUT`: abort through the same compare-and-set the
+//!    participants use, and answer whichever decision won.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::error::ApiError;
+use common::http::{self, HandlerResult};
+use common::lock::LockFailure;
+use common::saga::{encode_lines, sum_lines};
+use tokio::time::Instant;
+
+use crate::saga::{self, Admission, SagaView};
+use crate::{store, Order};
+
+/// TTL of the admission lock: far above the admission's few milliseconds, so that only a paused
+/// process lets it expire (and then the fenced scripts keep the saga safe).
+pub const LOCK_TTL: Duration = Duration::from_secs(10);
+/// How long a checkout waits for the admission lock before answering 503.
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How often a waiting checkout re-reads its saga when no wake-up came.
+const POLL: Duration = Duration::from_millis(500);
+
+impl Order {
+    /// Handles `POST /orders/checkout/{raw_id}`.
+    pub(crate) async fn checkout(&self, raw_id: &str) -> HandlerResult {
+        let id = common::validate::existing_id(raw_id, "order")?;
+        let mut conn = self.db.clone();
+        let saga = loop {
+            let order = store::find(&mut conn, id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("unknown order `{id}`")))?;
+            if order.paid() {
+                return paid(id, &order.saga);
+            }
+            if order.status == store::status::OPEN && order.items.is_empty() {
+                return Err(ApiError::BadRequest(format!(
+                    "order `{id}` is empty: add items before checking out"
+                )));
+            }
+            let summed = encode_lines(&sum_lines(&order.items)?);
+            let sid = self.ids.next();
+            let admission = self.admit(id, &sid, &order.items_json, &summed).await?;
+            match admission {
+                Admission::Started(s) | Admission::Join(s) => break s,
+                Admission::Paid(s) => return paid(id, &s),
+                Admission::NotFound => {
+                    return Err(ApiError::NotFound(format!("unknown order `{id}`")))
+                }
+                Admission::Changed => continue,
+            }
+        };
+        tracing::Span::current().record("saga", saga.as_str());
+        let outcome = self.await_outcome(&saga).await?;
+        self.answer(id, &saga, outcome)
+    }
+
+    /// Runs the admission script under the order's Redlock, releasing it on every path.
+    async fn admit(
+        &self,
+        id: &str,
+        sid: &str,
+        items_json: &str,
+        summed: &str,
+    ) -> Result<Admission, ApiError> {
+        let lease = self
+            .locks
+            .lock_within(&format!("lock:order:{id}"), LOCK_TTL, LOCK_WAIT)
+            .await
+            .map_err(|e| match e {
+                LockFailure::Busy(_) => ApiError::Unavailable(format!(
+                    "order `{id}` is being admitted by someone else for too long; retry"
+                )),
+                LockFailure::Nodes { .. } => ApiError::Unavailable(format!("{e}; retry later")),
+            })?;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let started = saga::start(
+            &mut self.db.clone(),
+            &self.ids.next(),
+            id,
+            sid,
+            items_json,
+            summed,
+            now_ms,
+        )
+        .await;
+        self.locks.release(lease).await;
+        Ok(started?)
+    }
+
+    /// Waits for saga `sid` to be done; aborts it on timeout. Answers the final view (or, when a
+    /// timeout abort's compensations are still running, the abort decision).
+    async fn await_outcome(&self, sid: &str) -> Result<SagaView, ApiError> {
+        if let Some(done) = self
+            .wait_done(sid, Instant::now() + self.checkout_timeout)
+            .await?
+        {
+            return Ok(done);
+        }
+        self.metrics.incr("checkouts_timed_out_total", 1);
+        tracing::warn!(
+            saga = sid,
+            "checkout undecided after the timeout; aborting it"
+        );
+        saga::abort(
+            &mut self.db.clone(),
+            &self.ids.next(),
+            sid,
+            "checkout timed out and was aborted; retry",
+        )
+        .await?;
+        if let Some(done) = self
+            .wait_done(sid, Instant::now() + self.checkout_timeout)
+            .await?
+        {
+            return Ok(done);
+        }
+        // Decided, compensations still running (a participant is down): answer the decision.
+        saga::view(&mut self.db.clone(), sid)
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("saga `{sid}` vanished")))
+    }
+
+    async fn wait_done(&self, sid: &str, deadline: Instant) -> Result<Option<SagaView>, ApiError> {
+        loop {
+            let woken = self.waiters.register(sid);
+            if let Some(v) = saga::view(&mut self.db.clone(), sid).await? {
+                if v.done {
+                    return Ok(Some(v));
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let _ = tokio::time::timeout((deadline - now).min(POLL), woken).await;
+        }
+    }
+
+    fn answer(&self, id: &str, sid: &str, v: SagaView) -> HandlerResult {
+        if v.decision == "commit" {
+            self.metrics.incr("checkouts_committed_total", 1);
+            return paid(id, sid);
+        }
+        self.metrics.incr("checkouts_refused_total", 1);
+        let reason = if v.reason.is_empty() {
+            "checkout aborted".to_string()
+        } else {
+            v.reason
+        };
+        Err(ApiError::BadRequest(format!(
+            "checkout of order `{id}` refused: {reason}"
+        )))
+    }
+}
+
+fn paid(id: &str, saga: &str) -> HandlerResult {
+    http::json(&serde_json::json!({ "order_id": id, "paid": true, "saga": saga }))
+}
