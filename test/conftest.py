@@ -11,6 +11,7 @@ started without wiping its data directory (its path is printed).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -85,6 +86,15 @@ def _say(request, text: str):
         print(text, file=sys.stderr)
 
 
+def _status_lines(status: subprocess.CompletedProcess) -> str:
+    """`shoplog status --json` as one compact line per component (raw output if it is not JSON)."""
+    try:
+        components = json.loads(status.stdout)
+        return "\n".join(json.dumps(c, separators=(",", ":")) for c in components)
+    except (ValueError, TypeError):
+        return f"{status.stdout.strip()} {status.stderr.strip()}"
+
+
 def _run(cmd: list[str], env: dict, timeout: int) -> subprocess.CompletedProcess:
     return subprocess.run(
         cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
@@ -137,7 +147,7 @@ def stack(request):
     if failed:
         status = _run([str(binary), "status", "--json"], env, 30)
         _say(request, f"\n[shoplog] {failed} test(s) failed; stack data dir {data_dir}")
-        _say(request, f"[shoplog] status --json: {status.stdout.strip()} {status.stderr.strip()}")
+        _say(request, "[shoplog] status:\n" + _status_lines(status))
         _say(request, _log_tails(data_dir))
     keep = os.environ.get("SHOPLOG_KEEP_DATA") == "1"
     down = _run([str(binary), "down"] + ([] if keep else ["--wipe"]), env, DOWN_TIMEOUT)

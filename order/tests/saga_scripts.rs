@@ -1,0 +1,258 @@
+//! Every saga transition script against real redis-servers (one per service database), driven by
+//! the real log entries the previous step appended: the happy path, duplicate delivery, aborts
+//! that overtake the step they cancel, a late charge after a timeout abort, all-or-nothing
+//! reservations, and fencing.
+
+use common::counter::{CREDIT, STOCK};
+use common::log::{self, LogEntry};
+use common::saga::{encode_lines, sum_lines};
+use common::testing::RedisServer;
+use order::saga::{self, Admission};
+use order::store;
+use redis::aio::ConnectionManager;
+
+struct Dbs {
+    _servers: [RedisServer; 3],
+    order: ConnectionManager,
+    stock: ConnectionManager,
+    payment: ConnectionManager,
+    n: u32,
+}
+
+impl Dbs {
+    async fn new() -> Dbs {
+        let servers = [RedisServer::start(), RedisServer::start(), RedisServer::start()];
+        let (order, stock, payment) = (servers[0].conn().await, servers[1].conn().await, servers[2].conn().await);
+        Dbs { _servers: servers, order, stock, payment, n: 0 }
+    }
+
+    fn log_id(&mut self) -> String {
+        self.n += 1;
+        format!("L{}", self.n)
+    }
+
+    /// Items a (price 5, stock 10) and b (price 3, stock 1); user u with `credit`; order o with
+    /// the given lines.
+    async fn setup(&mut self, credit: i64, lines: &[(&str, i64)]) {
+        for (item, price, stock) in [("a", 5, 10), ("b", 3, 1)] {
+            let (l1, l2) = (self.log_id(), self.log_id());
+            STOCK.create(&mut self.stock, &l1, item, &[("price", price)]).await.unwrap();
+            STOCK.add(&mut self.stock, &l2, item, stock).await.unwrap();
+        }
+        let (l1, l2) = (self.log_id(), self.log_id());
+        CREDIT.create(&mut self.payment, &l1, "u", &[]).await.unwrap();
+        CREDIT.add(&mut self.payment, &l2, "u", credit).await.unwrap();
+        let l = self.log_id();
+        store::create(&mut self.order, &l, "o", "u").await.unwrap();
+        for (item, qty) in lines {
+            let price = if *item == "a" { 5 } else { 3 };
+            let l = self.log_id();
+            store::add_item(&mut self.order, &l, "o", item, *qty, price, qty * price).await.unwrap();
+        }
+    }
+
+    async fn start(&mut self, sid: &str) -> Admission {
+        let o = store::find(&mut self.order, "o").await.unwrap().unwrap();
+        let summed = encode_lines(&sum_lines(&o.items).unwrap());
+        let l = self.log_id();
+        saga::start(&mut self.order, &l, "o", sid, &o.items_json, &summed, 1).await.unwrap()
+    }
+
+    async fn stock_of(&mut self, item: &str) -> i64 {
+        STOCK.find(&mut self.stock, item).await.unwrap().unwrap()["stock"]
+    }
+
+    async fn credit(&mut self) -> i64 {
+        CREDIT.find(&mut self.payment, "u").await.unwrap().unwrap()["credit"]
+    }
+
+    async fn status(&mut self) -> String {
+        store::find(&mut self.order, "o").await.unwrap().unwrap().status
+    }
+}
+
+async fn last(conn: &mut ConnectionManager, stream: &str, kind: &str) -> LogEntry {
+    let all = log::read_page(conn, stream, "-", 10_000).await.unwrap();
+    all.into_iter().rev().find(|e| e.kind() == kind).unwrap_or_else(|| panic!("no {kind} in {stream}"))
+}
+
+fn status(reply: &[String]) -> &str {
+    reply.first().map(String::as_str).unwrap_or("")
+}
+
+#[tokio::test]
+async fn happy_path_commits_once_even_with_duplicate_delivery() {
+    let mut d = Dbs::new().await;
+    d.setup(100, &[("a", 2), ("b", 1), ("a", 1)]).await;
+    assert_eq!(d.start("s1").await, Admission::Started("s1".into()));
+    // A second checkout joins the running saga.
+    assert_eq!(d.start("s2").await, Admission::Join("s1".into()));
+
+    let started = last(&mut d.order, log::ORDER_LOG, "CheckoutStarted").await;
+    assert_eq!(started.text("items").unwrap(), r#"[["a",3],["b",1]]"#);
+    let l = d.log_id();
+    assert_eq!(status(&stock::saga::reserve(&mut d.stock, &l, &started).await.unwrap()), "OK");
+    let l = d.log_id();
+    assert_eq!(status(&stock::saga::reserve(&mut d.stock, &l, &started).await.unwrap()), "DUP");
+    assert_eq!((d.stock_of("a").await, d.stock_of("b").await), (7, 0));
+
+    let reserved = last(&mut d.stock, log::STOCK_LOG, "StockReserved").await;
+    for expected in ["OK", "DUP"] {
+        let l = d.log_id();
+        assert_eq!(status(&payment::saga::charge(&mut d.payment, &l, &reserved).await.unwrap()), expected);
+    }
+    assert_eq!(d.credit().await, 100 - 18);
+
+    for expected in ["OK", "DECIDED"] {
+        let l = d.log_id();
+        assert_eq!(status(&saga::commit(&mut d.order, &l, "s1", "o").await.unwrap()), expected);
+    }
+    assert_eq!(d.status().await, "PAID");
+    let v = saga::view(&mut d.order, "s1").await.unwrap().unwrap();
+    assert_eq!((v.decision.as_str(), v.done), ("commit", true));
+    // A paid order is not admitted again.
+    assert_eq!(d.start("s3").await, Admission::Paid("s1".into()));
+    // An abort after the commit changes nothing.
+    let l = d.log_id();
+    assert_eq!(status(&saga::abort(&mut d.order, &l, "s1", "late").await.unwrap()), "DECIDED");
+}
+
+#[tokio::test]
+async fn multi_item_reservation_is_all_or_nothing_and_the_order_reopens() {
+    let mut d = Dbs::new().await;
+    d.setup(100, &[("a", 2), ("b", 2)]).await; // b has 1
+    d.start("s1").await;
+    let started = last(&mut d.order, log::ORDER_LOG, "CheckoutStarted").await;
+    let l = d.log_id();
+    let reply = stock::saga::reserve(&mut d.stock, &l, &started).await.unwrap();
+    assert_eq!(status(&reply), "REJECTED");
+    assert!(reply[1].contains("not enough stock for item `b`"), "{reply:?}");
+    assert_eq!((d.stock_of("a").await, d.stock_of("b").await), (10, 1));
+
+    let rejected = last(&mut d.stock, log::STOCK_LOG, "StockRejected").await;
+    let l = d.log_id();
+    saga::abort(&mut d.order, &l, "s1", rejected.text("reason").unwrap()).await.unwrap();
+    let aborted = last(&mut d.order, log::ORDER_LOG, "CheckoutAborted").await;
+    let l = d.log_id();
+    assert_eq!(stock::saga::release(&mut d.stock, &l, &aborted).await.unwrap(), ["OK", "0"]);
+    let l = d.log_id();
+    assert_eq!(payment::saga::refund(&mut d.payment, &l, &aborted).await.unwrap(), ["OK", "0"]);
+    assert_eq!(d.status().await, "CHECKING_OUT"); // until both confirmations
+    let l = d.log_id();
+    assert_eq!(saga::confirm(&mut d.order, &l, "s1", "o", "stock").await.unwrap(), ["OK", "0"]);
+    let l = d.log_id();
+    assert_eq!(status(&saga::confirm(&mut d.order, &l, "s1", "o", "stock").await.unwrap()), "DUP");
+    let l = d.log_id();
+    assert_eq!(saga::confirm(&mut d.order, &l, "s1", "o", "payment").await.unwrap(), ["OK", "1"]);
+    assert_eq!(d.status().await, "OPEN");
+    assert_eq!((d.stock_of("a").await, d.stock_of("b").await, d.credit().await), (10, 1, 100));
+    // Checkout-able again, under a new saga.
+    assert_eq!(d.start("s2").await, Admission::Started("s2".into()));
+}
+
+#[tokio::test]
+async fn an_abort_that_overtakes_the_start_leaves_tombstones() {
+    let mut d = Dbs::new().await;
+    d.setup(100, &[("a", 1)]).await;
+    d.start("s1").await;
+    let l = d.log_id();
+    saga::abort(&mut d.order, &l, "s1", "checkout timed out").await.unwrap();
+    let started = last(&mut d.order, log::ORDER_LOG, "CheckoutStarted").await;
+    let aborted = last(&mut d.order, log::ORDER_LOG, "CheckoutAborted").await;
+
+    // Compensations arrive first: nothing held, tombstones left.
+    let l = d.log_id();
+    assert_eq!(stock::saga::release(&mut d.stock, &l, &aborted).await.unwrap(), ["OK", "0"]);
+    let l = d.log_id();
+    assert_eq!(payment::saga::refund(&mut d.payment, &l, &aborted).await.unwrap(), ["OK", "0"]);
+    // The late start is refused, not applied.
+    let l = d.log_id();
+    assert_eq!(stock::saga::reserve(&mut d.stock, &l, &started).await.unwrap(), ["DUP", "TOMBSTONE"]);
+    assert_eq!(d.stock_of("a").await, 10);
+    // A (hypothetical) late reservation is not charged either.
+    let fake_reserved = LogEntry {
+        stream_id: "0-1".into(),
+        fields: [("saga", "s1"), ("order", "o"), ("user", "u"), ("total", "5"), ("type", "StockReserved")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let l = d.log_id();
+    assert_eq!(
+        payment::saga::charge(&mut d.payment, &l, &fake_reserved).await.unwrap(),
+        ["DUP", "TOMBSTONE"]
+    );
+    assert_eq!(d.credit().await, 100);
+    // Duplicate compensations are no-ops.
+    let l = d.log_id();
+    assert_eq!(status(&stock::saga::release(&mut d.stock, &l, &aborted).await.unwrap()), "DUP");
+}
+
+#[tokio::test]
+async fn a_charge_after_a_timeout_abort_is_refunded_not_committed() {
+    let mut d = Dbs::new().await;
+    d.setup(100, &[("a", 2)]).await;
+    d.start("s1").await;
+    let started = last(&mut d.order, log::ORDER_LOG, "CheckoutStarted").await;
+    let l = d.log_id();
+    stock::saga::reserve(&mut d.stock, &l, &started).await.unwrap();
+    let reserved = last(&mut d.stock, log::STOCK_LOG, "StockReserved").await;
+    let l = d.log_id();
+    payment::saga::charge(&mut d.payment, &l, &reserved).await.unwrap();
+    assert_eq!((d.stock_of("a").await, d.credit().await), (8, 90));
+
+    // The checkout timed out before PaymentCharged reached the order service.
+    let l = d.log_id();
+    assert_eq!(status(&saga::abort(&mut d.order, &l, "s1", "timeout").await.unwrap()), "OK");
+    let l = d.log_id();
+    assert_eq!(saga::commit(&mut d.order, &l, "s1", "o").await.unwrap(), ["DECIDED", "abort"]);
+    let aborted = last(&mut d.order, log::ORDER_LOG, "CheckoutAborted").await;
+    let l = d.log_id();
+    assert_eq!(stock::saga::release(&mut d.stock, &l, &aborted).await.unwrap(), ["OK", "1"]);
+    let l = d.log_id();
+    assert_eq!(payment::saga::refund(&mut d.payment, &l, &aborted).await.unwrap(), ["OK", "1"]);
+    let l = d.log_id();
+    saga::confirm(&mut d.order, &l, "s1", "o", "payment").await.unwrap();
+    let l = d.log_id();
+    saga::confirm(&mut d.order, &l, "s1", "o", "stock").await.unwrap();
+    assert_eq!((d.stock_of("a").await, d.credit().await), (10, 100));
+    assert_eq!(d.status().await, "OPEN");
+    let v = saga::view(&mut d.order, "s1").await.unwrap().unwrap();
+    assert_eq!((v.decision.as_str(), v.done, v.reason.as_str()), ("abort", true, "timeout"));
+}
+
+#[tokio::test]
+async fn commit_is_fenced_by_the_saga_id() {
+    let mut d = Dbs::new().await;
+    d.setup(100, &[("a", 1)]).await;
+    d.start("s1").await;
+    // Forge a second saga record for the same order, as an expired lock might allow.
+    let _: () = redis::cmd("HSET")
+        .arg("saga:s2")
+        .arg("decision")
+        .arg("none")
+        .arg("order")
+        .arg("o")
+        .query_async(&mut d.order)
+        .await
+        .unwrap();
+    let l = d.log_id();
+    assert_eq!(status(&saga::commit(&mut d.order, &l, "s2", "o").await.unwrap()), "FENCED");
+    assert_eq!(d.status().await, "CHECKING_OUT");
+}
+
+#[tokio::test]
+async fn an_item_added_during_admission_makes_the_caller_reread() {
+    let mut d = Dbs::new().await;
+    d.setup(100, &[("a", 1)]).await;
+    let o = store::find(&mut d.order, "o").await.unwrap().unwrap();
+    let l = d.log_id();
+    store::add_item(&mut d.order, &l, "o", "b", 1, 3, 3).await.unwrap();
+    let l = d.log_id();
+    let summed = encode_lines(&sum_lines(&o.items).unwrap());
+    assert_eq!(
+        saga::start(&mut d.order, &l, "o", "s1", &o.items_json, &summed, 1).await.unwrap(),
+        Admission::Changed
+    );
+    assert_eq!(d.status().await, "OPEN");
+}
