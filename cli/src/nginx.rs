@@ -56,11 +56,23 @@ http {{
             out,
             "        location /{prefix}/ {{ proxy_pass http://{prefix}; }}"
         );
+        // Without this nginx answers `/stock` with an HTML redirect to `/stock/`.
+        let _ = writeln!(
+            out,
+            "        location = /{prefix} {{ default_type application/json; return 404 '{{\"error\": \"no route for /{prefix}\"}}'; }}"
+        );
     }
     out.push_str(
         r#"        location / {
             default_type application/json;
             return 404 '{"error": "no route: the gateway serves /orders/, /stock/, /payment/ and /ids/"}';
+        }
+        # Requests nginx itself refuses (a NUL byte in the path, ...) get a JSON body too.
+        error_page 400 /__bad_request;
+        location = /__bad_request {
+            internal;
+            default_type application/json;
+            return 400 '{"error": "bad request: the gateway cannot parse this request"}';
         }
         error_page 502 503 504 = @unavailable;
         location @unavailable {
