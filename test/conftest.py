@@ -163,3 +163,32 @@ def api(stack) -> Api:
     client = Api()
     yield client
     client.close()
+
+
+REPLICATED_GATEWAY_PORT = int(os.environ.get("SHOPLOG_REPLICATED_GATEWAY_PORT", "9000"))
+
+
+@pytest.fixture(scope="session")
+def replicated_gateway(request, stack) -> str:
+    """A second local stack with 2 replicas of order, stock and payment (ports offset by 1000),
+    started for the tests that must hold with replicas; yields its gateway URL."""
+    binary = shoplog_bin()
+    if not binary.exists():
+        pytest.skip(f"no shoplog binary at {binary} to start a replicated stack")
+    data_dir = Path(tempfile.mkdtemp(prefix="shoplog-replicas-"))
+    env = dict(
+        os.environ,
+        SHOPLOG_DATA_DIR=str(data_dir),
+        SHOPLOG_PORT_OFFSET="1000",
+        SHOPLOG_GATEWAY_PORT=str(REPLICATED_GATEWAY_PORT),
+    )
+    up = _run([str(binary), "up", "--detach", "--replicas", "2"], env, UP_TIMEOUT)
+    if up.returncode != 0:
+        tails = _log_tails(data_dir)
+        _run([str(binary), "down", "--wipe"], env, DOWN_TIMEOUT)
+        pytest.fail(f"`shoplog up --detach --replicas 2` failed ({up.returncode}):\n{up.stderr}\n{tails}")
+    _say(request, f"\n[shoplog] replicated stack up, data dir {data_dir}")
+    yield f"http://127.0.0.1:{REPLICATED_GATEWAY_PORT}"
+    if request.session.testsfailed:
+        _say(request, _log_tails(data_dir))
+    _run([str(binary), "down", "--wipe"], env, DOWN_TIMEOUT)

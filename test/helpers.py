@@ -116,7 +116,9 @@ def assert_error(resp, status):
 class Api:
     """A keep-alive client of the whole system, plus helpers that create and read entities."""
 
-    def __init__(self):
+    def __init__(self, base: str | None = None):
+        """`base`: one base URL for every prefix (a gateway); default: the per-service BASES."""
+        self.base = base.rstrip("/") if base else None
         self.session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
         self.session.mount("http://", adapter)
@@ -128,7 +130,7 @@ class Api:
 
     def request(self, method: str, path: str, **kw) -> requests.Response:
         kw.setdefault("timeout", TIMEOUT)
-        return self.session.request(method, base_for(path) + path, **kw)
+        return self.session.request(method, (self.base or base_for(path)) + path, **kw)
 
     def get(self, path: str, **kw) -> requests.Response:
         return self.request("GET", path, **kw)
@@ -201,16 +203,18 @@ class Api:
 _local = threading.local()
 
 
-def thread_api() -> Api:
-    """This thread's own client (one keep-alive session per thread)."""
-    api = getattr(_local, "api", None)
-    if api is None:
-        api = _local.api = Api()
-    return api
+def thread_api(base: str | None = None) -> Api:
+    """This thread's own client for `base` (one keep-alive session per thread and base)."""
+    apis = getattr(_local, "apis", None)
+    if apis is None:
+        apis = _local.apis = {}
+    if base not in apis:
+        apis[base] = Api(base)
+    return apis[base]
 
 
-def run_concurrently(fn, args, workers: int = 64):
+def run_concurrently(fn, args, workers: int = 64, base: str | None = None):
     """Calls `fn(api, arg)` for every arg on `workers` threads, each with its own session, and
     returns the results in the order of `args`."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda a: fn(thread_api(), a), args))
+        return list(pool.map(lambda a: fn(thread_api(base), a), args))

@@ -1,0 +1,178 @@
+"""Checkout: the saga through the gateway, with 1 replica per service and with 2.
+
+Every scenario runs against the suite's stack ("1 replica") and against a second local stack
+started with `--replicas 2` ("2 replicas"), because correctness must not depend on which replica
+holds the request, runs the consumer, or decides the saga.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from helpers import Api, assert_error, ok_json, run_concurrently
+
+
+@pytest.fixture(scope="module", params=["1 replica", "2 replicas"])
+def base(request):
+    """The gateway to test through (None: the suite's configured base URLs)."""
+    if request.param == "1 replica":
+        return None
+    return request.getfixturevalue("replicated_gateway")
+
+
+@pytest.fixture(scope="module")
+def sys_api(base):
+    api = Api(base)
+    yield api
+    api.close()
+
+
+def checkout(api: Api, order: str):
+    return api.post(f"/orders/checkout/{order}")
+
+
+def test_refused_for_stock_leaves_the_other_item_untouched(sys_api):
+    api = sys_api
+    plenty, short = api.create_item(5, 10), api.create_item(3, 1)
+    user = api.create_user(100)
+    order = api.create_order(user)
+    api.add_item(order, plenty, 2)
+    api.add_item(order, short, 2)
+    body = assert_error(checkout(api, order), 400)
+    assert "not enough stock" in body["error"]
+    assert api.item(plenty)["stock"] == 10
+    assert api.item(short)["stock"] == 1
+    assert api.credit(user) == 100
+    assert api.order(order)["paid"] is False
+
+
+def test_refused_for_credit_restores_stock_then_succeeds_after_add_funds(sys_api):
+    api = sys_api
+    a, b = api.create_item(5, 10), api.create_item(7, 10)
+    user = api.create_user(20)
+    order = api.create_order(user)
+    api.add_item(order, a, 2)  # 10
+    api.add_item(order, b, 2)  # 14 → total 24 > 20
+    body = assert_error(checkout(api, order), 400)
+    assert "not enough credit" in body["error"]
+    assert (api.item(a)["stock"], api.item(b)["stock"], api.credit(user)) == (10, 10, 20)
+    assert api.order(order)["paid"] is False
+
+    ok_json(api.post(f"/payment/add_funds/{user}/4"))
+    body = ok_json(checkout(api, order))
+    assert body["paid"] is True
+    assert (api.item(a)["stock"], api.item(b)["stock"], api.credit(user)) == (8, 8, 0)
+    found = api.order(order)
+    assert found["paid"] is True and found["total_cost"] == 24
+
+    # Checking out a paid order answers 2xx and changes nothing.
+    ok_json(checkout(api, order))
+    assert (api.item(a)["stock"], api.credit(user)) == (8, 0)
+    # A paid order cannot change.
+    assert_error(api.post(f"/orders/addItem/{order}/{a}/1"), 409)
+
+
+def test_repeated_item_quantities_are_summed(sys_api):
+    api = sys_api
+    item = api.create_item(1, 3)
+    user = api.create_user(10)
+    order = api.create_order(user)
+    api.add_item(order, item, 2)
+    api.add_item(order, item, 2)  # 4 in all > 3
+    assert_error(checkout(api, order), 400)
+    assert api.item(item)["stock"] == 3
+    ok_json(api.post(f"/stock/add/{item}/1"))
+    ok_json(checkout(api, order))
+    assert (api.item(item)["stock"], api.credit(user)) == (0, 6)
+
+
+def test_multi_item_order_whose_last_item_is_short_subtracts_nothing(sys_api):
+    api = sys_api
+    items = [api.create_item(1, 5) for _ in range(4)]
+    last = api.create_item(1, 1)
+    user = api.create_user(100)
+    order = api.create_order(user)
+    for i in items:
+        api.add_item(order, i, 5)
+    api.add_item(order, last, 2)
+    assert_error(checkout(api, order), 400)
+    assert [api.item(i)["stock"] for i in items] == [5, 5, 5, 5]
+    assert api.item(last)["stock"] == 1
+    assert api.credit(user) == 100
+
+
+def test_unknown_empty_and_userless_orders_are_refused(sys_api):
+    api = sys_api
+    assert_error(checkout(api, "nx-no-such-order"), 404)
+    empty = api.create_order(api.create_user(5))
+    assert_error(checkout(api, empty), 400)
+    item = api.create_item(1, 5)
+    ghost = api.create_order("nx-no-such-user")
+    api.add_item(ghost, item, 1)
+    body = assert_error(checkout(api, ghost), 400)
+    assert "unknown user" in body["error"]
+    assert api.item(item)["stock"] == 5
+    assert api.order(ghost)["paid"] is False
+
+
+def test_fifty_concurrent_checkouts_of_one_order_share_one_saga(sys_api, base):
+    api = sys_api
+    item = api.create_item(3, 10)
+    user = api.create_user(100)
+    order = api.create_order(user)
+    api.add_item(order, item, 2)
+    answers = run_concurrently(lambda c, _: checkout(c, order), range(50), workers=50, base=base)
+    codes = {r.status_code for r in answers}
+    assert codes == {200}, [(r.status_code, r.text) for r in answers if r.status_code != 200][:3]
+    sagas = {r.json()["saga"] for r in answers}
+    assert len(sagas) == 1, sagas
+    assert api.item(item)["stock"] == 8  # one reservation
+    assert api.credit(user) == 94  # one charge
+    assert api.order(order)["paid"] is True
+
+
+def test_concurrent_refused_checkouts_of_one_order_answer_alike(sys_api, base):
+    api = sys_api
+    item = api.create_item(3, 10)
+    user = api.create_user(1)
+    order = api.create_order(user)
+    api.add_item(order, item, 2)
+    answers = run_concurrently(lambda c, _: checkout(c, order), range(20), workers=20, base=base)
+    assert {r.status_code for r in answers} == {400}
+    assert (api.item(item)["stock"], api.credit(user)) == (10, 1)
+
+
+def test_consistency_storm(sys_api, base):
+    """1 item with 100 stock, 1,000 users with 1 credit each, 1,000 one-item orders over random
+    users, all checked out concurrently: exactly as many successes as stock sold, credit spent
+    exactly once per success, every answer true to the order's state."""
+    api = sys_api
+    rng = random.Random(1234)
+    item = api.create_item(1, 100)
+    users = run_concurrently(lambda c, _: c.create_user(1), range(1000), base=base)
+
+    def make_order(c: Api, user: str) -> str:
+        order = c.create_order(user)
+        c.add_item(order, item, 1)
+        return order
+
+    orders = run_concurrently(make_order, [rng.choice(users) for _ in range(1000)], base=base)
+    answers = run_concurrently(lambda c, o: checkout(c, o).status_code, orders, base=base)
+
+    assert not [s for s in answers if s >= 500], "5xx answers during the storm"
+    ok = [o for o, s in zip(orders, answers) if 200 <= s < 300]
+    refused = [o for o, s in zip(orders, answers) if 400 <= s < 500]
+    assert len(ok) + len(refused) == 1000
+    stock = api.item(item)["stock"]
+    credits = run_concurrently(lambda c, u: c.credit(u), users, base=base)
+    paid = run_concurrently(lambda c, o: c.order(o)["paid"], orders, base=base)
+    paid_by_order = dict(zip(orders, paid))
+
+    assert stock == 0
+    assert len(ok) == 100
+    assert sum(credits) == 900
+    assert all(c in (0, 1) for c in credits)
+    assert all(paid_by_order[o] for o in ok)
+    assert not any(paid_by_order[o] for o in refused)
