@@ -12,7 +12,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 up: deps build
 	$(SHOPLOG) up
 
-## down / status: stop the stack started by `make up --detach` or `shoplog up --detach`
+## down / status: stop or inspect a stack started with `shoplog up --detach`
 down:
 	$(SHOPLOG) down
 status:

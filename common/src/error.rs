@@ -10,9 +10,13 @@ pub enum ApiError {
     /// (not enough stock or credit). 400.
     #[error("{0}")]
     BadRequest(String),
-    /// The path names no route, or the entity does not exist. 404.
+    /// The entity does not exist. 404.
     #[error("{0}")]
     NotFound(String),
+    /// The path names no route. 404 (kept apart from `NotFound` so that metrics label such
+    /// requests `unmatched` instead of minting a series per random path).
+    #[error("{0}")]
+    NoRoute(String),
     /// The path exists but not for this method. 405.
     #[error("method not allowed: {0}")]
     MethodNotAllowed(String),
@@ -32,7 +36,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -43,7 +47,13 @@ impl ApiError {
 
 impl From<redis::RedisError> for ApiError {
     fn from(e: redis::RedisError) -> Self {
-        if e.is_io_error()
+        // BUSY: a long script (batch_init) runs; LOADING: the database is loading its AOF.
+        let transient = matches!(
+            e.code(),
+            Some("BUSY" | "LOADING" | "TRYAGAIN" | "MASTERDOWN")
+        );
+        if transient
+            || e.is_io_error()
             || e.is_connection_dropped()
             || e.is_timeout()
             || e.is_connection_refusal()

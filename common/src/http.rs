@@ -76,7 +76,7 @@ pub fn text(body: String, content_type: &'static str) -> Response {
 
 /// The error for a path no route matches.
 pub fn not_found(segments: &[String]) -> ApiError {
-    ApiError::NotFound(format!("no route for /{}", segments.join("/")))
+    ApiError::NoRoute(format!("no route for /{}", segments.join("/")))
 }
 
 /// The error for a known path asked with the wrong method.
@@ -118,7 +118,7 @@ async fn dispatch<S: Service>(svc: Arc<S>, method: Method, path: String) -> Resp
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect();
-    let route = route_label(&segments);
+    let mut route = route_label(&segments);
     let span = tracing::info_span!("request", %method, path = %path, saga = tracing::field::Empty);
     let result = async {
         match (segments.as_slice(), &method) {
@@ -145,6 +145,9 @@ async fn dispatch<S: Service>(svc: Arc<S>, method: Method, path: String) -> Resp
     let resp = match result {
         Ok(resp) => resp,
         Err(err) => {
+            if matches!(err, ApiError::NoRoute(_) | ApiError::MethodNotAllowed(_)) {
+                route = "unmatched".to_string();
+            }
             let _enter = span.enter();
             if err.status().is_server_error() {
                 tracing::error!(error = %err, "request failed");

@@ -61,7 +61,7 @@ impl IdPool {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             (q.pop_front(), q.len())
         };
-        if remaining < self.block / 2 {
+        if remaining <= self.block / 2 {
             self.spawn_refill();
         }
         match id {

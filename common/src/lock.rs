@@ -11,8 +11,9 @@ use rslock::{Lock, LockManager};
 /// Why a lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockFailure {
-    /// Another holder has it and did not let go before the deadline.
-    #[error("`{0}` is held by someone else; try again shortly")]
+    /// No quorum of nodes granted it before the deadline: another holder has it, or too few lock
+    /// nodes answer (`rslock` does not tell the two apart).
+    #[error("could not take `{0}`: held elsewhere, or fewer than a quorum of lock nodes answer")]
     Busy(String),
     /// Fewer than a quorum of lock nodes answered.
     #[error("cannot reach a quorum of lock nodes for `{resource}`: {source}")]
@@ -44,12 +45,25 @@ pub struct Redlock {
 }
 
 impl Redlock {
-    /// A client for the nodes at `urls` (e.g. `LOCK_URLS`). Connects lazily.
-    pub fn new(urls: &[String]) -> Redlock {
-        let mut manager = LockManager::new(urls.to_vec());
+    /// A client for the nodes at `urls` (e.g. `LOCK_URLS`). Connects lazily; fails only on a
+    /// malformed URL.
+    pub fn new(urls: &[String]) -> anyhow::Result<Redlock> {
+        if urls.is_empty() {
+            anyhow::bail!(
+                "LOCK_URLS is empty: give the Redis URLs of the lock nodes, comma-separated"
+            );
+        }
+        let mut clients = Vec::new();
+        for url in urls {
+            clients.push(
+                redis::Client::open(url.as_str())
+                    .map_err(|e| anyhow::anyhow!("LOCK_URLS: `{url}` is not a Redis URL: {e}"))?,
+            );
+        }
+        let mut manager = LockManager::from_clients(clients);
         // One quick attempt per call; the deadline loop in `lock_within` does the retrying.
         manager.set_retry(1, Duration::from_millis(10));
-        Redlock { manager }
+        Ok(Redlock { manager })
     }
 
     /// Tries once to take `resource` for `ttl`; `Ok(None)` when someone else holds it.

@@ -51,7 +51,7 @@ pub mod event {
     pub const STOCK_REJECTED: &str = "StockRejected";
     /// `payment/lua/charge.lua`: `user`, `amount`.
     pub const PAYMENT_CHARGED: &str = "PaymentCharged";
-    /// `payment/lua/charge.lua`: `reason`.
+    /// `payment/lua/charge.lua`: `user`, `reason`.
     pub const PAYMENT_REJECTED: &str = "PaymentRejected";
     /// `order/lua/commit.lua`: the decision `commit`; the order is paid.
     pub const CHECKOUT_COMMITTED: &str = "CheckoutCommitted";

@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
     common::telemetry::init("logparser");
     let config = common::config::Config::from_env(common::config::defaults::LOGPARSER_PORT);
     let leadership = Arc::new(Leadership::default());
-    let locks = common::lock::Redlock::new(&config.lock_urls);
+    let locks = common::lock::Redlock::new(&config.lock_urls)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let holder = tokio::spawn(lease::hold(
         locks,

@@ -61,12 +61,12 @@ impl ServiceLog {
         }
     }
 
-    /// Key prefix of the service's entities.
-    pub fn key_prefix(self) -> &'static str {
+    /// Key prefixes of the service's state: its entities and its side of the saga records.
+    pub fn key_prefixes(self) -> [&'static str; 2] {
         match self {
-            ServiceLog::Order => "order:",
-            ServiceLog::Stock => STOCK.key_prefix,
-            ServiceLog::Payment => CREDIT.key_prefix,
+            ServiceLog::Order => ["order:", "saga:"],
+            ServiceLog::Stock => [STOCK.key_prefix, "ssaga:"],
+            ServiceLog::Payment => [CREDIT.key_prefix, "psaga:"],
         }
     }
 }
@@ -102,11 +102,201 @@ pub enum ReplayError {
 
 /// Applies one entry of `service`'s log to `state`.
 pub fn apply(service: ServiceLog, state: &mut State, e: &LogEntry) -> Result<(), ReplayError> {
-    match service {
-        ServiceLog::Stock => apply_counter(&STOCK, state, e),
-        ServiceLog::Payment => apply_counter(&CREDIT, state, e),
-        ServiceLog::Order => apply_order(state, e),
+    match (service, e.kind()) {
+        (
+            ServiceLog::Stock,
+            event::STOCK_RESERVED | event::STOCK_REJECTED | event::STOCK_RELEASED,
+        ) => apply_stock_saga(state, e),
+        (
+            ServiceLog::Payment,
+            event::PAYMENT_CHARGED | event::PAYMENT_REJECTED | event::PAYMENT_REFUNDED,
+        ) => apply_payment_saga(state, e),
+        (
+            ServiceLog::Order,
+            event::CHECKOUT_STARTED
+            | event::CHECKOUT_COMMITTED
+            | event::CHECKOUT_ABORTED
+            | event::COMPENSATION_CONFIRMED,
+        ) => apply_order_saga(state, e),
+        (ServiceLog::Stock, _) => apply_counter(&STOCK, state, e),
+        (ServiceLog::Payment, _) => apply_counter(&CREDIT, state, e),
+        (ServiceLog::Order, _) => apply_order(state, e),
     }
+}
+
+/// Sets fields of a hash, creating it when missing.
+fn set(state: &mut State, key: String, fields: &[(&str, &str)]) {
+    let hash = state.entry(key).or_default();
+    for (f, v) in fields {
+        hash.insert((*f).to_string(), (*v).to_string());
+    }
+}
+
+/// Adds `delta` to an integer field of an existing hash.
+fn add(
+    state: &mut State,
+    e: &LogEntry,
+    key: &str,
+    field: &str,
+    delta: i64,
+) -> Result<(), ReplayError> {
+    let hash = state.get_mut(key).ok_or_else(|| orphan(e, key))?;
+    let current: i64 = hash.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
+    hash.insert(field.to_string(), current.saturating_add(delta).to_string());
+    Ok(())
+}
+
+fn lines(e: &LogEntry) -> Result<Vec<(String, i64)>, ReplayError> {
+    common::saga::decode_lines(e.text("items")?).ok_or_else(|| {
+        ReplayError::Log(LogError::BadField {
+            id: e.stream_id.clone(),
+            kind: e.kind().to_string(),
+            field: "items".into(),
+        })
+    })
+}
+
+fn apply_stock_saga(state: &mut State, e: &LogEntry) -> Result<(), ReplayError> {
+    let key = common::saga::stock_saga_key(e.text("saga")?);
+    let order = e.text("order")?;
+    match e.kind() {
+        event::STOCK_RESERVED => {
+            for (item, qty) in lines(e)? {
+                add(state, e, &STOCK.key(&item), STOCK.field, -qty)?;
+            }
+            set(
+                state,
+                key,
+                &[
+                    ("state", "RESERVED"),
+                    ("order", order),
+                    ("items", e.text("items")?),
+                ],
+            );
+        }
+        event::STOCK_REJECTED => set(state, key, &[("state", "REJECTED"), ("order", order)]),
+        _ => {
+            if e.text("released")? == "1" {
+                for (item, qty) in lines(e)? {
+                    add(state, e, &STOCK.key(&item), STOCK.field, qty)?;
+                }
+            }
+            let next = if state.contains_key(&key) {
+                "RELEASED"
+            } else {
+                "TOMBSTONE"
+            };
+            set(state, key, &[("state", next), ("order", order)]);
+        }
+    }
+    Ok(())
+}
+
+fn apply_payment_saga(state: &mut State, e: &LogEntry) -> Result<(), ReplayError> {
+    let key = common::saga::payment_saga_key(e.text("saga")?);
+    let (order, user) = (e.text("order")?, e.text("user")?);
+    match e.kind() {
+        event::PAYMENT_CHARGED => {
+            let amount = e.int("amount")?;
+            add(state, e, &CREDIT.key(user), CREDIT.field, -amount)?;
+            let amount = amount.to_string();
+            set(
+                state,
+                key,
+                &[
+                    ("state", "CHARGED"),
+                    ("order", order),
+                    ("user", user),
+                    ("amount", &amount),
+                ],
+            );
+        }
+        event::PAYMENT_REJECTED => set(
+            state,
+            key,
+            &[
+                ("state", "REJECTED"),
+                ("order", order),
+                ("user", user),
+                ("amount", "0"),
+            ],
+        ),
+        _ => {
+            if e.text("refunded")? == "1" {
+                add(state, e, &CREDIT.key(user), CREDIT.field, e.int("amount")?)?;
+            }
+            let next = if state.contains_key(&key) {
+                "REFUNDED"
+            } else {
+                "TOMBSTONE"
+            };
+            set(
+                state,
+                key,
+                &[("state", next), ("order", order), ("user", user)],
+            );
+        }
+    }
+    Ok(())
+}
+
+fn apply_order_saga(state: &mut State, e: &LogEntry) -> Result<(), ReplayError> {
+    let sid = e.text("saga")?;
+    let saga_key = common::saga::order_saga_key(sid);
+    let order_key = format!("order:{}", e.text("order")?);
+    match e.kind() {
+        event::CHECKOUT_STARTED => {
+            set(
+                state,
+                order_key,
+                &[("status", "CHECKING_OUT"), ("saga", sid)],
+            );
+            let fields = [
+                ("order", e.text("order")?),
+                ("user", e.text("user")?),
+                ("total", e.text("total")?),
+                ("items", e.text("items")?),
+                ("decision", "none"),
+                ("reason", ""),
+                ("started_ms", e.text("started_ms")?),
+                ("stock_ok", "0"),
+                ("payment_ok", "0"),
+                ("done", "0"),
+            ];
+            set(state, saga_key, &fields);
+        }
+        event::CHECKOUT_COMMITTED => {
+            set(state, saga_key, &[("decision", "commit"), ("done", "1")]);
+            set(state, order_key, &[("status", "PAID")]);
+        }
+        event::CHECKOUT_ABORTED => {
+            set(
+                state,
+                saga_key,
+                &[("decision", "abort"), ("reason", e.text("reason")?)],
+            );
+        }
+        _ => {
+            let part = e.text("part")?;
+            let other = if part == "stock" {
+                "payment_ok"
+            } else {
+                "stock_ok"
+            };
+            let other_done = state
+                .get(&saga_key)
+                .and_then(|h| h.get(other))
+                .is_some_and(|v| v == "1");
+            set(state, saga_key.clone(), &[(&format!("{part}_ok"), "1")]);
+            if other_done {
+                set(state, saga_key, &[("done", "1")]);
+            }
+            if e.text("reopened")? == "1" {
+                set(state, order_key, &[("status", "OPEN"), ("saga", "")]);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn apply_counter(spec: &CounterSpec, state: &mut State, e: &LogEntry) -> Result<(), ReplayError> {
@@ -254,23 +444,25 @@ pub async fn rebuild(
 
 /// Reads `service`'s entity hashes from its database (SCAN, so the database keeps serving).
 pub async fn dump(conn: &mut ConnectionManager, service: ServiceLog) -> Result<State, ReplayError> {
-    let pattern = format!("{}*", service.key_prefix());
     let mut keys: Vec<String> = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        keys.extend(batch);
-        if next == 0 {
-            break;
+    for prefix in service.key_prefixes() {
+        let pattern = format!("{prefix}*");
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(conn)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        cursor = next;
     }
     let mut state = State::new();
     for chunk in keys.chunks(500) {

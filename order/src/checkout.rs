@@ -76,7 +76,7 @@ impl Order {
             .await
             .map_err(|e| match e {
                 LockFailure::Busy(_) => ApiError::Unavailable(format!(
-                    "order `{id}` is being admitted by someone else for too long; retry"
+                    "cannot admit the checkout of order `{id}` now ({e}); retry"
                 )),
                 LockFailure::Nodes { .. } => ApiError::Unavailable(format!("{e}; retry later")),
             })?;

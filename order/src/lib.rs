@@ -66,7 +66,7 @@ impl Order {
             db,
             ids,
             prices: prices::Prices::new(&config.stock_url),
-            locks: common::lock::Redlock::new(&config.lock_urls),
+            locks: common::lock::Redlock::new(&config.lock_urls)?,
             waiters,
             checkout_timeout: config.checkout_timeout,
             metrics,

@@ -7,6 +7,7 @@ use common::counter::{CREDIT, STOCK};
 use common::log::{self, LogEntry};
 use common::saga::{encode_lines, sum_lines};
 use common::testing::RedisServer;
+use logparser::replay::{self, ServiceLog};
 use order::saga::{self, Admission};
 use order::store;
 use redis::aio::ConnectionManager;
@@ -21,9 +22,23 @@ struct Dbs {
 
 impl Dbs {
     async fn new() -> Dbs {
-        let servers = [RedisServer::start(), RedisServer::start(), RedisServer::start()];
-        let (order, stock, payment) = (servers[0].conn().await, servers[1].conn().await, servers[2].conn().await);
-        Dbs { _servers: servers, order, stock, payment, n: 0 }
+        let servers = [
+            RedisServer::start(),
+            RedisServer::start(),
+            RedisServer::start(),
+        ];
+        let (order, stock, payment) = (
+            servers[0].conn().await,
+            servers[1].conn().await,
+            servers[2].conn().await,
+        );
+        Dbs {
+            _servers: servers,
+            order,
+            stock,
+            payment,
+            n: 0,
+        }
     }
 
     fn log_id(&mut self) -> String {
@@ -36,18 +51,29 @@ impl Dbs {
     async fn setup(&mut self, credit: i64, lines: &[(&str, i64)]) {
         for (item, price, stock) in [("a", 5, 10), ("b", 3, 1)] {
             let (l1, l2) = (self.log_id(), self.log_id());
-            STOCK.create(&mut self.stock, &l1, item, &[("price", price)]).await.unwrap();
+            STOCK
+                .create(&mut self.stock, &l1, item, &[("price", price)])
+                .await
+                .unwrap();
             STOCK.add(&mut self.stock, &l2, item, stock).await.unwrap();
         }
         let (l1, l2) = (self.log_id(), self.log_id());
-        CREDIT.create(&mut self.payment, &l1, "u", &[]).await.unwrap();
-        CREDIT.add(&mut self.payment, &l2, "u", credit).await.unwrap();
+        CREDIT
+            .create(&mut self.payment, &l1, "u", &[])
+            .await
+            .unwrap();
+        CREDIT
+            .add(&mut self.payment, &l2, "u", credit)
+            .await
+            .unwrap();
         let l = self.log_id();
         store::create(&mut self.order, &l, "o", "u").await.unwrap();
         for (item, qty) in lines {
             let price = if *item == "a" { 5 } else { 3 };
             let l = self.log_id();
-            store::add_item(&mut self.order, &l, "o", item, *qty, price, qty * price).await.unwrap();
+            store::add_item(&mut self.order, &l, "o", item, *qty, price, qty * price)
+                .await
+                .unwrap();
         }
     }
 
@@ -55,7 +81,9 @@ impl Dbs {
         let o = store::find(&mut self.order, "o").await.unwrap().unwrap();
         let summed = encode_lines(&sum_lines(&o.items).unwrap());
         let l = self.log_id();
-        saga::start(&mut self.order, &l, "o", sid, &o.items_json, &summed, 1).await.unwrap()
+        saga::start(&mut self.order, &l, "o", sid, &o.items_json, &summed, 1)
+            .await
+            .unwrap()
     }
 
     async fn stock_of(&mut self, item: &str) -> i64 {
@@ -67,13 +95,35 @@ impl Dbs {
     }
 
     async fn status(&mut self) -> String {
-        store::find(&mut self.order, "o").await.unwrap().unwrap().status
+        store::find(&mut self.order, "o")
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+    }
+
+    /// Log completeness: each service's log, replayed from empty, gives its database exactly
+    /// (entities and saga records).
+    async fn assert_replay(&mut self) {
+        for (service, conn) in [
+            (ServiceLog::Order, &mut self.order),
+            (ServiceLog::Stock, &mut self.stock),
+            (ServiceLog::Payment, &mut self.payment),
+        ] {
+            let rebuilt = replay::rebuild(conn, service).await.unwrap();
+            let live = replay::dump(conn, service).await.unwrap();
+            let diff = replay::diff(&rebuilt, &live);
+            assert!(diff.is_empty(), "{}: {diff:#?}", service.name());
+        }
     }
 }
 
 async fn last(conn: &mut ConnectionManager, stream: &str, kind: &str) -> LogEntry {
     let all = log::read_page(conn, stream, "-", 10_000).await.unwrap();
-    all.into_iter().rev().find(|e| e.kind() == kind).unwrap_or_else(|| panic!("no {kind} in {stream}"))
+    all.into_iter()
+        .rev()
+        .find(|e| e.kind() == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {stream}"))
 }
 
 fn status(reply: &[String]) -> &str {
@@ -91,21 +141,45 @@ async fn happy_path_commits_once_even_with_duplicate_delivery() {
     let started = last(&mut d.order, log::ORDER_LOG, "CheckoutStarted").await;
     assert_eq!(started.text("items").unwrap(), r#"[["a",3],["b",1]]"#);
     let l = d.log_id();
-    assert_eq!(status(&stock::saga::reserve(&mut d.stock, &l, &started).await.unwrap()), "OK");
+    assert_eq!(
+        status(
+            &stock::saga::reserve(&mut d.stock, &l, &started)
+                .await
+                .unwrap()
+        ),
+        "OK"
+    );
     let l = d.log_id();
-    assert_eq!(status(&stock::saga::reserve(&mut d.stock, &l, &started).await.unwrap()), "DUP");
+    assert_eq!(
+        status(
+            &stock::saga::reserve(&mut d.stock, &l, &started)
+                .await
+                .unwrap()
+        ),
+        "DUP"
+    );
     assert_eq!((d.stock_of("a").await, d.stock_of("b").await), (7, 0));
 
     let reserved = last(&mut d.stock, log::STOCK_LOG, "StockReserved").await;
     for expected in ["OK", "DUP"] {
         let l = d.log_id();
-        assert_eq!(status(&payment::saga::charge(&mut d.payment, &l, &reserved).await.unwrap()), expected);
+        assert_eq!(
+            status(
+                &payment::saga::charge(&mut d.payment, &l, &reserved)
+                    .await
+                    .unwrap()
+            ),
+            expected
+        );
     }
     assert_eq!(d.credit().await, 100 - 18);
 
     for expected in ["OK", "DECIDED"] {
         let l = d.log_id();
-        assert_eq!(status(&saga::commit(&mut d.order, &l, "s1", "o").await.unwrap()), expected);
+        assert_eq!(
+            status(&saga::commit(&mut d.order, &l, "s1", "o").await.unwrap()),
+            expected
+        );
     }
     assert_eq!(d.status().await, "PAID");
     let v = saga::view(&mut d.order, "s1").await.unwrap().unwrap();
@@ -114,7 +188,11 @@ async fn happy_path_commits_once_even_with_duplicate_delivery() {
     assert_eq!(d.start("s3").await, Admission::Paid("s1".into()));
     // An abort after the commit changes nothing.
     let l = d.log_id();
-    assert_eq!(status(&saga::abort(&mut d.order, &l, "s1", "late").await.unwrap()), "DECIDED");
+    assert_eq!(
+        status(&saga::abort(&mut d.order, &l, "s1", "late").await.unwrap()),
+        "DECIDED"
+    );
+    d.assert_replay().await;
 }
 
 #[tokio::test]
@@ -124,30 +202,72 @@ async fn multi_item_reservation_is_all_or_nothing_and_the_order_reopens() {
     d.start("s1").await;
     let started = last(&mut d.order, log::ORDER_LOG, "CheckoutStarted").await;
     let l = d.log_id();
-    let reply = stock::saga::reserve(&mut d.stock, &l, &started).await.unwrap();
+    let reply = stock::saga::reserve(&mut d.stock, &l, &started)
+        .await
+        .unwrap();
     assert_eq!(status(&reply), "REJECTED");
-    assert!(reply[1].contains("not enough stock for item `b`"), "{reply:?}");
+    assert!(
+        reply[1].contains("not enough stock for item `b`"),
+        "{reply:?}"
+    );
     assert_eq!((d.stock_of("a").await, d.stock_of("b").await), (10, 1));
 
     let rejected = last(&mut d.stock, log::STOCK_LOG, "StockRejected").await;
     let l = d.log_id();
-    saga::abort(&mut d.order, &l, "s1", rejected.text("reason").unwrap()).await.unwrap();
+    saga::abort(&mut d.order, &l, "s1", rejected.text("reason").unwrap())
+        .await
+        .unwrap();
     let aborted = last(&mut d.order, log::ORDER_LOG, "CheckoutAborted").await;
     let l = d.log_id();
-    assert_eq!(stock::saga::release(&mut d.stock, &l, &aborted).await.unwrap(), ["OK", "0"]);
+    assert_eq!(
+        stock::saga::release(&mut d.stock, &l, &aborted)
+            .await
+            .unwrap(),
+        ["OK", "0"]
+    );
     let l = d.log_id();
-    assert_eq!(payment::saga::refund(&mut d.payment, &l, &aborted).await.unwrap(), ["OK", "0"]);
+    assert_eq!(
+        payment::saga::refund(&mut d.payment, &l, &aborted)
+            .await
+            .unwrap(),
+        ["OK", "0"]
+    );
     assert_eq!(d.status().await, "CHECKING_OUT"); // until both confirmations
     let l = d.log_id();
-    assert_eq!(saga::confirm(&mut d.order, &l, "s1", "o", "stock").await.unwrap(), ["OK", "0"]);
+    assert_eq!(
+        saga::confirm(&mut d.order, &l, "s1", "o", "stock")
+            .await
+            .unwrap(),
+        ["OK", "0"]
+    );
     let l = d.log_id();
-    assert_eq!(status(&saga::confirm(&mut d.order, &l, "s1", "o", "stock").await.unwrap()), "DUP");
+    assert_eq!(
+        status(
+            &saga::confirm(&mut d.order, &l, "s1", "o", "stock")
+                .await
+                .unwrap()
+        ),
+        "DUP"
+    );
     let l = d.log_id();
-    assert_eq!(saga::confirm(&mut d.order, &l, "s1", "o", "payment").await.unwrap(), ["OK", "1"]);
+    assert_eq!(
+        saga::confirm(&mut d.order, &l, "s1", "o", "payment")
+            .await
+            .unwrap(),
+        ["OK", "1"]
+    );
     assert_eq!(d.status().await, "OPEN");
-    assert_eq!((d.stock_of("a").await, d.stock_of("b").await, d.credit().await), (10, 1, 100));
+    assert_eq!(
+        (
+            d.stock_of("a").await,
+            d.stock_of("b").await,
+            d.credit().await
+        ),
+        (10, 1, 100)
+    );
     // Checkout-able again, under a new saga.
     assert_eq!(d.start("s2").await, Admission::Started("s2".into()));
+    d.assert_replay().await;
 }
 
 #[tokio::test]
@@ -156,36 +276,69 @@ async fn an_abort_that_overtakes_the_start_leaves_tombstones() {
     d.setup(100, &[("a", 1)]).await;
     d.start("s1").await;
     let l = d.log_id();
-    saga::abort(&mut d.order, &l, "s1", "checkout timed out").await.unwrap();
+    saga::abort(&mut d.order, &l, "s1", "checkout timed out")
+        .await
+        .unwrap();
     let started = last(&mut d.order, log::ORDER_LOG, "CheckoutStarted").await;
     let aborted = last(&mut d.order, log::ORDER_LOG, "CheckoutAborted").await;
 
     // Compensations arrive first: nothing held, tombstones left.
     let l = d.log_id();
-    assert_eq!(stock::saga::release(&mut d.stock, &l, &aborted).await.unwrap(), ["OK", "0"]);
+    assert_eq!(
+        stock::saga::release(&mut d.stock, &l, &aborted)
+            .await
+            .unwrap(),
+        ["OK", "0"]
+    );
     let l = d.log_id();
-    assert_eq!(payment::saga::refund(&mut d.payment, &l, &aborted).await.unwrap(), ["OK", "0"]);
+    assert_eq!(
+        payment::saga::refund(&mut d.payment, &l, &aborted)
+            .await
+            .unwrap(),
+        ["OK", "0"]
+    );
     // The late start is refused, not applied.
     let l = d.log_id();
-    assert_eq!(stock::saga::reserve(&mut d.stock, &l, &started).await.unwrap(), ["DUP", "TOMBSTONE"]);
+    assert_eq!(
+        stock::saga::reserve(&mut d.stock, &l, &started)
+            .await
+            .unwrap(),
+        ["DUP", "TOMBSTONE"]
+    );
     assert_eq!(d.stock_of("a").await, 10);
     // A (hypothetical) late reservation is not charged either.
     let fake_reserved = LogEntry {
         stream_id: "0-1".into(),
-        fields: [("saga", "s1"), ("order", "o"), ("user", "u"), ("total", "5"), ("type", "StockReserved")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        fields: [
+            ("saga", "s1"),
+            ("order", "o"),
+            ("user", "u"),
+            ("total", "5"),
+            ("type", "StockReserved"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
     };
     let l = d.log_id();
     assert_eq!(
-        payment::saga::charge(&mut d.payment, &l, &fake_reserved).await.unwrap(),
+        payment::saga::charge(&mut d.payment, &l, &fake_reserved)
+            .await
+            .unwrap(),
         ["DUP", "TOMBSTONE"]
     );
     assert_eq!(d.credit().await, 100);
     // Duplicate compensations are no-ops.
     let l = d.log_id();
-    assert_eq!(status(&stock::saga::release(&mut d.stock, &l, &aborted).await.unwrap()), "DUP");
+    assert_eq!(
+        status(
+            &stock::saga::release(&mut d.stock, &l, &aborted)
+                .await
+                .unwrap()
+        ),
+        "DUP"
+    );
+    d.assert_replay().await;
 }
 
 #[tokio::test]
@@ -195,30 +348,62 @@ async fn a_charge_after_a_timeout_abort_is_refunded_not_committed() {
     d.start("s1").await;
     let started = last(&mut d.order, log::ORDER_LOG, "CheckoutStarted").await;
     let l = d.log_id();
-    stock::saga::reserve(&mut d.stock, &l, &started).await.unwrap();
+    stock::saga::reserve(&mut d.stock, &l, &started)
+        .await
+        .unwrap();
     let reserved = last(&mut d.stock, log::STOCK_LOG, "StockReserved").await;
     let l = d.log_id();
-    payment::saga::charge(&mut d.payment, &l, &reserved).await.unwrap();
+    payment::saga::charge(&mut d.payment, &l, &reserved)
+        .await
+        .unwrap();
     assert_eq!((d.stock_of("a").await, d.credit().await), (8, 90));
 
     // The checkout timed out before PaymentCharged reached the order service.
     let l = d.log_id();
-    assert_eq!(status(&saga::abort(&mut d.order, &l, "s1", "timeout").await.unwrap()), "OK");
+    assert_eq!(
+        status(
+            &saga::abort(&mut d.order, &l, "s1", "timeout")
+                .await
+                .unwrap()
+        ),
+        "OK"
+    );
     let l = d.log_id();
-    assert_eq!(saga::commit(&mut d.order, &l, "s1", "o").await.unwrap(), ["DECIDED", "abort"]);
+    assert_eq!(
+        saga::commit(&mut d.order, &l, "s1", "o").await.unwrap(),
+        ["DECIDED", "abort"]
+    );
     let aborted = last(&mut d.order, log::ORDER_LOG, "CheckoutAborted").await;
     let l = d.log_id();
-    assert_eq!(stock::saga::release(&mut d.stock, &l, &aborted).await.unwrap(), ["OK", "1"]);
+    assert_eq!(
+        stock::saga::release(&mut d.stock, &l, &aborted)
+            .await
+            .unwrap(),
+        ["OK", "1"]
+    );
     let l = d.log_id();
-    assert_eq!(payment::saga::refund(&mut d.payment, &l, &aborted).await.unwrap(), ["OK", "1"]);
+    assert_eq!(
+        payment::saga::refund(&mut d.payment, &l, &aborted)
+            .await
+            .unwrap(),
+        ["OK", "1"]
+    );
     let l = d.log_id();
-    saga::confirm(&mut d.order, &l, "s1", "o", "payment").await.unwrap();
+    saga::confirm(&mut d.order, &l, "s1", "o", "payment")
+        .await
+        .unwrap();
     let l = d.log_id();
-    saga::confirm(&mut d.order, &l, "s1", "o", "stock").await.unwrap();
+    saga::confirm(&mut d.order, &l, "s1", "o", "stock")
+        .await
+        .unwrap();
     assert_eq!((d.stock_of("a").await, d.credit().await), (10, 100));
     assert_eq!(d.status().await, "OPEN");
     let v = saga::view(&mut d.order, "s1").await.unwrap().unwrap();
-    assert_eq!((v.decision.as_str(), v.done, v.reason.as_str()), ("abort", true, "timeout"));
+    assert_eq!(
+        (v.decision.as_str(), v.done, v.reason.as_str()),
+        ("abort", true, "timeout")
+    );
+    d.assert_replay().await;
 }
 
 #[tokio::test]
@@ -237,8 +422,22 @@ async fn commit_is_fenced_by_the_saga_id() {
         .await
         .unwrap();
     let l = d.log_id();
-    assert_eq!(status(&saga::commit(&mut d.order, &l, "s2", "o").await.unwrap()), "FENCED");
+    assert_eq!(
+        status(&saga::commit(&mut d.order, &l, "s2", "o").await.unwrap()),
+        "FENCED"
+    );
     assert_eq!(d.status().await, "CHECKING_OUT");
+    // The forged record was written behind the log's back: replay shows exactly that.
+    let rebuilt = replay::rebuild(&mut d.order, ServiceLog::Order)
+        .await
+        .unwrap();
+    let live = replay::dump(&mut d.order, ServiceLog::Order).await.unwrap();
+    let diff = replay::diff(&rebuilt, &live);
+    assert_eq!(diff.len(), 1);
+    assert_eq!(
+        (diff[0].key.as_str(), diff[0].from_log.is_none()),
+        ("saga:s2", true)
+    );
 }
 
 #[tokio::test]
@@ -247,12 +446,17 @@ async fn an_item_added_during_admission_makes_the_caller_reread() {
     d.setup(100, &[("a", 1)]).await;
     let o = store::find(&mut d.order, "o").await.unwrap().unwrap();
     let l = d.log_id();
-    store::add_item(&mut d.order, &l, "o", "b", 1, 3, 3).await.unwrap();
+    store::add_item(&mut d.order, &l, "o", "b", 1, 3, 3)
+        .await
+        .unwrap();
     let l = d.log_id();
     let summed = encode_lines(&sum_lines(&o.items).unwrap());
     assert_eq!(
-        saga::start(&mut d.order, &l, "o", "s1", &o.items_json, &summed, 1).await.unwrap(),
+        saga::start(&mut d.order, &l, "o", "s1", &o.items_json, &summed, 1)
+            .await
+            .unwrap(),
         Admission::Changed
     );
     assert_eq!(d.status().await, "OPEN");
+    d.assert_replay().await;
 }

@@ -24,7 +24,7 @@ end
 if reason then
   redis.call('HSET', KEYS[1], 'state', 'REJECTED', 'order', ARGV[3], 'user', ARGV[4], 'amount', '0')
   redis.call('XADD', KEYS[3], '*', 'log_id', ARGV[1], 'type', 'PaymentRejected', 'saga', ARGV[2],
-    'order', ARGV[3], 'reason', reason)
+    'order', ARGV[3], 'user', ARGV[4], 'reason', reason)
   return {'REJECTED', reason}
 end
 if ARGV[5] ~= '0' then
