@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Checkout throughput through the gateway: populate with batch_init, then check out distinct
+# orders at C concurrent connections for D seconds with wrk. Needs a running stack
+# (`shoplog up --detach`, release build) and wrk (`apt-get install wrk`).
+#
+#   bench/checkout.sh [GATEWAY_URL] [CONNECTIONS] [DURATION]
+set -euo pipefail
+G=${1:-http://127.0.0.1:8000}
+C=${2:-64}
+D=${3:-30s}
+T=${WRK_THREADS:-2}
+N_ORDERS=${N_ORDERS:-400000}
+N_ITEMS=${N_ITEMS:-100000}
+N_USERS=${N_USERS:-100000}
+
+post() { curl -fsS -X POST "$G$1" >/dev/null; }
+echo "populating: $N_ITEMS items, $N_USERS users, $N_ORDERS orders"
+post "/stock/batch_init/$N_ITEMS/1000000/1"
+post "/payment/batch_init/$N_USERS/1000000000"
+post "/orders/batch_init/$N_ORDERS/$N_ITEMS/$N_USERS/1"
+echo "wrk -t$T -c$C -d$D (distinct orders, through the gateway $G)"
+WRK_THREADS=$T wrk -t"$T" -c"$C" -d"$D" --timeout 30s -s "$(dirname "$0")/checkout.lua" "$G"
