@@ -1,0 +1,194 @@
+//! The consumer-group delivery against a real redis-server: acknowledgement after success,
+//! retries, dead-lettering after too many deliveries, and taking over a dead consumer's entries.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::consumer::{self, ConsumerConfig};
+use common::metrics::Metrics;
+use common::testing::RedisServer;
+
+const STREAM: &str = "log:test";
+
+async fn append(conn: &mut common::db::Conn, kind: &str) -> String {
+    redis::cmd("XADD")
+        .arg(STREAM)
+        .arg("*")
+        .arg("type")
+        .arg(kind)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+fn config(name: &str) -> ConsumerConfig {
+    let mut c = ConsumerConfig::new(STREAM, "tests", name);
+    c.block = Duration::from_millis(50);
+    c.claim_idle = Duration::from_millis(100);
+    c.max_attempts = 3;
+    c
+}
+
+async fn pending(conn: &mut common::db::Conn) -> u64 {
+    let summary: (
+        u64,
+        Option<String>,
+        Option<String>,
+        Option<Vec<(String, String)>>,
+    ) = redis::cmd("XPENDING")
+        .arg(STREAM)
+        .arg("tests")
+        .query_async(conn)
+        .await
+        .unwrap();
+    summary.0
+}
+
+async fn until(mut check: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_failing_entry_is_retried_then_dead_lettered_and_the_rest_acknowledged_once() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn().await;
+    let ok1 = append(&mut conn, "ok").await;
+    let bad = append(&mut conn, "poison").await;
+    append(&mut conn, "ok").await;
+
+    let calls = Arc::new(AtomicU64::new(0));
+    let poison_calls = Arc::new(AtomicU64::new(0));
+    let metrics = Arc::new(Metrics::new("test"));
+    let (c, p) = (calls.clone(), poison_calls.clone());
+    let task = tokio::spawn(consumer::run(
+        config("c1"),
+        redis.conn().await,
+        metrics.clone(),
+        move |e| {
+            let (c, p) = (c.clone(), p.clone());
+            async move {
+                if e.kind() == "poison" {
+                    p.fetch_add(1, Ordering::SeqCst);
+                    Err("cannot handle this".to_string())
+                } else {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            }
+        },
+    ));
+
+    let dead = config("c1").dead_letter_stream();
+    let mut probe = redis.conn().await;
+    let dead_lettered = until(async || {
+        let n: u64 = redis::cmd("XLEN")
+            .arg(&dead)
+            .query_async(&mut probe)
+            .await
+            .unwrap();
+        n == 1
+    })
+    .await;
+    task.abort();
+    assert!(dead_lettered, "the poison entry never reached {dead}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "good entries handled exactly once"
+    );
+    assert!(poison_calls.load(Ordering::SeqCst) >= 3);
+    assert_eq!(pending(&mut conn).await, 0);
+    assert_eq!(metrics.counter("dead_letters_total"), 1);
+    let entries = common::log::read_page(&mut conn, &dead, "-", 10)
+        .await
+        .unwrap();
+    assert_eq!(entries[0].get("source_id"), Some(bad.as_str()));
+    assert_eq!(entries[0].kind(), "poison");
+    assert_ne!(ok1, bad);
+}
+
+#[tokio::test]
+async fn a_dead_consumers_pending_entries_are_taken_over() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn().await;
+    for _ in 0..5 {
+        append(&mut conn, "ok").await;
+    }
+    // c1 reads everything and dies before acknowledging (its handler never finishes).
+    let metrics = Arc::new(Metrics::new("test"));
+    let stuck = tokio::spawn(consumer::run(
+        config("c1"),
+        redis.conn().await,
+        metrics.clone(),
+        |_| async {
+            std::future::pending::<()>().await;
+            Ok(())
+        },
+    ));
+    let mut probe = redis.conn().await;
+    assert!(until(async || pending(&mut probe).await == 5).await);
+    stuck.abort();
+
+    // c2 takes the five over once they are idle, handles and acknowledges them.
+    let handled = Arc::new(AtomicU64::new(0));
+    let h = handled.clone();
+    let task = tokio::spawn(consumer::run(
+        config("c2"),
+        redis.conn().await,
+        metrics.clone(),
+        move |_| {
+            let h = h.clone();
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        },
+    ));
+    let drained = until(async || pending(&mut probe).await == 0).await;
+    task.abort();
+    assert!(drained, "c2 did not take over c1's entries");
+    assert_eq!(handled.load(Ordering::SeqCst), 5);
+    assert_eq!(metrics.counter("entries_claimed_total"), 5);
+}
+
+#[tokio::test]
+async fn a_restarted_consumer_rereads_its_own_pending_entries_first() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn().await;
+    for _ in 0..3 {
+        append(&mut conn, "ok").await;
+    }
+    let metrics = Arc::new(Metrics::new("test"));
+    let failing = tokio::spawn(consumer::run(
+        config("c1"),
+        redis.conn().await,
+        metrics.clone(),
+        |_| async { Err("database down".to_string()) },
+    ));
+    let mut probe = redis.conn().await;
+    assert!(until(async || pending(&mut probe).await == 3).await);
+    failing.abort();
+
+    let mut cfg = config("c1");
+    cfg.claim_idle = Duration::from_secs(3600); // only the restart path may deliver them
+    let handled = Arc::new(AtomicU64::new(0));
+    let h = handled.clone();
+    let task = tokio::spawn(consumer::run(cfg, redis.conn().await, metrics, move |_| {
+        let h = h.clone();
+        async move {
+            h.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }));
+    let drained = until(async || pending(&mut probe).await == 0).await;
+    task.abort();
+    assert!(drained);
+    assert_eq!(handled.load(Ordering::SeqCst), 3);
+}
