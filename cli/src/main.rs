@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cli::commands::{down, exit, status, up};
+use cli::commands::{audit, down, exit, recover, replay, saga, status, tail, up};
 
 /// Run the shoplog stack locally and operate it.
 #[derive(Parser)]
@@ -29,6 +29,18 @@ enum Command {
     Down(down::DownArgs),
     /// Show each component's pid, port and health.
     Status(status::StatusArgs),
+    /// Check every invariant over the logs and databases (exit 1 on any violation).
+    Audit(audit::AuditArgs),
+    /// Rebuild a service's state from its log; compare it or copy it elsewhere.
+    Replay(replay::ReplayArgs),
+    /// Show a saga's timeline across the three logs (by saga id or order id).
+    Saga(saga::SagaArgs),
+    /// List sagas by state and age (find the stuck ones).
+    Sagas(saga::SagasArgs),
+    /// Follow the logs live, one line per entry.
+    Tail(tail::TailArgs),
+    /// Run one recovery pass now and say what it did (or would do).
+    Recover(recover::RecoverArgs),
 }
 
 #[tokio::main]
@@ -38,6 +50,12 @@ async fn main() -> ExitCode {
         Command::Up(a) => up::run(a).await,
         Command::Down(a) => down::run(a),
         Command::Status(a) => status::run(a),
+        Command::Audit(a) => audit::run(a).await,
+        Command::Replay(a) => replay::run(a).await,
+        Command::Saga(a) => saga::run_one(a).await,
+        Command::Sagas(a) => saga::run_list(a).await,
+        Command::Tail(a) => tail::run(a).await,
+        Command::Recover(a) => recover::run(a).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -55,6 +55,9 @@ pub struct Config {
     pub saga_timeout: Duration,
     /// `RECOVERY_INTERVAL_MS`: the log parser's pass interval.
     pub recovery_interval: Duration,
+    /// `REDRIVE_AFTER_MS`: how long after `SAGA_TIMEOUT` an aborted saga's unconfirmed
+    /// compensations are re-driven (and at most how often).
+    pub redrive_after: Duration,
     /// `LEASE_TTL_MS`: the log parser's Redlock lease.
     pub lease_ttl: Duration,
     /// `INSTANCE`: a name for this process, used as its consumer name (default `<host>-<pid>`).
@@ -92,6 +95,7 @@ impl Config {
             checkout_timeout: Duration::from_millis(env_parse("CHECKOUT_TIMEOUT_MS", 10_000)),
             saga_timeout: Duration::from_millis(env_parse("SAGA_TIMEOUT_MS", 30_000)),
             recovery_interval: Duration::from_millis(env_parse("RECOVERY_INTERVAL_MS", 5_000)),
+            redrive_after: Duration::from_millis(env_parse("REDRIVE_AFTER_MS", 10_000)),
             lease_ttl: Duration::from_millis(env_parse("LEASE_TTL_MS", 5_000)),
             instance: env_or("INSTANCE", format!("{}-{}", hostname(), std::process::id())),
         }

@@ -337,3 +337,14 @@ where
         }
     });
 }
+
+/// Every (stream, consumer group) pair of the saga, with the service whose database holds the
+/// stream. Services start their consumers from their own lists; the log parser and the CLI use
+/// this one to report lag, stuck entries and dead letters.
+pub const GROUPS: [(&str, &str, &str); 5] = [
+    ("order", crate::log::ORDER_LOG, "stock"),
+    ("order", crate::log::ORDER_LOG, "payment"),
+    ("stock", crate::log::STOCK_LOG, "payment"),
+    ("stock", crate::log::STOCK_LOG, "order"),
+    ("payment", crate::log::PAYMENT_LOG, "order"),
+];

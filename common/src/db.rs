@@ -86,3 +86,28 @@ impl redis::FromRedisValue for Outcome {
         })
     }
 }
+
+/// Connects to `url` once, giving up after `timeout` — for command-line tools, which should say
+/// what is wrong instead of waiting forever.
+pub async fn connect_once(
+    url: &str,
+    what: &str,
+    timeout: Duration,
+) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(url)
+        .map_err(|e| anyhow::anyhow!("{what}: `{url}` is not a Redis URL: {e}"))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(Duration::from_secs(60)))
+        .set_number_of_retries(0);
+    match tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(anyhow::anyhow!(
+            "cannot reach {what} at {url}: {e} (is the stack up? `shoplog status`; or set the *_DB_URL variables)"
+        )),
+        Err(_) => Err(anyhow::anyhow!(
+            "{what} at {url} did not answer within {} s (is the stack up? `shoplog status`)",
+            timeout.as_secs()
+        )),
+    }
+}

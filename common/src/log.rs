@@ -55,7 +55,8 @@ pub mod event {
     pub const PAYMENT_REJECTED: &str = "PaymentRejected";
     /// `order/lua/commit.lua`: the decision `commit`; the order is paid.
     pub const CHECKOUT_COMMITTED: &str = "CheckoutCommitted";
-    /// `order/lua/abort.lua`: the decision `abort`, with `reason`, `user`, `items`, `total`
+    /// `common/lua/saga_abort.lua` (order service, log parser; re-driven by
+    /// `common/lua/saga_redrive.lua`): the decision `abort`, with `reason`, `user`, `items`, `total`
     /// (what the compensations need).
     pub const CHECKOUT_ABORTED: &str = "CheckoutAborted";
     /// `stock/lua/release.lua`: `items`, `released` (`1` when stock went back, `0` when the saga

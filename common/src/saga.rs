@@ -2,7 +2,53 @@
 //! database, the pub/sub channel that wakes waiting checkouts, and the encoding of an order's
 //! (summed) item lines in log entries.
 
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionManager;
+use redis::Script;
+
 use crate::error::ApiError;
+use crate::log::ORDER_LOG;
+
+static ABORT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/saga_abort.lua")));
+static REDRIVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/saga_redrive.lua")));
+
+/// Decides `abort` with `reason` unless a decision was taken (`lua/saga_abort.lua`); answers the
+/// script's reply (`OK`, `DECIDED <decision>`, `UNKNOWN`). Used by the order service (refusals,
+/// checkout timeouts) and by the log parser (stuck sagas): one transition, one script.
+pub async fn abort(
+    conn: &mut ConnectionManager,
+    log_id: &str,
+    saga: &str,
+    reason: &str,
+) -> Result<Vec<String>, redis::RedisError> {
+    ABORT
+        .key(order_saga_key(saga))
+        .key(ORDER_LOG)
+        .arg(log_id)
+        .arg(saga)
+        .arg(reason)
+        .invoke_async(conn)
+        .await
+}
+
+/// Re-appends `CheckoutAborted` for an aborted saga whose compensations are not all confirmed
+/// (`lua/saga_redrive.lua`); answers `OK`, `SKIPPED <decision> <done>` or `UNKNOWN`.
+pub async fn redrive(
+    conn: &mut ConnectionManager,
+    log_id: &str,
+    saga: &str,
+) -> Result<Vec<String>, redis::RedisError> {
+    REDRIVE
+        .key(order_saga_key(saga))
+        .key(ORDER_LOG)
+        .arg(log_id)
+        .arg(saga)
+        .invoke_async(conn)
+        .await
+}
 
 /// The order-side saga record (order-db): `order, user, total, items, decision, reason,
 /// started_ms, stock_ok, payment_ok, done`.

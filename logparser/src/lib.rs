@@ -1,10 +1,24 @@
-//! The log parser: everything that reads the service logs as a whole.
+//! The log parser: everything that reads the service logs and saga records as a whole.
 //!
-//! - [`replay`] rebuilds a service's state from its log alone and compares it with the database.
-//! - [`lease`] keeps the daemon the one active instance (a Redlock lease it extends while alive).
+//! | module | job |
+//! |---|---|
+//! | [`replay`] | rebuild a service's state from its log alone; compare with the database |
+//! | [`audit`] | check every invariant of DESIGN.md over the logs and databases |
+//! | [`recovery`] | abort stalled sagas, re-drive unconfirmed compensations (the daemon's passes) |
+//! | [`sagas`] | read the order-side saga records |
+//! | [`timeline`] | one saga's entries across the three logs |
+//! | [`delivery`] | consumer-group lag, stuck entries, dead letters |
+//! | [`lease`] | one active daemon at a time (Redlock lease) |
+//! | [`dbs`] | connections to the three databases |
 //!
 //! The daemon (`logparser` binary) and the `shoplog` CLI both use this library, so "what a log
 //! entry means" is written once.
 
+pub mod audit;
+pub mod dbs;
+pub mod delivery;
 pub mod lease;
+pub mod recovery;
 pub mod replay;
+pub mod sagas;
+pub mod timeline;

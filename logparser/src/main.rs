@@ -1,18 +1,24 @@
 //! `logparser` — the log-parser daemon.
 //!
-//! For now it holds its lease (one active instance at a time) and reports liveness on
-//! `GET /logparser/health` and `GET /logparser/status`; recovery passes build on this.
+//! One active instance at a time holds the Redlock lease `lock:logparser` (a standby takes over
+//! within about one `LEASE_TTL` after the active one dies). The active instance runs a recovery
+//! pass when it becomes active, then one every `RECOVERY_INTERVAL` (see `logparser::recovery`).
+//! `GET /logparser/status` says whether this instance is active and what its last pass did;
+//! `GET /logparser/metrics` has the counters.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::http::{self, HandlerResult, Method, Service};
 use common::metrics::Metrics;
 use logparser::lease::{self, Leadership};
+use logparser::recovery::{PassReport, Recovery, Settings};
 
 struct Daemon {
     leadership: Arc<Leadership>,
     instance: String,
-    metrics: Metrics,
+    last_pass: Mutex<Option<PassReport>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Service for Daemon {
@@ -20,10 +26,18 @@ impl Service for Daemon {
 
     async fn handle(self: Arc<Self>, method: Method, segments: Vec<String>) -> HandlerResult {
         match (segments.as_slice(), &method) {
-            ([_, s], &Method::GET) if s == "status" => http::json(&serde_json::json!({
-                "instance": self.instance,
-                "active": self.leadership.is_active(),
-            })),
+            ([_, s], &Method::GET) if s == "status" => {
+                let last = self
+                    .last_pass
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                http::json(&serde_json::json!({
+                    "instance": self.instance,
+                    "active": self.leadership.is_active(),
+                    "last_pass": last,
+                }))
+            }
             _ => Err(http::not_found(&segments)),
         }
     }
@@ -34,6 +48,62 @@ impl Service for Daemon {
 
     fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+}
+
+/// Runs recovery passes while this instance holds the lease.
+async fn recover_while_active(daemon: Arc<Daemon>, config: common::config::Config) {
+    let dbs = loop {
+        match logparser::dbs::Dbs::connect(&config).await {
+            Ok(d) => break d,
+            Err(e) => {
+                tracing::warn!(error = %e, "databases not reachable yet; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let locks = match common::lock::Redlock::new(&config.lock_urls) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "no recovery passes without lock nodes");
+            return;
+        }
+    };
+    let ids = common::ids::IdPool::new(&config.ids_url, 100, daemon.metrics.clone());
+    let settings = Settings {
+        saga_timeout: config.saga_timeout,
+        redrive_after: config.redrive_after,
+    };
+    let mut recovery = Recovery::new(dbs, locks, ids, settings, daemon.metrics.clone());
+    let mut started = false;
+    loop {
+        if daemon.leadership.is_active() {
+            let pass = if started {
+                recovery.incremental_pass().await
+            } else {
+                recovery.startup().await
+            };
+            match pass {
+                Ok(report) => {
+                    started = true;
+                    if !report.aborted.is_empty()
+                        || !report.redriven.is_empty()
+                        || !report.errors.is_empty()
+                    {
+                        tracing::info!(mode = report.mode, aborted = report.aborted.len(), redriven = report.redriven.len(),
+                            errors = ?report.errors, duration_ms = report.duration_ms, "recovery pass");
+                    }
+                    *daemon.last_pass.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "recovery pass failed; retrying next interval")
+                }
+            }
+        } else {
+            // Another instance may move the checkpoint meanwhile: start over when active again.
+            started = false;
+        }
+        tokio::time::sleep(config.recovery_interval).await;
     }
 }
 
@@ -55,9 +125,12 @@ async fn main() -> anyhow::Result<()> {
     let daemon = Arc::new(Daemon {
         leadership,
         instance: config.instance.clone(),
-        metrics: Metrics::new("logparser"),
+        last_pass: Mutex::new(None),
+        metrics: Arc::new(Metrics::new("logparser")),
     });
+    let recovering = tokio::spawn(recover_while_active(daemon.clone(), config.clone()));
     let served = http::serve(daemon, config.listen_addr()?).await;
+    recovering.abort();
     let _ = stop_tx.send(());
     let _ = holder.await;
     served

@@ -1,5 +1,6 @@
 //! The order side of the checkout saga: admission (`lua/checkout_start.lua`), the decision
-//! (`lua/commit.lua`, `lua/abort.lua` — both compare-and-set on the saga record's `decision`), and
+//! (`lua/commit.lua` and `common/lua/saga_abort.lua` — both compare-and-set on the saga record's
+//! `decision`; the abort is shared with the log parser), and
 //! the confirmations of compensations (`lua/confirm.lua`).
 //!
 //! [`on_entry`] reacts to `log:stock` and `log:payment` (consumer group `order`):
@@ -20,7 +21,6 @@ use crate::store;
 static START: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/checkout_start.lua")));
 static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/commit.lua")));
-static ABORT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/abort.lua")));
 static CONFIRM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/confirm.lua")));
 
@@ -89,22 +89,7 @@ pub async fn commit(
         .await
 }
 
-/// Decides `abort` with `reason` unless a decision was taken; answers the script's reply.
-pub async fn abort(
-    conn: &mut ConnectionManager,
-    log_id: &str,
-    saga: &str,
-    reason: &str,
-) -> Result<Vec<String>, redis::RedisError> {
-    ABORT
-        .key(order_saga_key(saga))
-        .key(ORDER_LOG)
-        .arg(log_id)
-        .arg(saga)
-        .arg(reason)
-        .invoke_async(conn)
-        .await
-}
+pub use common::saga::abort;
 
 /// Records that `part` (`stock` | `payment`) finished compensating; answers the script's reply.
 pub async fn confirm(

@@ -1,7 +1,13 @@
 //! One module per `shoplog` subcommand.
 
+pub mod audit;
 pub mod down;
+pub mod ops;
+pub mod recover;
+pub mod replay;
+pub mod saga;
 pub mod status;
+pub mod tail;
 pub mod up;
 
 use std::path::PathBuf;

@@ -1,0 +1,103 @@
+//! How the saga's deliveries are doing: lag and pending entries of every consumer group, entries
+//! stuck on consumers that stopped reading, and dead letters.
+
+use std::collections::HashMap;
+
+use common::consumer::{dead_letter_stream, GROUPS};
+use redis::Value;
+
+use crate::dbs::Dbs;
+
+/// Consumers idle this long with entries pending are reported as stuck.
+pub const STUCK_IDLE_MS: i64 = 30_000;
+
+/// One consumer group's state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupReport {
+    /// The stream (`log:order`).
+    pub stream: String,
+    /// The group (`stock`).
+    pub group: String,
+    /// Entries not yet delivered to the group.
+    pub lag: i64,
+    /// Entries delivered, not acknowledged.
+    pub pending: i64,
+    /// Consumers idle for over 30 s with pending entries: `(name, pending, idle ms)`.
+    pub stuck: Vec<(String, i64, i64)>,
+    /// Entries in the group's dead-letter stream.
+    pub dead_letters: i64,
+}
+
+fn int(v: Option<&Value>) -> i64 {
+    match v {
+        Some(Value::Int(n)) => *n,
+        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).to_string(),
+        Some(Value::SimpleString(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+async fn infos(
+    conn: &mut redis::aio::ConnectionManager,
+    args: &[&str],
+) -> Result<Vec<HashMap<String, Value>>, redis::RedisError> {
+    let mut cmd = redis::cmd("XINFO");
+    for a in args {
+        cmd.arg(*a);
+    }
+    let rows: Result<Vec<HashMap<String, Value>>, _> = cmd.query_async(conn).await;
+    match rows {
+        Ok(r) => Ok(r),
+        // No such stream or group yet: nothing to report.
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reports every consumer group of the saga.
+pub async fn report(dbs: &Dbs) -> Result<Vec<GroupReport>, redis::RedisError> {
+    let mut out = Vec::new();
+    for (owner, stream, group) in GROUPS {
+        let Some(mut conn) = dbs.by_name(owner) else {
+            continue;
+        };
+        let groups = infos(&mut conn, &["GROUPS", stream]).await?;
+        let Some(g) = groups.iter().find(|g| text(g.get("name")) == group) else {
+            continue;
+        };
+        let consumers = infos(&mut conn, &["CONSUMERS", stream, group]).await?;
+        let stuck = consumers
+            .iter()
+            .filter(|c| int(c.get("pending")) > 0 && int(c.get("idle")) > STUCK_IDLE_MS)
+            .map(|c| {
+                (
+                    text(c.get("name")),
+                    int(c.get("pending")),
+                    int(c.get("idle")),
+                )
+            })
+            .collect();
+        let dead_letters: i64 = redis::cmd("XLEN")
+            .arg(dead_letter_stream(group, stream))
+            .query_async(&mut conn)
+            .await?;
+        out.push(GroupReport {
+            stream: stream.to_string(),
+            group: group.to_string(),
+            lag: int(g.get("lag")),
+            pending: int(g.get("pending")),
+            stuck,
+            dead_letters,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,363 @@
+//! Recovery passes: abort sagas stuck undecided, re-drive aborts whose compensations are not
+//! confirmed, report stuck deliveries.
+//!
+//! - A saga undecided for longer than `SAGA_TIMEOUT` is aborted through the same fenced
+//!   compare-and-set the services use (`common::saga::abort`), holding the order's Redlock, which
+//!   starts the normal compensations. A commit that wins the race simply makes the abort a no-op.
+//! - A saga decided `abort` whose compensations are still unconfirmed `REDRIVE_AFTER` later gets
+//!   `CheckoutAborted` re-appended (`common::saga::redrive`): compensations are idempotent.
+//!
+//! The daemon's passes are incremental: the parser keeps a checkpoint in `log:order` and the set of
+//! sagas it has seen start but not finish (`logparser:checkpoint`, `logparser:open` in order-db), so
+//! a pass reads only the new entries and the records of open sagas. A full pass (`shoplog recover`,
+//! or a daemon starting without a checkpoint) scans every saga record instead.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::ids::IdPool;
+use common::lock::Redlock;
+use common::log::{self, event, ORDER_LOG};
+use common::metrics::Metrics;
+
+use crate::dbs::Dbs;
+use crate::delivery::{self, GroupReport};
+use crate::sagas::{self, now_ms, SagaRecord, SagaState};
+
+/// Key (order-db) of the last `log:order` entry a pass has read.
+pub const CHECKPOINT_KEY: &str = "logparser:checkpoint";
+/// Key (order-db) of the set of sagas started and not yet done.
+pub const OPEN_KEY: &str = "logparser:open";
+/// The reason recorded on sagas the parser aborts.
+pub const TIMEOUT_REASON: &str = "checkout stalled past SAGA_TIMEOUT; aborted by the log parser";
+
+/// When to act.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Undecided for this long → abort.
+    pub saga_timeout: Duration,
+    /// Aborted, unconfirmed this long after the timeout → re-drive (and at most this often).
+    pub redrive_after: Duration,
+}
+
+/// What one pass did (or, dry, would do).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PassReport {
+    /// `full` or `incremental`.
+    pub mode: &'static str,
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+    /// `log:order` entries read.
+    pub entries_read: u64,
+    /// Saga records examined.
+    pub sagas_checked: u64,
+    /// Sagas started and not done after the pass.
+    pub open_sagas: usize,
+    /// Sagas aborted (or that would be).
+    pub aborted: Vec<String>,
+    /// Sagas re-driven (or that would be).
+    pub redriven: Vec<String>,
+    /// Consumer groups: lag, pending, stuck consumers, dead letters.
+    pub groups: Vec<GroupReport>,
+    /// Problems met (the pass goes on).
+    pub errors: Vec<String>,
+    /// How long the pass took.
+    pub duration_ms: u64,
+}
+
+/// What to do with a saga, if anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Abort it (undecided too long).
+    Abort,
+    /// Re-append its `CheckoutAborted`.
+    Redrive,
+}
+
+/// Decides what a saga needs, `now_ms` being the current time.
+pub fn decide(r: &SagaRecord, now_ms: u64, s: &Settings) -> Option<Action> {
+    let age = r.age_ms(now_ms);
+    let timeout = s.saga_timeout.as_millis() as u64;
+    match r.state() {
+        SagaState::InFlight if age > timeout => Some(Action::Abort),
+        SagaState::Compensating if age > timeout + s.redrive_after.as_millis() as u64 => {
+            Some(Action::Redrive)
+        }
+        _ => None,
+    }
+}
+
+/// The recovery engine (one per process).
+pub struct Recovery {
+    dbs: Dbs,
+    locks: Redlock,
+    ids: Arc<IdPool>,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    open: BTreeSet<String>,
+    checkpoint: Option<String>,
+    redriven_at: HashMap<String, Instant>,
+}
+
+impl Recovery {
+    /// An engine over `dbs`.
+    pub fn new(
+        dbs: Dbs,
+        locks: Redlock,
+        ids: Arc<IdPool>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Recovery {
+        Recovery {
+            dbs,
+            locks,
+            ids,
+            settings,
+            metrics,
+            open: BTreeSet::new(),
+            checkpoint: None,
+            redriven_at: HashMap::new(),
+        }
+    }
+
+    /// The daemon's first pass: continue from the persisted checkpoint when there is one, else a
+    /// full pass that establishes it.
+    pub async fn startup(&mut self) -> anyhow::Result<PassReport> {
+        let mut conn = self.dbs.order.clone();
+        let checkpoint: Option<String> = redis::cmd("GET")
+            .arg(CHECKPOINT_KEY)
+            .query_async(&mut conn)
+            .await?;
+        match checkpoint {
+            Some(cp) => {
+                let open: Vec<String> = redis::cmd("SMEMBERS")
+                    .arg(OPEN_KEY)
+                    .query_async(&mut conn)
+                    .await?;
+                self.open = open.into_iter().collect();
+                self.checkpoint = Some(cp);
+                self.incremental_pass().await
+            }
+            None => self.full_pass(false).await,
+        }
+    }
+
+    /// Scans every saga record. Not dry: acts, and (re)establishes the checkpoint and open set.
+    pub async fn full_pass(&mut self, dry_run: bool) -> anyhow::Result<PassReport> {
+        let started = Instant::now();
+        let mut report = PassReport {
+            mode: "full",
+            dry_run,
+            ..PassReport::default()
+        };
+        let mut conn = self.dbs.order.clone();
+        // The checkpoint is taken before the scan: sagas started during it are read next pass.
+        let last = last_id(&mut conn).await?;
+        let mut records = Vec::new();
+        sagas::scan(&mut conn, |r| {
+            if r.state() == SagaState::InFlight || r.state() == SagaState::Compensating {
+                records.push(r);
+            }
+        })
+        .await?;
+        report.sagas_checked = records.len() as u64;
+        let still_open = self.act(records, dry_run, &mut report).await;
+        if !dry_run {
+            self.open = still_open;
+            self.checkpoint = Some(last);
+            self.persist().await?;
+        }
+        self.finish(&mut report, started).await;
+        Ok(report)
+    }
+
+    /// Reads `log:order` past the checkpoint, then examines the open sagas.
+    pub async fn incremental_pass(&mut self) -> anyhow::Result<PassReport> {
+        let Some(mut after) = self.checkpoint.clone() else {
+            return self.full_pass(false).await;
+        };
+        let started = Instant::now();
+        let mut report = PassReport {
+            mode: "incremental",
+            ..PassReport::default()
+        };
+        let mut conn = self.dbs.order.clone();
+        loop {
+            let page = log::read_page(&mut conn, ORDER_LOG, &after, 10_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.stream_id.clone();
+            report.entries_read += page.len() as u64;
+            for e in &page {
+                match e.kind() {
+                    event::CHECKOUT_STARTED => {
+                        self.metrics.incr("sagas_seen_total", 1);
+                        if let Some(s) = e.get("saga") {
+                            self.open.insert(s.to_string());
+                        }
+                    }
+                    event::CHECKOUT_COMMITTED => self.metrics.incr("sagas_committed_total", 1),
+                    event::CHECKOUT_ABORTED => self.metrics.incr("sagas_aborted_total", 1),
+                    _ => {}
+                }
+            }
+        }
+        self.checkpoint = Some(after);
+        let ids: Vec<String> = self.open.iter().cloned().collect();
+        let records: Vec<SagaRecord> = sagas::load_many(&mut conn, &ids)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        report.sagas_checked = records.len() as u64;
+        self.open = self.act(records, false, &mut report).await;
+        self.persist().await?;
+        self.finish(&mut report, started).await;
+        Ok(report)
+    }
+
+    /// Acts on each record; returns the sagas still open afterwards.
+    async fn act(
+        &mut self,
+        records: Vec<SagaRecord>,
+        dry_run: bool,
+        report: &mut PassReport,
+    ) -> BTreeSet<String> {
+        let now = now_ms();
+        let mut open = BTreeSet::new();
+        for r in records {
+            if r.state() == SagaState::Committed || r.state() == SagaState::Aborted {
+                continue;
+            }
+            open.insert(r.id.clone());
+            match decide(&r, now, &self.settings) {
+                Some(Action::Abort) => {
+                    if dry_run {
+                        report.aborted.push(r.id.clone());
+                        continue;
+                    }
+                    match self.abort(&r).await {
+                        Ok(true) => {
+                            self.metrics.incr("sagas_recovered_total", 1);
+                            tracing::warn!(saga = %r.id, order = %r.order, age_ms = r.age_ms(now), "aborted a stalled saga");
+                            report.aborted.push(r.id.clone());
+                        }
+                        Ok(false) => {}
+                        Err(e) => report.errors.push(format!("saga {}: {e}", r.id)),
+                    }
+                }
+                Some(Action::Redrive) => {
+                    let recently = self
+                        .redriven_at
+                        .get(&r.id)
+                        .is_some_and(|t| t.elapsed() < self.settings.redrive_after);
+                    if recently {
+                        continue;
+                    }
+                    if dry_run {
+                        report.redriven.push(r.id.clone());
+                        continue;
+                    }
+                    let mut conn = self.dbs.order.clone();
+                    match common::saga::redrive(&mut conn, &self.ids.next(), &r.id).await {
+                        Ok(reply) if reply.first().map(String::as_str) == Some("OK") => {
+                            self.redriven_at.insert(r.id.clone(), Instant::now());
+                            self.metrics.incr("sagas_redriven_total", 1);
+                            tracing::warn!(saga = %r.id, "re-drove the compensation of an aborted saga");
+                            report.redriven.push(r.id.clone());
+                        }
+                        Ok(_) => {}
+                        Err(e) => report.errors.push(format!("saga {}: {e}", r.id)),
+                    }
+                }
+                None => {}
+            }
+        }
+        self.redriven_at.retain(|id, _| open.contains(id));
+        open
+    }
+
+    /// Aborts `r` while holding its order's Redlock; `Ok(true)` when this call decided it.
+    async fn abort(&self, r: &SagaRecord) -> anyhow::Result<bool> {
+        let lease = self
+            .locks
+            .lock_within(
+                &format!("lock:order:{}", r.order),
+                Duration::from_secs(10),
+                Duration::from_secs(2),
+            )
+            .await?;
+        let mut conn = self.dbs.order.clone();
+        let reply = common::saga::abort(&mut conn, &self.ids.next(), &r.id, TIMEOUT_REASON).await;
+        self.locks.release(lease).await;
+        Ok(reply?.first().map(String::as_str) == Some("OK"))
+    }
+
+    async fn persist(&self) -> anyhow::Result<()> {
+        let mut conn = self.dbs.order.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("DEL").arg(OPEN_KEY).ignore();
+        if !self.open.is_empty() {
+            pipe.cmd("SADD")
+                .arg(OPEN_KEY)
+                .arg(self.open.iter().collect::<Vec<_>>())
+                .ignore();
+        }
+        if let Some(cp) = &self.checkpoint {
+            pipe.cmd("SET").arg(CHECKPOINT_KEY).arg(cp).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn finish(&self, report: &mut PassReport, started: Instant) {
+        report.open_sagas = self.open.len();
+        match delivery::report(&self.dbs).await {
+            Ok(groups) => {
+                for g in &groups {
+                    let labels = format!("{{log=\"{}\",group=\"{}\"}}", g.stream, g.group);
+                    self.metrics
+                        .set_gauge(format!("consumer_lag{labels}"), g.lag);
+                    self.metrics
+                        .set_gauge(format!("consumer_pending{labels}"), g.pending);
+                    self.metrics
+                        .set_gauge(format!("dead_letters{labels}"), g.dead_letters);
+                    for (name, pending, idle) in &g.stuck {
+                        tracing::warn!(stream = %g.stream, group = %g.group, consumer = %name, pending, idle_ms = idle,
+                            "entries pending on a consumer that stopped reading; a live replica will claim them");
+                    }
+                    if g.dead_letters > 0 {
+                        tracing::error!(stream = %g.stream, group = %g.group, count = g.dead_letters,
+                            "dead letters waiting; see docs/OPERATIONS.md");
+                    }
+                }
+                report.groups = groups;
+            }
+            Err(e) => report.errors.push(format!("delivery report: {e}")),
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        self.metrics
+            .set_gauge("recovery_pass_duration_ms", report.duration_ms as i64);
+        self.metrics
+            .set_gauge("open_sagas", report.open_sagas as i64);
+        self.metrics.incr("recovery_passes_total", 1);
+    }
+}
+
+/// The id of the last entry of `log:order` (`0-0` when empty).
+async fn last_id(conn: &mut redis::aio::ConnectionManager) -> Result<String, redis::RedisError> {
+    let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+        .arg(ORDER_LOG)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(last
+        .into_iter()
+        .next()
+        .map(|(id, _)| id)
+        .unwrap_or_else(|| "0-0".to_string()))
+}
