@@ -140,6 +140,7 @@ def stack(request):
         _run([str(binary), "down", "--wipe"], env, DOWN_TIMEOUT)
         pytest.exit(f"`shoplog up --detach` returned but {missing} are not healthy\n{tails}", returncode=3)
     _say(request, f"\n[shoplog] stack up in {time.monotonic() - started:.1f}s, data dir {data_dir}")
+    STACK_DIRS[None] = data_dir
 
     yield data_dir
 
@@ -165,6 +166,16 @@ def api(stack) -> Api:
     client.close()
 
 
+# Data directories of the stacks this session started, by gateway base (None: the suite's stack).
+STACK_DIRS: dict = {}
+
+
+def shoplog(data_dir: Path, *args: str, timeout: int = 300, **env) -> subprocess.CompletedProcess:
+    """Runs `shoplog ARGS` against the stack whose data directory is `data_dir`."""
+    full_env = dict(os.environ, SHOPLOG_DATA_DIR=str(data_dir), **env)
+    return _run([str(shoplog_bin()), *args], full_env, timeout)
+
+
 REPLICATED_GATEWAY_PORT = int(os.environ.get("SHOPLOG_REPLICATED_GATEWAY_PORT", "9000"))
 
 
@@ -188,6 +199,7 @@ def replicated_gateway(request, stack) -> str:
         _run([str(binary), "down", "--wipe"], env, DOWN_TIMEOUT)
         pytest.fail(f"`shoplog up --detach --replicas 2` failed ({up.returncode}):\n{up.stderr}\n{tails}")
     _say(request, f"\n[shoplog] replicated stack up, data dir {data_dir}")
+    STACK_DIRS[f"http://127.0.0.1:{REPLICATED_GATEWAY_PORT}"] = data_dir
     yield f"http://127.0.0.1:{REPLICATED_GATEWAY_PORT}"
     if request.session.testsfailed:
         _say(request, _log_tails(data_dir))
