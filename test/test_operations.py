@@ -276,6 +276,17 @@ def test_replay_diff_is_empty_after_a_storm_and_a_copy_audits_clean(stack):
             s.wait()
 
 
+def test_bench_drives_checkouts_and_audits(stack):
+    out = stack.run("bench", "--orders", "400", "--concurrency", "8", "--population", "50", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    assert report["checkouts"] == 400
+    assert report["status_2xx"] == 400 and report["status_5xx"] == 0
+    assert report["audit_clean"] is True
+    assert 0 < report["p50_ms"] <= report["p99_ms"] <= report["max_ms"]
+    assert all(stack.api.order(str(i))["paid"] for i in (0, 199, 399))
+
+
 def redis_cli(port: int, *args: str) -> str:
     return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True).stdout.strip()
 

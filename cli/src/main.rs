@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cli::commands::{audit, down, exit, recover, replay, saga, status, tail, up};
+use cli::commands::{audit, bench, down, exit, recover, replay, saga, status, tail, up};
 
 /// Run the shoplog stack locally and operate it.
 #[derive(Parser)]
@@ -41,6 +41,8 @@ enum Command {
     Tail(tail::TailArgs),
     /// Run one recovery pass now and say what it did (or would do).
     Recover(recover::RecoverArgs),
+    /// Load-test checkouts through the gateway: throughput, latency percentiles, then an audit.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -56,6 +58,7 @@ async fn main() -> ExitCode {
         Command::Sagas(a) => saga::run_list(a).await,
         Command::Tail(a) => tail::run(a).await,
         Command::Recover(a) => recover::run(a).await,
+        Command::Bench(a) => bench::run(a).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),

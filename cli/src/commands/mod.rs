@@ -1,6 +1,7 @@
 //! One module per `shoplog` subcommand.
 
 pub mod audit;
+pub mod bench;
 pub mod down;
 pub mod ops;
 pub mod recover;
