@@ -33,6 +33,8 @@ ENV = {
     "REDRIVE_AFTER_MS": "2000",
     "CHECKOUT_TIMEOUT_MS": "60000",
     "LEASE_TTL_MS": "1500",
+    "CLAIM_IDLE_MS": "200",
+    "MAX_DELIVERIES": "3",
 }
 
 
@@ -117,8 +119,10 @@ def test_a_stalled_saga_is_aborted_by_the_log_parser_and_compensated_when_stock_
     saga = stack.saga_of(order)
     assert "log parser" in saga["reason"]
     assert stack.api.order(order)["paid"] is False
+    # Stock stays down past REDRIVE_AFTER: the log parser re-appends the abort.
+    wait_for(lambda: metric(8105 + OFFSET, "sagas_redriven_total") >= 1, "a re-drive")
 
-    stack.up()  # stock is back: it reserves, sees the abort, releases, confirms
+    stack.up()  # stock is back: it reserves, sees the abort (twice), releases once, confirms
     wait_for(lambda: stack.saga_of(order).get("done") is True, "the compensation")
     assert stack.api.item(item)["stock"] == 5
     assert stack.api.credit(user) == 10
@@ -184,15 +188,20 @@ def logparser_status(port: int) -> dict:
         return {}
 
 
-def passes(port: int) -> int:
+def metric(port: int, name: str, prefix: str = "logparser") -> int:
+    """A counter's value from a service's /metrics (-1 when it does not answer)."""
     try:
-        text = requests.get(f"http://127.0.0.1:{port}/logparser/metrics", timeout=1).text
+        text = requests.get(f"http://127.0.0.1:{port}/{prefix}/metrics", timeout=1).text
     except requests.RequestException:
         return -1
     for line in text.splitlines():
-        if line.startswith("shoplog_recovery_passes_total"):
+        if line.startswith(f"shoplog_{name}{{"):
             return int(line.split()[-1])
     return 0
+
+
+def passes(port: int) -> int:
+    return metric(port, "recovery_passes_total")
 
 
 def test_two_log_parsers_only_one_acts_and_the_standby_takes_over(stack):
@@ -340,3 +349,19 @@ def test_audit_detects_each_kind_of_tampering(stack):
     found = violations(stack)
     assert f"item:{item}" in {v["entity"] for v in found}, found
     assert stack.run("audit").returncode == 1
+
+
+def test_a_poison_entry_is_dead_lettered_counted_and_reported(stack):
+    """Runs last: the poison entry makes log:order unreplayable on purpose."""
+    order_db = 6401 + OFFSET
+    entry = redis_cli(order_db, "XADD", "log:order", "*", "log_id", "poison", "type", "CheckoutStarted",
+                      "saga", "poison-saga", "order", "nx", "user", "nx", "total", "1", "items", "not json")
+    wait_for(lambda: redis_cli(order_db, "XLEN", "dead:stock:log:order") == "1", "the dead letter", timeout=30)
+    dead = redis_cli(order_db, "XRANGE", "dead:stock:log:order", "-", "+").split("\n")
+    assert entry in dead and "poison-saga" in dead
+    assert metric(8102 + OFFSET, "dead_letters_total", prefix="stock") == 1
+    report = stack.json("recover", "--dry-run")
+    groups = {(g["stream"], g["group"]): g for g in report["groups"]}
+    assert len(groups) == 5
+    assert groups[("log:order", "stock")]["dead_letters"] == 1
+    assert groups[("log:order", "stock")]["pending"] == 0

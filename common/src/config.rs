@@ -58,6 +58,11 @@ pub struct Config {
     /// `REDRIVE_AFTER_MS`: how long after `SAGA_TIMEOUT` an aborted saga's unconfirmed
     /// compensations are re-driven (and at most how often).
     pub redrive_after: Duration,
+    /// `CLAIM_IDLE_MS`: how long a log entry may stay pending on a consumer before another one
+    /// takes it over.
+    pub claim_idle: Duration,
+    /// `MAX_DELIVERIES`: deliveries after which a failing entry goes to the dead-letter stream.
+    pub max_deliveries: u64,
     /// `LEASE_TTL_MS`: the log parser's Redlock lease.
     pub lease_ttl: Duration,
     /// `INSTANCE`: a name for this process, used as its consumer name (default `<host>-<pid>`).
@@ -96,6 +101,8 @@ impl Config {
             saga_timeout: Duration::from_millis(env_parse("SAGA_TIMEOUT_MS", 30_000)),
             recovery_interval: Duration::from_millis(env_parse("RECOVERY_INTERVAL_MS", 5_000)),
             redrive_after: Duration::from_millis(env_parse("REDRIVE_AFTER_MS", 10_000)),
+            claim_idle: Duration::from_millis(env_parse("CLAIM_IDLE_MS", 5_000)),
+            max_deliveries: env_parse("MAX_DELIVERIES", 10),
             lease_ttl: Duration::from_millis(env_parse("LEASE_TTL_MS", 5_000)),
             instance: env_or("INSTANCE", format!("{}-{}", hostname(), std::process::id())),
         }

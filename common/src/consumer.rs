@@ -54,6 +54,20 @@ impl ConsumerConfig {
         }
     }
 
+    /// The defaults, with `claim_idle` and `max_attempts` from the configuration (`CLAIM_IDLE_MS`,
+    /// `MAX_DELIVERIES`) and this process's `INSTANCE` as the consumer name.
+    pub fn from_config(
+        stream: &'static str,
+        group: &'static str,
+        config: &crate::config::Config,
+    ) -> ConsumerConfig {
+        ConsumerConfig {
+            claim_idle: config.claim_idle,
+            max_attempts: config.max_deliveries.max(1),
+            ..ConsumerConfig::new(stream, group, &config.instance)
+        }
+    }
+
     /// The dead-letter stream of this group.
     pub fn dead_letter_stream(&self) -> String {
         dead_letter_stream(self.group, self.stream)

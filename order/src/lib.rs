@@ -53,7 +53,7 @@ impl Order {
         ] {
             let (saga_db, saga_ids) = (db.clone(), ids.clone());
             common::consumer::spawn(
-                ConsumerConfig::new(stream, "order", &config.instance),
+                ConsumerConfig::from_config(stream, "order", config),
                 url.clone(),
                 metrics.clone(),
                 move |e| {

@@ -35,7 +35,7 @@ impl Payment {
         ] {
             let (saga_db, saga_ids) = (db.clone(), ids.clone());
             common::consumer::spawn(
-                ConsumerConfig::new(stream, "payment", &config.instance),
+                ConsumerConfig::from_config(stream, "payment", config),
                 url.clone(),
                 metrics.clone(),
                 move |e| {

@@ -32,7 +32,7 @@ impl Stock {
         let db = common::db::connect(&config.stock_db_url, "stock-db").await?;
         let (saga_db, saga_ids) = (db.clone(), ids.clone());
         common::consumer::spawn(
-            ConsumerConfig::new(ORDER_LOG, "stock", &config.instance),
+            ConsumerConfig::from_config(ORDER_LOG, "stock", config),
             config.order_db_url.clone(),
             metrics.clone(),
             move |e| {
