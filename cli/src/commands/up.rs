@@ -31,6 +31,11 @@ pub struct UpArgs {
     /// How long to wait for the stack to become healthy, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Redis AOF fsync policy of every database: `everysec` (the default: a killed Redis process
+    /// loses nothing acknowledged; a lost machine up to 1 s) or `always` (fsync per write).
+    #[arg(long, env = "SHOPLOG_APPENDFSYNC", default_value = "everysec",
+          value_parser = ["everysec", "always"])]
+    pub appendfsync: String,
 }
 
 /// Runs `shoplog up`.
@@ -64,7 +69,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
                 c.name
             );
         }
-        let (program, argv) = command_line(&c, &s, &tools, &nginx_conf);
+        let (program, argv) = command_line(&c, &s, &tools, &nginx_conf, &args.appendfsync);
         let env = if matches!(c.kind, Kind::Service { .. }) {
             c.env.clone()
         } else {
@@ -177,6 +182,7 @@ fn command_line(
     s: &StackSettings,
     t: &Tools,
     nginx_conf: &Path,
+    appendfsync: &str,
 ) -> (PathBuf, Vec<String>) {
     match &c.kind {
         Kind::Redis => {
@@ -191,7 +197,7 @@ fn command_line(
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "everysec",
+                appendfsync,
                 "--save",
                 "",
                 "--daemonize",

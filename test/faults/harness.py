@@ -1,0 +1,281 @@
+"""The fault-injection harness: a stack of its own, a recorded checkout storm, a SIGKILL in the
+middle of it, a restart 1–3 s later, then every check of DESIGN.md's failure model once the system
+is quiet again.
+
+A storm populates with batch_init (items "0".."I-1" with S stock, users "0".."U-1" with C credit,
+orders "0".."N-1" of two random items each), then checks out every order once from W threads,
+recording each answer, while a side writer makes acknowledged single writes (create + add_funds,
+create + add) whose effects must survive. Afterwards:
+
+- `shoplog audit` is clean (conservation, saga atomicity, log completeness);
+- for every item and user: final = initial − what the paid orders took (exactly once each);
+- every 2xx order is paid, every 4xx order is not;
+- every acknowledged create / add / add_funds / batch_init is there;
+- consumer groups have nothing pending and no lag, and no dead letters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from conftest import DOWN_TIMEOUT, _log_tails, shoplog_bin
+from helpers import Api, run_concurrently
+
+REPORT = Path(os.environ.get("FAULTS_REPORT", Path(__file__).resolve().parents[2] / "target" / "faults-report.jsonl"))
+
+# Short timeouts so that a storm with a dead component settles within seconds.
+FAULT_ENV = {
+    "CHECKOUT_TIMEOUT_MS": "3000",
+    "SAGA_TIMEOUT_MS": "4000",
+    "RECOVERY_INTERVAL_MS": "500",
+    "REDRIVE_AFTER_MS": "3000",
+    "CLAIM_IDLE_MS": "1000",
+    "LEASE_TTL_MS": "1500",
+}
+
+
+def wait_for(check, what: str, timeout: float = 30, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class FaultStack:
+    """A local stack on its own ports, driven through the `shoplog` CLI."""
+
+    def __init__(self, offset: int, gateway: int, replicas: int = 1, appendfsync: str = "everysec"):
+        self.offset, self.gateway, self.replicas = offset, gateway, replicas
+        self.data_dir = Path(tempfile.mkdtemp(prefix=f"shoplog-faults-{replicas}r-"))
+        self.env = dict(
+            os.environ,
+            **FAULT_ENV,
+            SHOPLOG_DATA_DIR=str(self.data_dir),
+            SHOPLOG_PORT_OFFSET=str(offset),
+            SHOPLOG_GATEWAY_PORT=str(gateway),
+            SHOPLOG_APPENDFSYNC=appendfsync,
+        )
+        self.base = f"http://127.0.0.1:{gateway}"
+
+    def run(self, *args, timeout: int = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([str(shoplog_bin()), *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def up(self):
+        out = self.run("up", "--detach", "--replicas", str(self.replicas))
+        assert out.returncode == 0, out.stderr + _log_tails(self.data_dir)
+
+    def down(self):
+        self.run("down", "--wipe", timeout=DOWN_TIMEOUT)
+
+    def status(self) -> dict:
+        out = self.run("status", "--json")
+        return {c["name"]: c for c in json.loads(out.stdout)}
+
+    def components(self) -> list[str]:
+        return list(self.status())
+
+    def kill(self, name: str) -> int:
+        pid = self.status()[name]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def groups(self) -> list[dict]:
+        out = self.run("recover", "--dry-run", "--json")
+        return json.loads(out.stdout)["groups"] if out.returncode in (0, 1) and out.stdout else []
+
+    def unfinished_sagas(self) -> int:
+        out = self.run("sagas", "--json")
+        if out.returncode != 0:
+            return -1
+        return sum(1 for s in json.loads(out.stdout) if not s["done"])
+
+
+@dataclass
+class StormResult:
+    scenario: str
+    killed: list = field(default_factory=list)  # (component, at seconds into the storm, down for s)
+    answers: dict = field(default_factory=dict)  # order id -> status (599: transport error)
+    in_flight_at_kill: list = field(default_factory=list)
+    seconds: float = 0.0
+    quiet_after: float = 0.0
+    audit_clean: bool = False
+    acked_users: dict = field(default_factory=dict)  # user id -> credit acknowledged
+    acked_items: dict = field(default_factory=dict)  # item id -> stock acknowledged
+
+    def counts(self) -> dict:
+        c = {"2xx": 0, "4xx": 0, "5xx": 0}
+        for s in self.answers.values():
+            c["2xx" if s < 300 else "4xx" if s < 500 else "5xx"] += 1
+        return c
+
+
+class Storm:
+    """One recorded checkout storm over a fresh batch_init population."""
+
+    def __init__(self, stack: FaultStack, n_orders: int = 3000, n_items: int = 50, stock: int = 40,
+                 n_users: int = 300, credit: int = 6, workers: int = 32, seed: int = 0):
+        self.stack, self.n_orders, self.workers = stack, n_orders, workers
+        self.n_items, self.stock, self.n_users, self.credit = n_items, stock, n_users, credit
+        self.rng = random.Random(seed)
+        self.in_flight = 0
+        self.lock = threading.Lock()
+
+    def populate(self):
+        api = Api(self.stack.base)
+        for path in (f"/stock/batch_init/{self.n_items}/{self.stock}/1",
+                     f"/payment/batch_init/{self.n_users}/{self.credit}",
+                     f"/orders/batch_init/{self.n_orders}/{self.n_items}/{self.n_users}/1"):
+            r = api.post(path)
+            assert r.status_code == 200, f"{path}: {r.status_code} {r.text}"
+        api.close()
+
+    def _checkout(self, api: Api, order: str) -> int:
+        with self.lock:
+            self.in_flight += 1
+        try:
+            return api.post(f"/orders/checkout/{order}", timeout=30).status_code
+        except requests.RequestException:
+            return 599
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _side_writer(self, stop: threading.Event, result: StormResult):
+        """Acknowledged single writes during the storm, on entities of their own."""
+        api = Api(self.stack.base)
+        while not stop.is_set():
+            try:
+                r = api.post("/payment/create_user", timeout=5)
+                if r.status_code == 200:
+                    user = r.json()["user_id"]
+                    result.acked_users[user] = 0
+                    if api.post(f"/payment/add_funds/{user}/7", timeout=5).status_code == 200:
+                        result.acked_users[user] = 7
+                r = api.post("/stock/item/create/3", timeout=5)
+                if r.status_code == 200:
+                    item = r.json()["item_id"]
+                    result.acked_items[item] = 0
+                    if api.post(f"/stock/add/{item}/5", timeout=5).status_code == 200:
+                        result.acked_items[item] = 5
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        api.close()
+
+    def run(self, scenario: str, kills: list[tuple[float, str, float]]) -> StormResult:
+        """Runs the storm; `kills` are (seconds into the storm, component, seconds down)."""
+        self.populate()
+        result = StormResult(scenario)
+        orders = [str(i) for i in range(self.n_orders)]
+        self.rng.shuffle(orders)
+        stop = threading.Event()
+        writer = threading.Thread(target=self._side_writer, args=(stop, result))
+        killer = threading.Thread(target=self._killer, args=(kills, result))
+        started = time.monotonic()
+        self.started = started
+        writer.start()
+        killer.start()
+        statuses = run_concurrently(self._checkout, orders, workers=self.workers, base=self.stack.base)
+        result.seconds = time.monotonic() - started
+        killer.join()
+        stop.set()
+        writer.join()
+        result.answers = dict(zip(orders, statuses))
+        return result
+
+    def _killer(self, kills, result: StormResult):
+        for at, name, down_for in kills:
+            delay = at - (time.monotonic() - self.started)
+            if delay > 0:
+                time.sleep(delay)
+            result.in_flight_at_kill.append(self.in_flight)
+            self.stack.kill(name)
+            result.killed.append((name, round(time.monotonic() - self.started, 2), down_for))
+            time.sleep(down_for)
+            self.stack.up()
+
+
+def settle_and_verify(stack: FaultStack, storm: Storm, result: StormResult, quiet_timeout: float = 90):
+    """Waits (bounded) until the system is quiet, then checks every promise of the failure model."""
+    storm_end = time.monotonic()
+
+    def quiet() -> bool:
+        if stack.unfinished_sagas() != 0:
+            return False
+        groups = stack.groups()
+        return len(groups) == 5 and all(g["pending"] == 0 and g["lag"] == 0 for g in groups)
+
+    wait_for(quiet, "the system to be quiet (sagas done, consumer groups drained)", timeout=quiet_timeout, every=0.5)
+    result.quiet_after = round(time.monotonic() - storm_end, 1)
+
+    audit = stack.run("audit", "--json")
+    result.audit_clean = audit.returncode == 0
+    record(stack, storm, result)
+    assert audit.returncode == 0, audit.stdout[-4000:] + audit.stderr
+
+    groups = stack.groups()
+    assert all(g["dead_letters"] == 0 for g in groups), groups
+
+    # Read back every order, item and user of the population.
+    api_orders = run_concurrently(lambda a, o: a.order(o), [str(i) for i in range(storm.n_orders)],
+                                  base=stack.base)
+    stock = run_concurrently(lambda a, i: a.item(i)["stock"], [str(i) for i in range(storm.n_items)],
+                             base=stack.base)
+    credit = run_concurrently(lambda a, u: a.credit(u), [str(u) for u in range(storm.n_users)],
+                              base=stack.base)
+    taken_stock = [0] * storm.n_items
+    spent = [0] * storm.n_users
+    for o in api_orders:
+        if o["paid"]:
+            for item, qty in o["items"]:
+                taken_stock[int(item)] += qty
+            spent[int(o["user_id"])] += o["total_cost"]
+    assert stock == [storm.stock - t for t in taken_stock], "stock not conserved"
+    assert credit == [storm.credit - s for s in spent], "credit not conserved (a charge lost or doubled)"
+    by_id = {o["order_id"]: o for o in api_orders}
+    wrong_2xx = [o for o, s in result.answers.items() if s < 300 and not by_id[o]["paid"]]
+    wrong_4xx = [o for o, s in result.answers.items() if 400 <= s < 500 and by_id[o]["paid"]]
+    assert not wrong_2xx, f"2xx answered for unpaid orders: {wrong_2xx[:5]}"
+    assert not wrong_4xx, f"4xx answered for paid orders: {wrong_4xx[:5]}"
+    assert result.counts()["2xx"] > 0, "the storm paid nothing"
+
+    api = Api(stack.base)
+    for user, amount in result.acked_users.items():
+        assert api.credit(user) == amount, f"acknowledged user {user} with credit {amount} lost"
+    for item, amount in result.acked_items.items():
+        assert api.item(item)["stock"] == amount, f"acknowledged item {item} with stock {amount} lost"
+    api.close()
+
+
+def record(stack: FaultStack, storm: Storm, result: StormResult):
+    """Appends the scenario's figures to the report (rendered into docs/FAULTS.md)."""
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    row = {
+        "scenario": result.scenario,
+        "replicas": stack.replicas,
+        "appendfsync": stack.env["SHOPLOG_APPENDFSYNC"],
+        "killed": result.killed,
+        "in_flight_at_kill": result.in_flight_at_kill,
+        "checkouts": len(result.answers),
+        **result.counts(),
+        "storm_s": round(result.seconds, 1),
+        "quiet_after_s": result.quiet_after,
+        "audit_clean": result.audit_clean,
+        "side_writes_acked": len(result.acked_users) + len(result.acked_items),
+    }
+    with REPORT.open("a") as f:
+        f.write(json.dumps(row) + "\n")
