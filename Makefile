@@ -6,7 +6,7 @@ PYTHON  ?= python3
 SHOPLOG := target/release/shoplog
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up down status deps build lint test test-rust test-http python-deps clean
+.PHONY: up down status deps build lint test test-rust test-http test-faults python-deps clean
 
 ## up: install what is missing, build in release, run the stack in the foreground (Ctrl-C stops it)
 up: deps build
@@ -46,8 +46,13 @@ test: deps build lint python-deps test-rust test-http
 test-rust:
 	$(CARGO) test --release --workspace
 
+## test-http: the HTTP suite, including the quick fault-injection scenarios
 test-http:
-	SHOPLOG_BIN=$(CURDIR)/$(SHOPLOG) $(PYTHON) -m pytest test -q
+	SHOPLOG_BIN=$(CURDIR)/$(SHOPLOG) $(PYTHON) -m pytest test -q -m "not slow"
+
+## test-faults: every fault-injection scenario (kill each component, chaos, 2 replicas); ~15 min
+test-faults: deps build python-deps
+	SHOPLOG_BIN=$(CURDIR)/$(SHOPLOG) $(PYTHON) -m pytest test/faults -q
 
 clean:
 	$(CARGO) clean

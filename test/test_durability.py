@@ -166,3 +166,34 @@ def test_a_checkout_without_payment_times_out_and_compensates_when_payment_is_ba
     assert r.status_code == 200, r.text
     assert (api.item(item)["stock"], api.credit(user)) == (3, 6)
     api.close()
+
+
+def test_a_killed_gateway_master_leaves_no_orphan_workers_behind(own_stack):
+    """SIGKILL of nginx's master orphans its workers, which keep the port; `shoplog up` must clear
+    them and start a fresh gateway, and `shoplog down` must leave the port free."""
+    shoplog = own_stack
+    before = status(shoplog)["gateway"]["pid"]
+    os.kill(before, signal.SIGKILL)
+    time.sleep(0.3)
+    assert status(shoplog)["gateway"]["pid"] is None
+    up = shoplog("up", "--detach")
+    assert up.returncode == 0, up.stderr
+    after = status(shoplog)["gateway"]
+    assert after["health"] == "ok" and after["pid"] not in (None, before)
+    assert live_members(before) == [], "orphaned nginx workers still alive"
+
+
+def live_members(pgid: int) -> list[int]:
+    """Non-zombie processes of process group `pgid`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and fields[2] == str(pgid):
+            out.append(int(entry))
+    return out

@@ -74,6 +74,12 @@ http {{
             default_type application/json;
             return 400 '{"error": "bad request: the gateway cannot parse this request"}';
         }
+        error_page 414 /__too_long;
+        location = /__too_long {
+            internal;
+            default_type application/json;
+            return 414 '{"error": "the path is too long"}';
+        }
         error_page 502 503 504 = @unavailable;
         location @unavailable {
             default_type application/json;

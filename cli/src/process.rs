@@ -103,27 +103,80 @@ pub fn signal(pid: i32, signal: i32) -> bool {
     unsafe { libc::kill(pid, signal) == 0 }
 }
 
-/// Stops component `name`: SIGTERM, then SIGKILL after `grace`. Removes its pid file.
-/// Returns the pid that was stopped, if it was running.
+/// The pid recorded for `name`, alive or not.
+fn recorded_pid(run_dir: &Path, name: &str) -> Option<i32> {
+    fs::read_to_string(pid_file(run_dir, name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+}
+
+/// Whether any live (non-zombie) process of the group `pgid` is left — nginx workers outlive a
+/// killed master. Reads `/proc`, because zombies waiting for a reaper also count as members of
+/// their group for `kill(-pgid, 0)`.
+fn group_alive(pgid: i32) -> bool {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        // SAFETY: signal 0 to a process group only checks that it exists.
+        return unsafe { libc::kill(-pgid, 0) == 0 };
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| fs::read_to_string(e.path().join("stat")).ok())
+        .any(|stat| {
+            // After the command's closing parenthesis: state, ppid, pgrp, ...
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+        })
+}
+
+/// Stops component `name` — its whole process group, so that children such as nginx workers go
+/// too: SIGTERM, then SIGKILL after `grace`. Removes its pid file. Returns the pid that was
+/// stopped, if it was running.
 pub fn stop(run_dir: &Path, name: &str, grace: Duration) -> Option<i32> {
     let pid = running_pid(run_dir, name);
     if let Some(pid) = pid {
-        signal(pid, libc::SIGTERM);
+        signal(-pid, libc::SIGTERM);
         let started = Instant::now();
-        while alive(pid) && started.elapsed() < grace {
+        while (alive(pid) || group_alive(pid)) && started.elapsed() < grace {
             reap();
             std::thread::sleep(Duration::from_millis(20));
         }
-        if alive(pid) {
-            signal(pid, libc::SIGKILL);
+        if alive(pid) || group_alive(pid) {
+            signal(-pid, libc::SIGKILL);
             while alive(pid) && started.elapsed() < grace + Duration::from_secs(5) {
                 reap();
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    } else {
+        clear_leftovers(run_dir, name);
     }
     let _ = fs::remove_file(pid_file(run_dir, name));
     pid
+}
+
+/// Kills what is left of a component whose main process died (e.g. nginx workers orphaned by a
+/// killed master, which would keep its port), so that it can be started again.
+pub fn clear_leftovers(run_dir: &Path, name: &str) {
+    if let Some(pid) = recorded_pid(run_dir, name) {
+        if !alive(pid) && group_alive(pid) {
+            signal(-pid, libc::SIGKILL);
+            let started = Instant::now();
+            while group_alive(pid) && started.elapsed() < Duration::from_secs(5) {
+                reap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
 }
 
 /// Reaps any of our exited children (when `up` runs in the foreground they are ours).

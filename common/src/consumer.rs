@@ -331,7 +331,7 @@ async fn dead_letter(
         kind = e.kind(),
         attempts,
         dead_letter = %cfg.dead_letter_stream(),
-        "entry failed too often; moved to the dead-letter stream (inspect it, fix the cause, re-append it)"
+        "entry failed too often; moved to the dead-letter stream (see docs/OPERATIONS.md, \"Dead letters\")"
     );
     Ok(())
 }

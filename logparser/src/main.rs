@@ -70,6 +70,7 @@ async fn recover_while_active(daemon: Arc<Daemon>, config: common::config::Confi
         }
     };
     let ids = common::ids::IdPool::new(&config.ids_url, 100, daemon.metrics.clone());
+    ids.prefill().await;
     let settings = Settings {
         saga_timeout: config.saga_timeout,
         redrive_after: config.redrive_after,

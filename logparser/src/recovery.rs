@@ -197,7 +197,14 @@ impl Recovery {
                         }
                     }
                     event::CHECKOUT_COMMITTED => self.metrics.incr("sagas_committed_total", 1),
-                    event::CHECKOUT_ABORTED => self.metrics.incr("sagas_aborted_total", 1),
+                    // A re-driven abort repeats the entry: count each saga's abort once.
+                    event::CHECKOUT_ABORTED
+                        if !self
+                            .redriven_at
+                            .contains_key(e.get("saga").unwrap_or_default()) =>
+                    {
+                        self.metrics.incr("sagas_aborted_total", 1)
+                    }
                     _ => {}
                 }
             }

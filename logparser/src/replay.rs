@@ -181,12 +181,16 @@ fn apply_stock_saga(state: &mut State, e: &LogEntry) -> Result<(), ReplayError> 
                     add(state, e, &STOCK.key(&item), STOCK.field, qty)?;
                 }
             }
-            let next = if state.contains_key(&key) {
-                "RELEASED"
-            } else {
-                "TOMBSTONE"
-            };
-            set(state, key, &[("state", next), ("order", order)]);
+            match state
+                .get(&key)
+                .and_then(|h| h.get("state"))
+                .map(String::as_str)
+            {
+                // A repeated confirmation (release.lua on an already compensated saga).
+                Some("RELEASED" | "TOMBSTONE") => {}
+                Some(_) => set(state, key, &[("state", "RELEASED"), ("order", order)]),
+                None => set(state, key, &[("state", "TOMBSTONE"), ("order", order)]),
+            }
         }
     }
     Ok(())
@@ -225,16 +229,24 @@ fn apply_payment_saga(state: &mut State, e: &LogEntry) -> Result<(), ReplayError
             if e.text("refunded")? == "1" {
                 add(state, e, &CREDIT.key(user), CREDIT.field, e.int("amount")?)?;
             }
-            let next = if state.contains_key(&key) {
-                "REFUNDED"
-            } else {
-                "TOMBSTONE"
-            };
-            set(
-                state,
-                key,
-                &[("state", next), ("order", order), ("user", user)],
-            );
+            match state
+                .get(&key)
+                .and_then(|h| h.get("state"))
+                .map(String::as_str)
+            {
+                // A repeated confirmation (refund.lua on an already compensated saga).
+                Some("REFUNDED" | "TOMBSTONE") => {}
+                Some(_) => set(
+                    state,
+                    key,
+                    &[("state", "REFUNDED"), ("order", order), ("user", user)],
+                ),
+                None => set(
+                    state,
+                    key,
+                    &[("state", "TOMBSTONE"), ("order", order), ("user", user)],
+                ),
+            }
         }
     }
     Ok(())

@@ -62,6 +62,18 @@ pub async fn timeline(dbs: &Dbs, saga: &str) -> Result<Vec<Step>, log::LogError>
         })
         .await?;
     }
-    steps.sort_by_key(|s| s.at_ms);
+    // Entries of one millisecond in different logs: causal order of the saga's steps.
+    steps.sort_by_key(|s| (s.at_ms, rank(&s.kind)));
     Ok(steps)
+}
+
+fn rank(kind: &str) -> u8 {
+    match kind {
+        event::CHECKOUT_STARTED => 0,
+        event::STOCK_RESERVED | event::STOCK_REJECTED => 1,
+        event::PAYMENT_CHARGED | event::PAYMENT_REJECTED => 2,
+        event::CHECKOUT_COMMITTED | event::CHECKOUT_ABORTED => 3,
+        event::STOCK_RELEASED | event::PAYMENT_REFUNDED => 4,
+        _ => 5,
+    }
 }

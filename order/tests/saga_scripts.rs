@@ -328,16 +328,23 @@ async fn an_abort_that_overtakes_the_start_leaves_tombstones() {
         ["DUP", "TOMBSTONE"]
     );
     assert_eq!(d.credit().await, 100);
-    // Duplicate compensations are no-ops.
+    // Duplicate compensations change nothing but confirm again (a re-driven abort whose first
+    // confirmation was lost must still complete the saga).
     let l = d.log_id();
-    assert_eq!(
-        status(
-            &stock::saga::release(&mut d.stock, &l, &aborted)
-                .await
-                .unwrap()
-        ),
-        "DUP"
-    );
+    let reply = stock::saga::release(&mut d.stock, &l, &aborted)
+        .await
+        .unwrap();
+    assert_eq!(status(&reply), "DUP");
+    let all = log::read_page(&mut d.stock, log::STOCK_LOG, "-", 1000)
+        .await
+        .unwrap();
+    let confirmations: Vec<&str> = all
+        .iter()
+        .filter(|e| e.kind() == "StockReleased")
+        .map(|e| e.get("released").unwrap_or(""))
+        .collect();
+    assert_eq!(confirmations, ["0", "0"]);
+    assert_eq!(d.stock_of("a").await, 10);
     d.assert_replay().await;
 }
 

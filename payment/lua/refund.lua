@@ -7,6 +7,9 @@
 local p = redis.call('HMGET', KEYS[1], 'state', 'amount')
 local state = p[1]
 if state == 'REFUNDED' or state == 'TOMBSTONE' then
+  -- Already compensated: change nothing, but confirm again (see stock/lua/release.lua).
+  redis.call('XADD', KEYS[3], '*', 'log_id', ARGV[1], 'type', 'PaymentRefunded', 'saga', ARGV[2],
+    'order', ARGV[3], 'user', ARGV[4], 'amount', '0', 'refunded', '0')
   return {'DUP', state}
 end
 local refunded = '0'

@@ -7,6 +7,10 @@
 -- Answers {'OK', released} | {'DUP', state}.
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'RELEASED' or state == 'TOMBSTONE' then
+  -- Already compensated: change nothing, but confirm again, so that a re-driven abort whose first
+  -- confirmation was lost (dead-lettered) still completes the saga.
+  redis.call('XADD', KEYS[2], '*', 'log_id', ARGV[1], 'type', 'StockReleased', 'saga', ARGV[2],
+    'order', ARGV[3], 'items', ARGV[4], 'released', '0')
   return {'DUP', state}
 end
 local released = '0'

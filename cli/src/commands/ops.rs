@@ -12,9 +12,11 @@ use super::StackArgs;
 /// variables left unset, the local stack's settings when `shoplog up` ran in this data directory.
 pub fn config(stack: &StackArgs) -> Config {
     let mut config = Config::from_env(0);
-    let data_dir = stack.settings(None).data_dir;
-    if let Some(saved) = crate::layout::StackSettings::load(&data_dir) {
-        for (var, value) in saved.service_env() {
+    // The saved settings of this data directory's stack, else the ones the flags describe (so
+    // that `--port-offset` reaches a stack started elsewhere).
+    {
+        let settings = stack.settings(None);
+        for (var, value) in settings.service_env() {
             if std::env::var_os(&var).is_some() {
                 continue;
             }

@@ -28,6 +28,7 @@ pub async fn run(args: RecoverArgs) -> anyhow::Result<u8> {
     let (config, dbs) = ops::connect(&args.stack).await?;
     let metrics = Arc::new(common::metrics::Metrics::new("shoplog"));
     let ids = common::ids::IdPool::new(&config.ids_url, 100, metrics.clone());
+    ids.prefill().await;
     let locks = common::lock::Redlock::new(&config.lock_urls)?;
     let settings = Settings {
         saga_timeout: config.saga_timeout,
@@ -43,17 +44,16 @@ pub async fn run(args: RecoverArgs) -> anyhow::Result<u8> {
             exit::PROBLEM
         });
     }
-    let verb = if args.dry_run {
-        "would abort"
+    let (verb, redrive) = if args.dry_run {
+        ("would abort", "would re-drive")
     } else {
-        "aborted"
+        ("aborted", "re-drove")
     };
     println!(
-        "{} unfinished saga(s) checked in {} ms; {verb} {} stalled; {} re-drove {}",
+        "{} unfinished saga(s) checked in {} ms; {verb} {} stalled; {redrive} {}",
         report.sagas_checked,
         report.duration_ms,
         report.aborted.len(),
-        if args.dry_run { "would have" } else { "" },
         report.redriven.len()
     );
     for s in &report.aborted {

@@ -61,6 +61,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
             eprintln!("  {:<12} already running (pid {pid})", c.name);
             continue;
         }
+        process::clear_leftovers(&run_dir, &c.name);
         if health::check(&c) != Health::Down {
             anyhow::bail!(
                 "port {} (for {}) is in use by a process shoplog did not start; stop it, or move \
