@@ -47,6 +47,7 @@ def test_kill_one_component_during_a_storm(single, component):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_chaos_random_kills_for_a_minute(single):
     rng = random.Random(7)
     kills, t = [], 1.0
@@ -75,6 +76,7 @@ def test_kill_one_component_during_a_storm_with_two_replicas(replicated, compone
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_chaos_random_kills_for_a_minute_with_two_replicas(replicated):
     names = REPLICATED + ["order-2", "stock-1", "payment-2"]
     rng = random.Random(11)
