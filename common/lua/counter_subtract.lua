@@ -4,14 +4,7 @@
 -- ARGV[1]  log_id   ARGV[2] event type   ARGV[3] entity field name   ARGV[4] entity id
 -- ARGV[5]  counter field (stock | credit)   ARGV[6] amount (canonical positive decimal)
 -- Answers {'OK', new value} | {'NOT_FOUND'} | {'INSUFFICIENT', current}; changes nothing unless OK.
-
--- a < b for canonical non-negative decimals, exact at any size (Lua numbers are doubles).
-local function less(a, b)
-  if #a ~= #b then
-    return #a < #b
-  end
-  return a < b
-end
+-- `less` (exact decimal comparison) comes from common/lua/decimal.lua, prepended.
 
 local current = redis.call('HGET', KEYS[1], ARGV[5])
 if not current then

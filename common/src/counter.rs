@@ -22,7 +22,7 @@ static CREATE: LazyLock<Script> =
 static ADD: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/counter_add.lua")));
 static SUBTRACT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/counter_subtract.lua")));
+    LazyLock::new(|| crate::lua::with_decimal(include_str!("../lua/counter_subtract.lua")));
 static BATCH_INIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/counter_batch_init.lua")));
 

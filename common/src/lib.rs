@@ -17,6 +17,7 @@
 //! | [`counter`] | the shared "entity with a non-negative counter" scripts (stock, credit) |
 //! | [`batch`] | the deterministic generator behind `batch_init` (used by services and replay) |
 //! | [`saga`] | saga record keys, the wake-up channel, item-line encoding |
+//! | [`lua`] | Lua snippets shared by several scripts |
 //! | [`lock`] | Redlock over the lock nodes, with bounded acquisition and explicit release |
 //! | [`validate`] | parsing of path parameters (ids and amounts) |
 
@@ -30,6 +31,7 @@ pub mod http;
 pub mod ids;
 pub mod lock;
 pub mod log;
+pub mod lua;
 pub mod metrics;
 pub mod saga;
 pub mod telemetry;

@@ -11,7 +11,8 @@ use common::saga::payment_saga_key;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-static CHARGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/charge.lua")));
+static CHARGE: LazyLock<Script> =
+    LazyLock::new(|| common::lua::with_decimal(include_str!("../lua/charge.lua")));
 static REFUND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/refund.lua")));
 
 /// Handles one entry of `log:stock` or `log:order`; others are acknowledged as they are.

@@ -4,12 +4,7 @@
 -- ARGV[1]  log_id   ARGV[2] saga id   ARGV[3] order   ARGV[4] user   ARGV[5] total
 -- ARGV[6]  the lines (JSON)   ARGV[7..] quantity of each line, in KEYS order (canonical decimals)
 -- Answers {'OK'} | {'REJECTED', reason} | {'DUP', state}.
-local function less(a, b) -- exact a < b for canonical non-negative decimals
-  if #a ~= #b then
-    return #a < #b
-  end
-  return a < b
-end
+-- `less` (exact decimal comparison) comes from common/lua/decimal.lua, prepended.
 
 local seen = redis.call('HGET', KEYS[1], 'state')
 if seen then

@@ -12,7 +12,7 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 
 static RESERVE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/reserve.lua")));
+    LazyLock::new(|| common::lua::with_decimal(include_str!("../lua/reserve.lua")));
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
 
@@ -35,24 +35,14 @@ pub async fn reserve(
     log_id: &str,
     e: &LogEntry,
 ) -> Result<Vec<String>, HandlerError> {
-    let saga = e.text("saga").map_err(|x| x.to_string())?;
-    let raw_lines = e.text("items").map_err(|x| x.to_string())?;
-    let lines =
-        decode_lines(raw_lines).ok_or_else(|| format!("entry {}: bad items", e.stream_id))?;
-    let mut inv = RESERVE.prepare_invoke();
-    inv.key(stock_saga_key(saga)).key(STOCK_LOG);
-    for (item, _) in &lines {
-        inv.key(format!("item:{item}"));
-    }
-    inv.arg(log_id).arg(saga);
-    for f in ["order", "user", "total"] {
-        inv.arg(e.text(f).map_err(|x| x.to_string())?);
-    }
-    inv.arg(raw_lines);
-    for (_, qty) in &lines {
-        inv.arg(*qty);
-    }
-    inv.invoke_async(conn).await.map_err(|x| x.to_string())
+    run(
+        &RESERVE,
+        conn,
+        log_id,
+        e,
+        &["order", "user", "total", "items"],
+    )
+    .await
 }
 
 /// Releases the saga's reservation (or leaves a tombstone); answers the script's reply.
@@ -61,19 +51,31 @@ pub async fn release(
     log_id: &str,
     e: &LogEntry,
 ) -> Result<Vec<String>, HandlerError> {
-    let saga = e.text("saga").map_err(|x| x.to_string())?;
-    let raw_lines = e.text("items").map_err(|x| x.to_string())?;
+    run(&RELEASE, conn, log_id, e, &["order", "items"]).await
+}
+
+/// Runs a stock saga script: keys `ssaga:<sid>`, `log:stock` and every line's item; arguments the
+/// log id, the saga id, the entry's `fields`, then every line's quantity.
+async fn run(
+    script: &Script,
+    conn: &mut ConnectionManager,
+    log_id: &str,
+    e: &LogEntry,
+    fields: &[&str],
+) -> Result<Vec<String>, HandlerError> {
+    let text = |f: &str| e.text(f).map_err(|x| x.to_string());
+    let saga = text("saga")?;
     let lines =
-        decode_lines(raw_lines).ok_or_else(|| format!("entry {}: bad items", e.stream_id))?;
-    let mut inv = RELEASE.prepare_invoke();
+        decode_lines(text("items")?).ok_or_else(|| format!("entry {}: bad items", e.stream_id))?;
+    let mut inv = script.prepare_invoke();
     inv.key(stock_saga_key(saga)).key(STOCK_LOG);
     for (item, _) in &lines {
         inv.key(format!("item:{item}"));
     }
-    inv.arg(log_id)
-        .arg(saga)
-        .arg(e.text("order").map_err(|x| x.to_string())?)
-        .arg(raw_lines);
+    inv.arg(log_id).arg(saga);
+    for f in fields {
+        inv.arg(text(f)?);
+    }
     for (_, qty) in &lines {
         inv.arg(*qty);
     }

@@ -7,11 +7,15 @@ runs and the same scenarios with 2 replicas per service.
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
 
 from harness import FaultStack, Storm, settle_and_verify
+
+# `FAULTS_APPENDFSYNC=always make test-faults` runs everything with an fsync per write.
+FSYNC = os.environ.get("FAULTS_APPENDFSYNC", "everysec")
 
 SINGLE = ["order-1", "stock-1", "payment-1", "ids", "logparser", "order-db", "stock-db", "payment-db",
           "lock-1", "gateway"]
@@ -20,7 +24,7 @@ QUICK = {"stock-1", "order-db"}
 
 @pytest.fixture(scope="module")
 def single():
-    stack = FaultStack(offset=5000, gateway=9500)
+    stack = FaultStack(offset=5000, gateway=9500, appendfsync=FSYNC)
     stack.up()
     yield stack
     stack.down()
@@ -28,7 +32,7 @@ def single():
 
 @pytest.fixture(scope="module")
 def replicated():
-    stack = FaultStack(offset=6000, gateway=9600, replicas=2)
+    stack = FaultStack(offset=6000, gateway=9600, replicas=2, appendfsync=FSYNC)
     stack.up()
     yield stack
     stack.down()
