@@ -39,10 +39,10 @@ http {{
     for (prefix, ports) in s.upstreams() {
         let _ = writeln!(out, "    upstream {prefix} {{");
         for p in ports {
-            let _ = writeln!(
-                out,
-                "        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;"
-            );
+            // max_fails=0: never quarantine a replica. A dead one costs a refused connect on
+            // loopback before nginx tries the next; quarantine would instead turn a replica that
+            // is just starting (or restarting) into seconds of 503s, per nginx worker.
+            let _ = writeln!(out, "        server 127.0.0.1:{p} max_fails=0;");
         }
         out.push_str("        keepalive 256;\n    }\n");
     }

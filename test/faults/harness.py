@@ -229,7 +229,14 @@ def settle_and_verify(stack: FaultStack, storm: Storm, result: StormResult, quie
         groups = stack.groups()
         return len(groups) == 5 and all(g["pending"] == 0 and g["lag"] == 0 for g in groups)
 
-    wait_for(quiet, "the system to be quiet (sagas done, consumer groups drained)", timeout=quiet_timeout, every=0.5)
+    try:
+        wait_for(quiet, "the system to be quiet (sagas done, consumer groups drained)", timeout=quiet_timeout,
+                 every=0.5)
+    except AssertionError as e:
+        sagas = stack.run("sagas", "--json")
+        stuck = [s for s in json.loads(sagas.stdout or "[]") if not s["done"]][:5]
+        raise AssertionError(f"{e}\nunfinished sagas: {stuck}\ngroups: {stack.groups()}\n"
+                             f"{_log_tails(stack.data_dir, lines=15)}") from None
     result.quiet_after = round(time.monotonic() - storm_end, 1)
 
     audit = stack.run("audit", "--json")

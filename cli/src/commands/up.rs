@@ -53,6 +53,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
 
     let run_dir = s.run_dir();
     for c in s.components() {
+        if c.kind == Kind::Gateway {
+            // The gateway last, once its upstreams answer, so that its first requests find them.
+            let others: Vec<Component> = s
+                .components()
+                .into_iter()
+                .filter(|c| c.kind != Kind::Gateway)
+                .collect();
+            wait_healthy(&others, Duration::from_secs(args.timeout));
+        }
         if let Some(pid) = process::running_pid(&run_dir, &c.name) {
             if c.kind == Kind::Gateway {
                 // Reload: the set of replicas may have changed.
