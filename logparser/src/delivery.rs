@@ -8,6 +8,9 @@ use redis::Value;
 
 use crate::dbs::Dbs;
 
+/// Entries counted exactly when measuring a group's lag; past this, Redis's estimate is used.
+const LAG_PAGE: usize = 1000;
+
 /// Consumers idle this long with entries pending are reported as stuck.
 pub const STUCK_IDLE_MS: i64 = 30_000;
 
@@ -86,6 +89,22 @@ pub async fn report(dbs: &Dbs) -> Result<Vec<GroupReport>, redis::RedisError> {
                 )
             })
             .collect();
+        // Redis's own `lag` counter is best effort (it is wrong after an AOF reload, for one):
+        // count the entries past the group's last delivered id instead, up to a page.
+        let last_delivered = text(g.get("last-delivered-id"));
+        let after: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(format!("({last_delivered}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(LAG_PAGE)
+            .query_async(&mut conn)
+            .await?;
+        let lag = if after.len() < LAG_PAGE {
+            after.len() as i64
+        } else {
+            int(g.get("lag")).max(LAG_PAGE as i64)
+        };
         let dead_letters: i64 = redis::cmd("XLEN")
             .arg(dead_letter_stream(group, stream))
             .query_async(&mut conn)
@@ -93,7 +112,7 @@ pub async fn report(dbs: &Dbs) -> Result<Vec<GroupReport>, redis::RedisError> {
         out.push(GroupReport {
             stream: stream.to_string(),
             group: group.to_string(),
-            lag: int(g.get("lag")),
+            lag,
             pending: int(g.get("pending")),
             stuck,
             dead_letters,
