@@ -50,7 +50,7 @@ test-rust:
 test-http:
 	SHOPLOG_BIN=$(CURDIR)/$(SHOPLOG) $(PYTHON) -m pytest test -q -m "not slow"
 
-## test-faults: every fault-injection scenario (kill each component, chaos, 2 replicas); ~15 min
+## test-faults: every fault-injection scenario (kill each component, chaos, 2 replicas); ~8 min (release build)
 test-faults: deps build python-deps
 	SHOPLOG_BIN=$(CURDIR)/$(SHOPLOG) $(PYTHON) -m pytest test/faults -q
 
