@@ -27,7 +27,8 @@ bad_numbers = st.one_of(
     st.integers(min_value=1, max_value=1000).map(lambda n: f"{n}e3"),
     st.integers(min_value=1, max_value=1000).map(lambda n: f"0x{n:x}"),
     st.sampled_from(["", " 5", "5 ", "١٢", "５", "1_000", "--1", "NaN", "null", "true", "[1]", "1,5"]),
-    st.text(min_size=1, max_size=30),
+    # Free text, but never a plain positive decimal (that would be a valid amount).
+    st.text(min_size=1, max_size=30).filter(lambda s: not (s.isascii() and s.isdigit() and s.strip("0"))),
 )
 
 # Strings that are never the id of an existing entity.
@@ -35,7 +36,8 @@ bad_ids = st.one_of(
     st.uuids().map(lambda u: "nx" + u.hex),
     st.sampled_from(["..", ".", "%2e%2e", "%2F", "..%2F..", "%00", "*", "'; DROP", "$(id)", "<script>",
                      "order:1", "item:*", "%252e"]),
-    st.text(min_size=1, max_size=40),
+    # Free text, but never all digits: "0".."n-1" are the ids batch_init creates.
+    st.text(min_size=1, max_size=40).filter(lambda s: not s.isdigit()),
     st.text(alphabet="abcXYZ019-_", min_size=65, max_size=3000),
 )
 
@@ -104,7 +106,10 @@ def hostile_request(draw):
     return method, parts, values
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Derandomized: the same 1,500 cases every run, so CI cannot pass or fail by luck; change the
+# strategies (or run with --hypothesis-seed) to explore further.
+@settings(max_examples=1500, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(req=hostile_request())
 def test_hostile_requests_get_a_4xx_and_change_nothing(sentinel, req):
     api, item, user, order = sentinel
