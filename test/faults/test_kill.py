@@ -50,16 +50,22 @@ def test_kill_one_component_during_a_storm(single, component):
     settle_and_verify(single, storm, result)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_chaos_random_kills_for_a_minute(single):
-    rng = random.Random(7)
+def chaos_schedule(seed: int, names: list[str]) -> list[tuple[float, str, float]]:
+    """A minute of kills: a random component every 3-7 s, each down for 1-3 s."""
+    rng = random.Random(seed)
     kills, t = [], 1.0
     while t < 55:
-        name = rng.choice(SINGLE)
+        name = rng.choice(names)
         down = rng.uniform(1, 3)
         kills.append((t, name, down))
         t += down + rng.uniform(2, 4)
+    return kills
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_chaos_random_kills_for_a_minute(single):
+    kills = chaos_schedule(7, SINGLE)
     # Enough orders to keep checking out for the whole minute.
     storm = Storm(single, n_orders=40000, n_items=200, stock=150, n_users=2000, credit=30, workers=16, seed=7)
     result = storm.run("chaos (1 replica)", kills)
@@ -82,14 +88,7 @@ def test_kill_one_component_during_a_storm_with_two_replicas(replicated, compone
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_chaos_random_kills_for_a_minute_with_two_replicas(replicated):
-    names = REPLICATED + ["order-2", "stock-1", "payment-2"]
-    rng = random.Random(11)
-    kills, t = [], 1.0
-    while t < 55:
-        name = rng.choice(names)
-        down = rng.uniform(1, 3)
-        kills.append((t, name, down))
-        t += down + rng.uniform(2, 4)
+    kills = chaos_schedule(11, REPLICATED + ["order-2", "stock-1", "payment-2"])
     storm = Storm(replicated, n_orders=40000, n_items=200, stock=150, n_users=2000, credit=30, workers=16, seed=11)
     result = storm.run("chaos (2 replicas)", kills)
     settle_and_verify(replicated, storm, result, quiet_timeout=120)
