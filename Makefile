@@ -6,7 +6,8 @@ PYTHON  ?= python3
 SHOPLOG := target/release/shoplog
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up down status deps build lint test test-rust test-http test-faults python-deps clean
+.PHONY: up down status deps build lint test test-rust test-http test-faults python-deps clean \
+        binaries images test-compose test-compose-if-docker test-k8s
 
 ## up: install what is missing, build in release, run the stack in the foreground (Ctrl-C stops it)
 up: deps build
@@ -40,8 +41,10 @@ python-deps:
 	@$(PYTHON) -m pip install -q -r test/requirements.txt 2>/dev/null || \
 	  $(PYTHON) -m pip install -q --break-system-packages -r test/requirements.txt
 
-## test: everything CI runs — lint, Rust tests (real redis-servers), the HTTP suite against a real stack
-test: deps build lint python-deps test-rust test-http
+## test: everything CI runs — lint, Rust tests (real redis-servers), the HTTP suite against a real
+## stack, the Kubernetes manifests' validation, and the container tests when a Docker engine answers
+## (SHOPLOG_REQUIRE_DOCKER=1, as CI sets it, turns a missing engine into a failure)
+test: deps build lint python-deps test-rust test-http test-k8s test-compose-if-docker
 
 test-rust:
 	$(CARGO) test --release --workspace
@@ -53,6 +56,44 @@ test-http:
 ## test-faults: every fault-injection scenario (kill each component, chaos, 2 replicas); ~8 min (release build)
 test-faults: deps build python-deps
 	SHOPLOG_BIN=$(CURDIR)/$(SHOPLOG) $(PYTHON) -m pytest test/faults -q
+
+## binaries: the release binaries, stripped, in target/docker/bin (what the shoplog image holds)
+DOCKER_BIN := target/docker/bin
+PROGRAMS   := ids order stock payment logparser shoplog
+binaries: build
+	@mkdir -p $(DOCKER_BIN)
+	@# Replaced only when changed, so that an unchanged build reuses the cached image layer.
+	@for p in $(PROGRAMS); do \
+	  strip -o $(DOCKER_BIN)/$$p.new target/release/$$p && \
+	  if cmp -s $(DOCKER_BIN)/$$p.new $(DOCKER_BIN)/$$p; then rm $(DOCKER_BIN)/$$p.new; \
+	  else mv $(DOCKER_BIN)/$$p.new $(DOCKER_BIN)/$$p; fi; \
+	done
+
+## images: the base image (made from Debian's packages when it cannot be pulled), then the shoplog,
+## shoplog-redis and shoplog-gateway images
+images: binaries
+	deploy/docker/base-image.sh
+	docker build -q -t shoplog:latest -f Dockerfile .
+	docker build -q -t shoplog-redis:latest -f deploy/docker/redis.Dockerfile deploy/docker
+	docker build -q -t shoplog-gateway:latest -f deploy/docker/gateway.Dockerfile deploy/docker
+	@docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^(shoplog|debian)'
+
+## test-compose: the container stack on the real engine — HTTP suite, storm, kills, scaling
+test-compose: images python-deps
+	$(PYTHON) -m pytest test/compose -q
+
+test-compose-if-docker:
+	@if docker info >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory test-compose; \
+	elif [ "$${SHOPLOG_REQUIRE_DOCKER:-}" = 1 ]; then \
+	  echo "SHOPLOG_REQUIRE_DOCKER=1 but no Docker engine answers (docker info failed)" >&2; exit 1; \
+	else \
+	  echo "no Docker engine answers: skipping the container tests (make test-compose runs them)"; \
+	fi
+
+## test-k8s: render deploy/k8s with kustomize and validate it offline against the Kubernetes schemas
+test-k8s: python-deps
+	$(PYTHON) -m pytest test/k8s -q
 
 clean:
 	$(CARGO) clean

@@ -191,9 +191,9 @@ impl StackSettings {
     /// The upstream ports of each replicated service, for the gateway.
     pub fn upstreams(&self) -> Vec<(&'static str, Vec<u16>)> {
         let comps = self.components();
-        ["orders", "stock", "payment", "ids"]
+        crate::nginx::ROUTES
             .into_iter()
-            .map(|prefix| {
+            .map(|(prefix, _, _)| {
                 let ports = comps
                     .iter()
                     .filter(|c| matches!(c.kind, Kind::Service { prefix: p, .. } if p == prefix))

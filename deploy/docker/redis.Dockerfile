@@ -1,0 +1,19 @@
+# Redis for shoplog's databases and lock nodes, from Debian's redis-server package on the same base
+# as every shoplog image. Runs as the package's `redis` user; data (the AOF) in /data.
+#
+# Arguments after the image name are added to the fixed ones: docker-compose.yml passes AOF
+# settings to the databases (`--appendonly yes --appendfsync everysec --save ""`).
+FROM debian:bookworm-slim
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends redis-server \
+ && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log \
+ && install -d -o redis -g redis -m 0750 /data
+
+USER redis
+WORKDIR /data
+EXPOSE 6379
+HEALTHCHECK --interval=2s --timeout=2s --retries=30 CMD redis-cli ping | grep -q PONG
+ENTRYPOINT ["redis-server", "--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", \
+            "--dir", "/data", "--daemonize", "no"]
+CMD ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
