@@ -54,8 +54,25 @@ def wait_for(check, what: str, timeout: float = 30, every: float = 0.2):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-class FaultStack:
+class OperatedStack:
+    """What the checks need of any deployment, given its `run(*shoplog_args)`: the consumer groups
+    and the unfinished sagas, as the operator commands report them."""
+
+    def groups(self) -> list[dict]:
+        out = self.run("recover", "--dry-run", "--json")
+        return json.loads(out.stdout)["groups"] if out.returncode in (0, 1) and out.stdout else []
+
+    def unfinished_sagas(self) -> int:
+        out = self.run("sagas", "--json")
+        if out.returncode != 0:
+            return -1
+        return sum(1 for s in json.loads(out.stdout) if not s["done"])
+
+
+class FaultStack(OperatedStack):
     """A local stack on its own ports, driven through the `shoplog` CLI."""
+
+    report = REPORT
 
     def __init__(self, offset: int, gateway: int, replicas: int = 1, appendfsync: str = "everysec"):
         self.offset, self.gateway, self.replicas = offset, gateway, replicas
@@ -95,15 +112,12 @@ class FaultStack:
         os.killpg(pid, signal.SIGKILL)
         return pid
 
-    def groups(self) -> list[dict]:
-        out = self.run("recover", "--dry-run", "--json")
-        return json.loads(out.stdout)["groups"] if out.returncode in (0, 1) and out.stdout else []
+    def log_tails(self, lines: int = 15) -> str:
+        return _log_tails(self.data_dir, lines=lines)
 
-    def unfinished_sagas(self) -> int:
-        out = self.run("sagas", "--json")
-        if out.returncode != 0:
-            return -1
-        return sum(1 for s in json.loads(out.stdout) if not s["done"])
+    def describe(self) -> dict:
+        """The deployment's settings, for the report."""
+        return {"replicas": self.replicas, "appendfsync": self.env["SHOPLOG_APPENDFSYNC"]}
 
 
 @dataclass
@@ -130,7 +144,7 @@ class StormResult:
 class Storm:
     """One recorded checkout storm over a fresh batch_init population."""
 
-    def __init__(self, stack: FaultStack, n_orders: int = 3000, n_items: int = 50, stock: int = 40,
+    def __init__(self, stack: OperatedStack, n_orders: int = 3000, n_items: int = 50, stock: int = 40,
                  n_users: int = 300, credit: int = 6, workers: int = 32, seed: int = 0):
         self.stack, self.n_orders, self.workers = stack, n_orders, workers
         self.n_items, self.stock, self.n_users, self.credit = n_items, stock, n_users, credit
@@ -228,7 +242,7 @@ class Storm:
             self.stack.up()
 
 
-def settle_and_verify(stack: FaultStack, storm: Storm, result: StormResult, quiet_timeout: float = 90):
+def settle_and_verify(stack: OperatedStack, storm: Storm, result: StormResult, quiet_timeout: float = 90):
     """Waits (bounded) until the system is quiet, then checks every promise of the failure model."""
     storm_end = time.monotonic()
 
@@ -245,7 +259,7 @@ def settle_and_verify(stack: FaultStack, storm: Storm, result: StormResult, quie
         sagas = stack.run("sagas", "--json")
         stuck = [s for s in json.loads(sagas.stdout or "[]") if not s["done"]][:5]
         raise AssertionError(f"{e}\nunfinished sagas: {stuck}\ngroups: {stack.groups()}\n"
-                             f"{_log_tails(stack.data_dir, lines=15)}") from None
+                             f"{stack.log_tails(lines=15)}") from None
     result.quiet_after = round(time.monotonic() - storm_end, 1)
 
     audit = stack.run("audit", "--json")
@@ -287,13 +301,12 @@ def settle_and_verify(stack: FaultStack, storm: Storm, result: StormResult, quie
     api.close()
 
 
-def record(stack: FaultStack, storm: Storm, result: StormResult):
+def record(stack: OperatedStack, storm: Storm, result: StormResult):
     """Appends the scenario's figures to the report (rendered into docs/FAULTS.md)."""
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    stack.report.parent.mkdir(parents=True, exist_ok=True)
     row = {
         "scenario": result.scenario,
-        "replicas": stack.replicas,
-        "appendfsync": stack.env["SHOPLOG_APPENDFSYNC"],
+        **stack.describe(),
         "killed": result.killed,
         "in_flight_at_kill": result.in_flight_at_kill,
         "checkouts": len(result.answers),
@@ -303,5 +316,5 @@ def record(stack: FaultStack, storm: Storm, result: StormResult):
         "audit_clean": result.audit_clean,
         "side_writes_acked": len(result.acked_users) + len(result.acked_items),
     }
-    with REPORT.open("a") as f:
+    with stack.report.open("a") as f:
         f.write(json.dumps(row) + "\n")

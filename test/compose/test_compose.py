@@ -1,0 +1,215 @@
+"""The container stack on the real Docker engine: `make test-compose` (and `make test` whenever an
+engine answers; CI sets SHOPLOG_REQUIRE_DOCKER=1 so that a missing engine fails instead).
+
+Needs the images (`make images`, which the make targets run first). Brings up docker-compose.yml
+as project `shoplogtest` with the gateway on 127.0.0.1:18000, then: the images' size and layering,
+the HTTP suite against the published port, a checkout storm reconciled exactly, order and
+stock-db killed in the middle of storms — as a crash (SIGKILL of the container's process; the
+restart policy brings it back) and as `docker kill` + `docker start` — each followed by the fault
+harness's every check (exact stock and credit against the paid orders, truthful answers, nothing
+acknowledged lost, audit clean inside the network), the operator commands in the network,
+`--scale order=2` with one replica killed, and a graceful stop. `down -v` at the end; every
+container's log tail is printed when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from compose_stack import ROOT, ComposeStack, docker
+from conftest import _say
+from harness import Storm, settle_and_verify
+
+IMAGES = ["shoplog:latest", "shoplog-redis:latest", "shoplog-gateway:latest"]
+BASE = "debian:bookworm-slim"
+
+# The HTTP contract suite, as run against any deployment (the files that need a local stack of
+# their own — durability, operations, faults — are left out, and so is the 2-replica half of
+# test_checkout, which starts one).
+CONTRACT_SUITE = ["test_stock.py", "test_payment.py", "test_orders.py", "test_ids.py", "test_ops.py",
+                  "test_bad_input.py", "test_concurrency.py", "test_batch_init.py", "test_checkout.py",
+                  "test_fuzz.py"]
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """Overrides the suite's stack: these tests bring their own (the containers), not `shoplog up`."""
+    return None
+
+
+@pytest.fixture(scope="module")
+def compose(request):
+    if docker("info", check=False).returncode != 0:
+        pytest.fail("no Docker engine answers (`docker info` failed); `make test` runs these tests only "
+                    "when one does")
+    missing = [i for i in IMAGES if docker("image", "inspect", i, check=False).returncode != 0]
+    if missing:
+        pytest.fail(f"images missing: {missing}; build them with `make images`")
+    s = ComposeStack()
+    s.down()  # what an interrupted earlier run left
+    seconds = s.start()
+    s.startup_s = round(seconds, 1)
+    _say(request, f"\n[compose] `up -d` to every container healthy: {seconds:.1f}s")
+    yield s
+    s.down()
+    left = docker("volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={s.project}").stdout
+    assert not left.split(), f"`down -v` left volumes: {left}"
+
+
+@pytest.fixture(autouse=True)
+def tails_on_failure(request, compose):
+    """Prints every container's log tail when the test failed."""
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed:
+        _say(request, compose.log_tails(lines=25))
+
+
+def test_images_share_the_base_are_small_and_run_unprivileged(compose):
+    base = docker("image", "inspect", BASE).stdout
+    base = json.loads(base)[0]
+    base_layers = base["RootFS"]["Layers"]
+    assert base["Size"] < 150e6, f"base image {base['Size'] / 1e6:.0f} MB"
+    for image in IMAGES:
+        info = json.loads(docker("image", "inspect", image).stdout)[0]
+        layers = info["RootFS"]["Layers"]
+        assert layers[: len(base_layers)] == base_layers, f"{image} is not built on {BASE}"
+        own = info["Size"] - base["Size"]
+        assert own < 50e6, f"{image}: {own / 1e6:.0f} MB on top of the base"
+        user = info["Config"]["User"]
+        assert user and user not in ("root", "0"), f"{image} runs as root"
+    for cid in compose.containers():
+        out = docker("exec", cid, "id", "-u").stdout.strip()
+        assert out != "0", f"container {cid[:12]} runs as root"
+
+
+def test_every_container_has_a_health_check_and_a_restart_policy(compose):
+    for cid in compose.containers():
+        info = json.loads(docker("inspect", cid).stdout)[0]
+        name = info["Name"]
+        assert info["Config"].get("Healthcheck", {}).get("Test"), f"{name}: no health check"
+        assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped", name
+        assert info["State"]["Health"]["Status"] == "healthy", name
+
+
+def test_the_http_suite_passes_against_the_published_port(compose):
+    env = dict(os.environ, SHOPLOG_GATEWAY_PORT=str(compose.port))
+    for var in ("ORDER_URL", "STOCK_URL", "PAYMENT_URL", "IDS_URL"):
+        env.pop(var, None)
+    files = [str(ROOT / "test" / f) for f in CONTRACT_SUITE]
+    out = subprocess.run([sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider",
+                          "-m", "not slow", "-k", "not replicas"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                         stdin=subprocess.DEVNULL)
+    summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+    assert re.search(r"\d+ passed", summary), summary
+    # Proof that it ran against the containers and not a stack of its own.
+    assert "[shoplog] stack up" not in out.stderr
+
+
+def test_a_checkout_storm_reconciles_exactly(compose):
+    storm = Storm(compose, seed=1)
+    result = storm.run("compose: storm, nothing killed", [])
+    settle_and_verify(compose, storm, result)
+    assert result.counts()["5xx"] == 0, result.counts()
+
+
+@pytest.mark.parametrize("mode", ["crash", "stop"])
+@pytest.mark.parametrize("service", ["order", "stock-db"])
+def test_a_container_killed_in_a_storm_comes_back_and_nothing_is_lost(compose, service, mode):
+    compose.kill_mode = mode
+    compose.recoveries = []
+    storm = Storm(compose, seed=hash((service, mode)) % 1000)
+    how = "SIGKILL of its process, restart policy" if mode == "crash" else "docker kill, docker start"
+    # A crash is restarted by the policy at once (the harness waits for it); a manual stop stays
+    # down for 3 s before `docker start`.
+    down_for = 0.0 if mode == "crash" else 3.0
+    result = storm.run(f"compose: {service} killed ({how})", [(1.0, service, down_for)])
+    settle_and_verify(compose, storm, result)
+    assert len(compose.recoveries) == 1
+    _say_result(result, compose)
+
+
+def test_operator_commands_run_inside_the_network(compose):
+    api_order = _checked_out_order(compose)
+    audit = compose.run("audit", "--json")
+    assert audit.returncode == 0, audit.stdout[-2000:] + audit.stderr
+    assert json.loads(audit.stdout)["violations"] == []
+    saga = compose.run("saga", api_order)
+    assert saga.returncode == 0 and "CheckoutCommitted" in saga.stdout, saga.stdout + saga.stderr
+    sagas = compose.run("sagas", "--json", "--state", "committed")
+    assert sagas.returncode == 0 and any(s["order"] == api_order for s in json.loads(sagas.stdout))
+    for service in ("order", "stock", "payment"):
+        diff = compose.run("replay", service, "--diff")
+        assert diff.returncode == 0, diff.stdout[-2000:] + diff.stderr
+    recover = compose.run("recover", "--dry-run", "--json")
+    assert recover.returncode == 0, recover.stdout + recover.stderr
+    assert len(json.loads(recover.stdout)["groups"]) == 5
+    # `tail` follows until stopped: two seconds of it show the entries that arrive meanwhile.
+    tail = compose.compose("exec", "-T", "logparser", "timeout", "-s", "INT", "3", "shoplog", "tail",
+                           check=False)
+    assert tail.returncode in (0, 124, 130), tail.stdout + tail.stderr
+
+
+def test_scaled_order_reaches_every_replica_and_survives_one_killed(compose):
+    compose.start(scale={"order": 2})
+    replicas = compose.containers("order")
+    assert len(replicas) == 2
+    before = [_requests_served(compose, c) for c in replicas]
+    compose.kill_mode = "stop"
+    compose.recoveries = []
+    storm = Storm(compose, seed=5)
+    result = storm.run("compose: order=2, one replica killed (docker kill, docker start)",
+                       [(1.0, "order#2", 3.0)])
+    settle_and_verify(compose, storm, result)
+    after = [_requests_served(compose, c) for c in replicas]
+    assert all(a > b for a, b in zip(after, before)), f"requests per replica before {before}, after {after}"
+    _say_result(result, compose)
+
+
+def test_sigterm_stops_a_service_gracefully(compose):
+    cid = compose.container("payment")
+    started = time.monotonic()
+    compose.compose("stop", "--timeout", "15", "payment")
+    took = time.monotonic() - started
+    state = json.loads(docker("inspect", cid).stdout)[0]["State"]
+    assert state["ExitCode"] == 0, f"payment exited with {state['ExitCode']} (137: killed after the grace period)"
+    assert took < 14, f"stopping took {took:.1f}s: SIGTERM did not reach the process"
+    compose.compose("start", "payment")
+    compose.wait_healthy()
+
+
+def _checked_out_order(compose) -> str:
+    from helpers import Api
+
+    api = Api(compose.base)
+    item = api.post("/stock/item/create/2").json()["item_id"]
+    assert api.post(f"/stock/add/{item}/3").status_code == 200
+    user = api.post("/payment/create_user").json()["user_id"]
+    assert api.post(f"/payment/add_funds/{user}/10").status_code == 200
+    order = api.post(f"/orders/create/{user}").json()["order_id"]
+    assert api.post(f"/orders/addItem/{order}/{item}/1").status_code == 200
+    assert api.post(f"/orders/checkout/{order}").status_code == 200
+    api.close()
+    return order
+
+
+def _requests_served(compose, container: str) -> int:
+    """The checkouts one order replica has answered, from its own /metrics (health checks, which
+    reach every replica directly, do not count)."""
+    text = compose.exec_http(container, 8101, "/orders/metrics")
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith('shoplog_http_requests_total{') and 'route="/orders/checkout"' in line)
+
+
+def _say_result(result, compose):
+    print(f"{result.scenario}: {result.counts()} in {result.seconds:.1f}s, quiet after {result.quiet_after}s, "
+          f"recoveries {compose.recoveries}")
