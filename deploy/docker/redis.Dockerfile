@@ -5,7 +5,11 @@
 # settings to the databases (`--appendonly yes --appendfsync everysec --save ""`).
 FROM debian:bookworm-slim
 
-RUN apt-get update \
+# The `redis` user made first with fixed ids (the package keeps an existing one), so that
+# Kubernetes' fsGroup (deploy/k8s) can give it the volume.
+RUN groupadd --system --gid 10002 redis \
+ && useradd --system --uid 10002 --gid redis --home-dir /var/lib/redis --shell /usr/sbin/nologin redis \
+ && apt-get update \
  && apt-get install -y --no-install-recommends redis-server \
  && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log \
  && install -d -o redis -g redis -m 0750 /data
