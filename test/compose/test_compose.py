@@ -8,7 +8,8 @@ stock-db killed in the middle of storms — as a crash (SIGKILL of the container
 restart policy brings it back) and as `docker kill` + `docker start` — each followed by the fault
 harness's every check (exact stock and credit against the paid orders, truthful answers, nothing
 acknowledged lost, audit clean inside the network), the operator commands in the network,
-`--scale order=2` with one replica killed, and a graceful stop. `down -v` at the end; every
+`--scale order=3 stock=2 payment=2` with one order replica killed (every replica served
+requests), and a graceful stop. `down -v` at the end; every
 container's log tail is printed when a test fails.
 """
 
@@ -159,19 +160,21 @@ def test_operator_commands_run_inside_the_network(compose):
     assert tail.returncode in (0, 124, 130), tail.stdout + tail.stderr
 
 
-def test_scaled_order_reaches_every_replica_and_survives_one_killed(compose):
-    compose.start(scale={"order": 2})
-    replicas = compose.containers("order")
-    assert len(replicas) == 2
-    before = [_requests_served(compose, c) for c in replicas]
+def test_scaled_services_reach_every_replica_and_survive_one_killed(compose):
+    compose.start(scale={"order": 3, "stock": 2, "payment": 2})
+    replicas = {svc: compose.containers(svc) for svc in ("order", "stock", "payment")}
+    assert [len(r) for r in replicas.values()] == [3, 2, 2]
+    before = {svc: [_requests_served(compose, c) for c in cs] for svc, cs in replicas.items()}
     compose.kill_mode = "stop"
     compose.recoveries = []
     storm = Storm(compose, seed=5)
-    result = storm.run("compose: order=2, one replica killed (docker kill, docker start)",
+    result = storm.run("compose: order=3 stock=2 payment=2, one order replica killed (docker kill, docker start)",
                        [(1.0, "order#2", 3.0)])
     settle_and_verify(compose, storm, result)
-    after = [_requests_served(compose, c) for c in replicas]
-    assert all(a > b for a, b in zip(after, before)), f"requests per replica before {before}, after {after}"
+    after = {svc: [_requests_served(compose, c) for c in cs] for svc, cs in replicas.items()}
+    for svc in replicas:
+        assert all(a > b for a, b in zip(after[svc], before[svc])), \
+            f"{svc}: requests per replica before {before[svc]}, after {after[svc]}"
     _say_result(result, compose)
 
 
@@ -202,12 +205,26 @@ def _checked_out_order(compose) -> str:
     return order
 
 
+PORTS = {"order": (8101, "orders"), "stock": (8102, "stock"), "payment": (8103, "payment")}
+
+
 def _requests_served(compose, container: str) -> int:
-    """The checkouts one order replica has answered, from its own /metrics (health checks, which
-    reach every replica directly, do not count)."""
-    text = compose.exec_http(container, 8101, "/orders/metrics")
-    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-               if line.startswith('shoplog_http_requests_total{') and 'route="/orders/checkout"' in line)
+    """The API requests one replica has answered, from its own /metrics: checkouts for order,
+    any route but health and metrics for the others (health checks reach every replica directly,
+    not through the gateway, so they do not count)."""
+    service = json.loads(docker("inspect", container).stdout)[0]["Config"]["Labels"]["com.docker.compose.service"]
+    port, prefix = PORTS[service]
+    text = compose.exec_http(container, port, f"/{prefix}/metrics")
+    total = 0
+    for line in text.splitlines():
+        if not line.startswith("shoplog_http_requests_total{"):
+            continue
+        route = re.search(r'route="([^"]+)"', line).group(1)
+        wanted = route == "/orders/checkout" if service == "order" else \
+            route not in (f"/{prefix}/health", f"/{prefix}/metrics")
+        if wanted:
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
 
 
 def _say_result(result, compose):
