@@ -76,11 +76,6 @@ impl IdPool {
         }
     }
 
-    /// `n` ids at once (for batch operations).
-    pub fn take(self: &Arc<Self>, n: usize) -> Vec<String> {
-        (0..n).map(|_| self.next()).collect()
-    }
-
     fn spawn_refill(self: &Arc<Self>) {
         if self.refilling.swap(true, Ordering::AcqRel) {
             return;

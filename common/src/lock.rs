@@ -31,13 +31,6 @@ pub struct Lease {
     inner: Lock,
 }
 
-impl Lease {
-    /// Milliseconds the lock is still valid for, as computed at acquisition or last extension.
-    pub fn validity_ms(&self) -> usize {
-        self.inner.validity_time
-    }
-}
-
 /// A Redlock client over the configured lock nodes.
 #[derive(Clone)]
 pub struct Redlock {
