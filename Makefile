@@ -54,7 +54,8 @@ test-rust:
 
 ## test-http: the HTTP suite, including the quick fault-injection scenarios
 test-http:
-	SHOPLOG_BIN=$(CURDIR)/$(SHOPLOG) $(PYTHON) -m pytest test -q -m "not slow"
+	SHOPLOG_BIN=$(CURDIR)/$(SHOPLOG) $(PYTHON) -m pytest test -q -m "not slow" \
+	  --ignore=test/compose --ignore=test/deploy
 
 ## test-faults: every fault-injection scenario (kill each component, chaos, 2 replicas); ~8 min (release build)
 test-faults: deps build python-deps
