@@ -178,14 +178,11 @@ class ComposeStack(OperatedStack):
         return self.compose("exec", "-T", "logparser", "shoplog", *args, timeout=timeout, check=False)
 
     def log_tails(self, lines: int = 20) -> str:
-        out = subprocess.run([*compose_command(), "-f", str(ROOT / "docker-compose.yml"), "-p", self.project,
-                              "logs", "--no-color", "--tail", str(lines)],
-                             env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60,
-                             stdin=subprocess.DEVNULL)
+        out = self.compose("logs", "--no-color", "--tail", str(lines), timeout=60, check=False)
         return f"--- container logs (last {lines} lines each)\n{out.stdout}{out.stderr}"
 
     def describe(self) -> dict:
-        return {"deployment": "compose", "replicas": self.replicas, "appendfsync": "everysec",
+        return {"deployment": "compose", "replicas": self.replicas, "appendfsync": self.env.get("SHOPLOG_APPENDFSYNC") or "everysec",
                 "kill_mode": self.kill_mode, "recoveries": list(self.recoveries)}
 
     def exec_http(self, container: str, port: int, path: str) -> str:
