@@ -69,43 +69,119 @@ pub struct Config {
     pub instance: String,
 }
 
+/// Why the environment does not make a configuration. Returned by [`Config::from_env`] so that a
+/// process stops at start-up naming the variable, instead of running with a default the operator
+/// did not ask for (a warning in a log file the CLI never shows is easy to miss).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable is set (non-empty) to something that does not parse as what it holds.
+    #[error("{var}=`{value}` is not {expected}; unset it or give e.g. {example}")]
+    Invalid {
+        /// The variable's name, e.g. `CHECKOUT_TIMEOUT_MS`.
+        var: &'static str,
+        /// The value as set.
+        value: String,
+        /// What the variable holds, e.g. "a number of milliseconds".
+        expected: &'static str,
+        /// A value that would parse (the default, where there is one).
+        example: String,
+    },
+    /// A variable is set to bytes that are not UTF-8, so it cannot be read at all.
+    #[error("{var}=`{value}` is not valid UTF-8; unset it or give a UTF-8 value")]
+    NotUnicode {
+        /// The variable's name.
+        var: &'static str,
+        /// The value, with the invalid bytes replaced by U+FFFD.
+        value: String,
+    },
+}
+
 impl Config {
-    /// Reads the configuration; `default_port` is the service's own port when `PORT` is unset.
-    pub fn from_env(default_port: u16) -> Config {
+    /// Reads the configuration from the process environment; `default_port` is the service's own
+    /// port when `PORT` is unset. Unset or empty variables take their defaults; a variable set to
+    /// something that does not parse is an error naming it, so a binary refuses to start.
+    pub fn from_env(default_port: u16) -> Result<Config, ConfigError> {
+        Config::build(default_port, |var| match std::env::var(var) {
+            Ok(v) => Ok(Some(v)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(raw)) => Err(ConfigError::NotUnicode {
+                var,
+                value: raw.to_string_lossy().into_owned(),
+            }),
+        })
+    }
+
+    /// [`Config::from_env`] with the variables read through `lookup` (`None` for unset) instead of
+    /// from the process environment, which is global: tests pass a map and can run in parallel.
+    pub fn from_lookup(
+        default_port: u16,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Config::build(default_port, |var| Ok(lookup(var)))
+    }
+
+    /// The one place the variables, their defaults and their parsing are listed.
+    fn build(
+        default_port: u16,
+        lookup: impl Fn(&'static str) -> Result<Option<String>, ConfigError>,
+    ) -> Result<Config, ConfigError> {
         use defaults::*;
-        let redis = |var: &str, port: u16| env_or(var, format!("redis://127.0.0.1:{port}/"));
-        let lock_urls = env_or(
+        let env = Env(lookup);
+        let redis =
+            |var: &'static str, port: u16| env.string_or(var, format!("redis://127.0.0.1:{port}/"));
+        let millis = |var: &'static str, default: u64| {
+            env.parse_or(var, default, "a number of milliseconds", default)
+                .map(Duration::from_millis)
+        };
+        // The CLI reads the configuration with port 0 (it serves nothing): suggest a real one.
+        let port_example = if default_port == 0 {
+            ORDER_PORT
+        } else {
+            default_port
+        };
+        let lock_urls = env.string_or(
             "LOCK_URLS",
             LOCK_PORTS
                 .iter()
                 .map(|p| format!("redis://127.0.0.1:{p}/"))
                 .collect::<Vec<_>>()
                 .join(","),
-        );
-        Config {
-            bind: env_or("BIND", "127.0.0.1".to_string()),
-            port: env_parse("PORT", default_port),
-            order_db_url: redis("ORDER_DB_URL", ORDER_DB_PORT),
-            stock_db_url: redis("STOCK_DB_URL", STOCK_DB_PORT),
-            payment_db_url: redis("PAYMENT_DB_URL", PAYMENT_DB_PORT),
+        )?;
+        Ok(Config {
+            bind: env.string_or("BIND", "127.0.0.1".to_string())?,
+            port: env.parse_or(
+                "PORT",
+                default_port,
+                "a port number (0 to 65535)",
+                port_example,
+            )?,
+            order_db_url: redis("ORDER_DB_URL", ORDER_DB_PORT)?,
+            stock_db_url: redis("STOCK_DB_URL", STOCK_DB_PORT)?,
+            payment_db_url: redis("PAYMENT_DB_URL", PAYMENT_DB_PORT)?,
             lock_urls: lock_urls
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(String::from)
                 .collect(),
-            ids_url: env_or("IDS_URL", format!("http://127.0.0.1:{IDS_PORT}")),
-            stock_url: env_or("STOCK_URL", format!("http://127.0.0.1:{STOCK_PORT}")),
-            id_block: env_parse("ID_BLOCK", 1000),
-            checkout_timeout: Duration::from_millis(env_parse("CHECKOUT_TIMEOUT_MS", 10_000)),
-            saga_timeout: Duration::from_millis(env_parse("SAGA_TIMEOUT_MS", 30_000)),
-            recovery_interval: Duration::from_millis(env_parse("RECOVERY_INTERVAL_MS", 5_000)),
-            redrive_after: Duration::from_millis(env_parse("REDRIVE_AFTER_MS", 10_000)),
-            claim_idle: Duration::from_millis(env_parse("CLAIM_IDLE_MS", 5_000)),
-            max_deliveries: env_parse("MAX_DELIVERIES", 10),
-            lease_ttl: Duration::from_millis(env_parse("LEASE_TTL_MS", 5_000)),
-            instance: env_or("INSTANCE", format!("{}-{}", hostname(), std::process::id())),
-        }
+            ids_url: env.string_or("IDS_URL", format!("http://127.0.0.1:{IDS_PORT}"))?,
+            stock_url: env.string_or("STOCK_URL", format!("http://127.0.0.1:{STOCK_PORT}"))?,
+            id_block: env.parse_or("ID_BLOCK", 1000, "a whole number of ids", 1000)?,
+            checkout_timeout: millis("CHECKOUT_TIMEOUT_MS", 10_000)?,
+            saga_timeout: millis("SAGA_TIMEOUT_MS", 30_000)?,
+            recovery_interval: millis("RECOVERY_INTERVAL_MS", 5_000)?,
+            redrive_after: millis("REDRIVE_AFTER_MS", 10_000)?,
+            claim_idle: millis("CLAIM_IDLE_MS", 5_000)?,
+            max_deliveries: env.parse_or(
+                "MAX_DELIVERIES",
+                10,
+                "a whole number of deliveries",
+                10,
+            )?,
+            lease_ttl: millis("LEASE_TTL_MS", 5_000)?,
+            instance: env
+                .string_or("INSTANCE", format!("{}-{}", hostname(), std::process::id()))?,
+        })
     }
 
     /// The socket address to listen on.
@@ -116,23 +192,40 @@ impl Config {
     }
 }
 
-fn env_or(var: &str, default: String) -> String {
-    std::env::var(var)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or(default)
-}
+/// The variables as `lookup` gives them, with an empty value counting as unset.
+struct Env<L>(L);
 
-fn env_parse<T: std::str::FromStr + Copy>(var: &str, default: T) -> T {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => match v.parse() {
-            Ok(parsed) => parsed,
-            Err(_) => {
-                tracing::warn!(variable = var, value = %v, "not a valid number; using the default");
-                default
-            }
-        },
-        _ => default,
+impl<L: Fn(&'static str) -> Result<Option<String>, ConfigError>> Env<L> {
+    /// The value of `var` if set and non-empty.
+    fn get(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
+        Ok((self.0)(var)?.filter(|v| !v.is_empty()))
+    }
+
+    /// `var` as set, else `default`.
+    fn string_or(&self, var: &'static str, default: String) -> Result<String, ConfigError> {
+        Ok(self.get(var)?.unwrap_or(default))
+    }
+
+    /// `var` parsed (surrounding blanks ignored), else `default`; the error suggests `example`.
+    fn parse_or<T>(
+        &self,
+        var: &'static str,
+        default: T,
+        expected: &'static str,
+        example: T,
+    ) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + std::fmt::Display,
+    {
+        match self.get(var)? {
+            None => Ok(default),
+            Some(value) => value.trim().parse().map_err(|_| ConfigError::Invalid {
+                var,
+                value,
+                expected,
+                example: example.to_string(),
+            }),
+        }
     }
 }
 
@@ -140,4 +233,101 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// The configuration from `vars` alone (the process environment is shared by parallel tests).
+    fn config(default_port: u16, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(default_port, |var| vars.get(var).cloned())
+    }
+
+    #[test]
+    fn unset_or_empty_variables_take_the_defaults() {
+        for vars in [
+            &[][..],
+            &[
+                ("PORT", ""),
+                ("CHECKOUT_TIMEOUT_MS", ""),
+                ("ID_BLOCK", ""),
+                ("BIND", ""),
+            ][..],
+        ] {
+            let c = config(defaults::STOCK_PORT, vars).unwrap();
+            assert_eq!(c.bind, "127.0.0.1");
+            assert_eq!(c.port, defaults::STOCK_PORT);
+            assert_eq!(c.id_block, 1000);
+            assert_eq!(c.checkout_timeout, Duration::from_millis(10_000));
+            assert_eq!(c.saga_timeout, Duration::from_millis(30_000));
+            assert_eq!(c.max_deliveries, 10);
+            assert_eq!(c.lock_urls.len(), 3);
+            assert_eq!(c.order_db_url, "redis://127.0.0.1:6401/");
+        }
+    }
+
+    #[test]
+    fn good_values_parse() {
+        let c = config(
+            defaults::ORDER_PORT,
+            &[
+                ("PORT", " 9000 "),
+                ("CHECKOUT_TIMEOUT_MS", "5000"),
+                ("ID_BLOCK", "50"),
+                ("MAX_DELIVERIES", "3"),
+                ("LOCK_URLS", "redis://a/, redis://b/,"),
+                ("INSTANCE", "order-1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.checkout_timeout, Duration::from_millis(5000));
+        assert_eq!(c.id_block, 50);
+        assert_eq!(c.max_deliveries, 3);
+        assert_eq!(c.lock_urls, ["redis://a/", "redis://b/"]);
+        assert_eq!(c.instance, "order-1");
+    }
+
+    #[test]
+    fn a_bad_value_is_an_error_naming_the_variable_and_the_value() {
+        let err = config(defaults::ORDER_PORT, &[("CHECKOUT_TIMEOUT_MS", "abc")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CHECKOUT_TIMEOUT_MS=`abc` is not a number of milliseconds; unset it or give e.g. 10000"
+        );
+        for (var, value) in [
+            ("PORT", "99999"),
+            ("ID_BLOCK", "-3"),
+            ("MAX_DELIVERIES", "x"),
+            ("SAGA_TIMEOUT_MS", "30s"),
+            ("LEASE_TTL_MS", "1.5"),
+        ] {
+            let err = config(defaults::ORDER_PORT, &[(var, value)]).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { var: v, value: x, .. } if *v == var && x == value),
+                "{var}={value}: {err:?}"
+            );
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("{var}=`{value}` is not ")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_port_example_is_a_real_port_even_for_the_cli() {
+        let err = config(0, &[("PORT", "99999")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "PORT=`99999` is not a port number (0 to 65535); unset it or give e.g. 8101"
+        );
+    }
 }

@@ -10,15 +10,26 @@
 //! - an entry delivered more than `max_attempts` times is moved to the dead-letter stream
 //!   `dead:<group>:<stream>`, counted in `shoplog_dead_letters_total` and logged — never dropped
 //!   silently.
+//!
+//! [`spawn_for`] starts, for one service, a consumer per stream the participants table says it
+//! reads ([`crate::saga::streams_read_by`]); the returned [`Consumers`] owns the tasks: `/health`
+//! answers 503 once one of them stopped, and shutdown stops them.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
 
+use crate::db::RecordError;
+use crate::event::EventError;
+use crate::keys;
 use crate::log::LogEntry;
 use crate::metrics::Metrics;
+use crate::saga::Participant;
 
 /// Where and how to consume.
 #[derive(Debug, Clone)]
@@ -70,17 +81,24 @@ impl ConsumerConfig {
 
     /// The dead-letter stream of this group.
     pub fn dead_letter_stream(&self) -> String {
-        dead_letter_stream(self.group, self.stream)
+        keys::dead_letter(self.group, self.stream)
     }
 }
 
-/// The dead-letter stream of `group` reading `stream`.
-pub fn dead_letter_stream(group: &str, stream: &str) -> String {
-    format!("dead:{group}:{stream}")
+/// A handler's failure: the entry stays pending, is retried, and is dead-lettered after
+/// `max_attempts` deliveries.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The entry cannot be decoded (it will fail again: it ends as a dead letter).
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// The database did not answer or answered an error; a retry may succeed.
+    #[error("database error: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A stored record the handler needs is malformed.
+    #[error(transparent)]
+    Record(#[from] RecordError),
 }
-
-/// A handler's failure: the entry stays pending and is retried.
-pub type HandlerError = String;
 
 type Fields = Option<Vec<String>>;
 type ReadReply = Option<Vec<(String, Vec<(String, Fields)>)>>;
@@ -336,29 +354,97 @@ async fn dead_letter(
     Ok(())
 }
 
-/// Spawns a consumer task: connects (retrying) to the database at `db_url` on a dedicated
-/// connection, then runs [`run`] forever. The service starts serving without waiting for it.
-pub fn spawn<H, F>(cfg: ConsumerConfig, db_url: String, metrics: Arc<Metrics>, handle: H)
-where
-    H: Fn(LogEntry) -> F + Send + Sync + 'static,
-    F: Future<Output = Result<(), HandlerError>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        let what = format!("{} (reading {})", cfg.group, cfg.stream);
-        match crate::db::connect(&db_url, &what).await {
-            Ok(conn) => run(cfg, conn, metrics, handle).await,
-            Err(e) => tracing::error!(error = %e, "consumer cannot start"),
-        }
-    });
+/// The Redis URL of each service's database, by service name (`order`, `stock`, `payment`, and
+/// any participant a table adds): where a consumer finds the stream it reads.
+pub type DbUrls = BTreeMap<&'static str, String>;
+
+/// The database URLs of the configured stack.
+pub fn db_urls(config: &crate::config::Config) -> DbUrls {
+    BTreeMap::from([
+        ("order", config.order_db_url.clone()),
+        ("stock", config.stock_db_url.clone()),
+        ("payment", config.payment_db_url.clone()),
+    ])
 }
 
-/// Every (stream, consumer group) pair of the saga, with the service whose database holds the
-/// stream. Services start their consumers from their own lists; the log parser and the CLI use
-/// this one to report lag, stuck entries and dead letters.
-pub const GROUPS: [(&str, &str, &str); 5] = [
-    ("order", crate::log::ORDER_LOG, "stock"),
-    ("order", crate::log::ORDER_LOG, "payment"),
-    ("stock", crate::log::STOCK_LOG, "payment"),
-    ("stock", crate::log::STOCK_LOG, "order"),
-    ("payment", crate::log::PAYMENT_LOG, "order"),
-];
+/// A service's consumer tasks. `/health` asks [`Consumers::alive`]: a replica whose consumer
+/// died must not report healthy, since it would acknowledge requests whose saga never advances.
+#[derive(Default)]
+pub struct Consumers {
+    tasks: Mutex<Vec<(String, JoinHandle<()>)>>,
+}
+
+impl Consumers {
+    /// Whether every consumer task still runs (a consumer never returns on its own).
+    pub fn alive(&self) -> bool {
+        let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let dead: Vec<&str> = tasks
+            .iter()
+            .filter(|(_, t)| t.is_finished())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !dead.is_empty() {
+            tracing::error!(consumers = ?dead, "a consumer task stopped; this replica reports unhealthy");
+        }
+        dead.is_empty()
+    }
+
+    /// Stops every consumer (at shutdown). An entry being handled stays pending and is handled
+    /// again by the next consumer to read it; handlers are idempotent.
+    pub async fn stop(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for (name, t) in tasks {
+            t.abort();
+            let _ = t.await;
+            tracing::info!(consumer = %name, "consumer stopped");
+        }
+    }
+}
+
+/// Starts a consumer (group `service`) on every stream that `service` reads according to the
+/// participants table `parts`, each on its own connection to the database holding the stream
+/// (retrying until it answers). `handle` is called with the stream and the entry, and must be
+/// idempotent. The service starts serving without waiting for its consumers.
+pub fn spawn_for<H, F>(
+    service: &'static str,
+    parts: &'static [Participant],
+    urls: &DbUrls,
+    config: &crate::config::Config,
+    metrics: Arc<Metrics>,
+    handle: H,
+) -> anyhow::Result<Arc<Consumers>>
+where
+    H: Fn(&'static str, LogEntry) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    let consumers = Arc::new(Consumers::default());
+    let owners: BTreeMap<&str, &str> = crate::saga::groups(parts)
+        .into_iter()
+        .map(|g| (g.stream, g.owner))
+        .collect();
+    for stream in crate::saga::streams_read_by(parts, service) {
+        let owner = owners.get(stream).copied().unwrap_or(crate::saga::ORDER);
+        let url = urls.get(owner).cloned().ok_or_else(|| {
+            anyhow::anyhow!("no database URL for `{owner}`, whose log `{stream}` {service} reads")
+        })?;
+        let cfg = ConsumerConfig::from_config(stream, service, config);
+        let (metrics, handle) = (metrics.clone(), handle.clone());
+        let what = format!("{service} (reading {stream})");
+        let span = tracing::info_span!("consumer", group = service, stream);
+        let task = tokio::spawn(
+            async move {
+                match crate::db::connect(&url, &what).await {
+                    Ok(conn) => run(cfg, conn, metrics, move |e| handle(stream, e)).await,
+                    Err(e) => tracing::error!(error = %e, "consumer cannot start"),
+                }
+            }
+            .instrument(span),
+        );
+        consumers
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((format!("{service}<-{stream}"), task));
+    }
+    Ok(consumers)
+}

@@ -13,8 +13,9 @@ use redis::Script;
 
 use crate::db::Outcome;
 use crate::error::ApiError;
+use crate::event::kind as event;
 use crate::http::{self, HandlerResult};
-use crate::log::{event, PAYMENT_LOG, STOCK_LOG};
+use crate::keys::{self, PAYMENT_LOG, STOCK_LOG};
 use crate::validate;
 
 static CREATE: LazyLock<Script> =
@@ -31,6 +32,8 @@ static BATCH_INIT: LazyLock<Script> =
 pub struct CounterSpec {
     /// Key prefix of the entity hashes (`item:`).
     pub key_prefix: &'static str,
+    /// Formats an entity's key (from [`crate::keys`]).
+    pub key_of: fn(&str) -> String,
     /// The entity's name in log entries and messages (`item`).
     pub entity: &'static str,
     /// The counter field (`stock`).
@@ -49,9 +52,18 @@ pub struct CounterSpec {
     pub batch_init: &'static str,
 }
 
+impl PartialEq for CounterSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_prefix == other.key_prefix
+    }
+}
+
+impl Eq for CounterSpec {}
+
 /// Stock items in stock-db: `item:<id>` = `{stock, price}`.
 pub const STOCK: CounterSpec = CounterSpec {
-    key_prefix: "item:",
+    key_prefix: keys::ITEM_PREFIX,
+    key_of: keys::item,
     entity: "item",
     field: "stock",
     extra_fields: &["price"],
@@ -64,7 +76,8 @@ pub const STOCK: CounterSpec = CounterSpec {
 
 /// Users in payment-db: `user:<id>` = `{credit}`.
 pub const CREDIT: CounterSpec = CounterSpec {
-    key_prefix: "user:",
+    key_prefix: keys::USER_PREFIX,
+    key_of: keys::user,
     entity: "user",
     field: "credit",
     extra_fields: &[],
@@ -75,10 +88,38 @@ pub const CREDIT: CounterSpec = CounterSpec {
     batch_init: event::USER_BATCH_INIT,
 };
 
+/// Both counter services' specs (what [`crate::event::Event::decode`] recognises).
+pub static COUNTERS: [CounterSpec; 2] = [STOCK, CREDIT];
+
+/// The four counter transitions, one per script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `create_entity.lua`.
+    Create,
+    /// `counter_add.lua`.
+    Add,
+    /// `counter_subtract.lua`.
+    Subtract,
+    /// `counter_batch_init.lua`.
+    BatchInit,
+}
+
 impl CounterSpec {
     /// The Redis key of entity `id`.
     pub fn key(&self, id: &str) -> String {
-        format!("{}{}", self.key_prefix, id)
+        (self.key_of)(id)
+    }
+
+    /// Which transition an event type of this spec stands for.
+    pub fn op_of(&self, kind: &str) -> Option<Op> {
+        [
+            (self.created, Op::Create),
+            (self.added, Op::Add),
+            (self.subtracted, Op::Subtract),
+            (self.batch_init, Op::BatchInit),
+        ]
+        .into_iter()
+        .find_map(|(k, op)| (k == kind).then_some(op))
     }
 
     /// Creates entity `id` with counter 0 and the given extra fields, logged as `created`.
@@ -217,6 +258,23 @@ impl CounterService {
             .find(&mut self.db.clone(), id)
             .await?
             .ok_or_else(|| self.unknown(id))
+    }
+
+    /// A field of entity `id` as [`CounterService::find`] read it; a missing field is a 500
+    /// naming the key, never a 0.
+    pub fn field(
+        &self,
+        id: &str,
+        entity: &HashMap<String, i64>,
+        field: &'static str,
+    ) -> Result<i64, ApiError> {
+        entity.get(field).copied().ok_or_else(|| {
+            ApiError::from(crate::db::RecordError {
+                key: self.spec.key(id),
+                field,
+                found: None,
+            })
+        })
     }
 
     /// Adds `raw_amount` to the counter of `raw_id`.

@@ -6,7 +6,11 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::error::ApiError;
 
 pub use redis::aio::ConnectionManager as Conn;
 
@@ -109,5 +113,95 @@ pub async fn connect_once(
             "{what} at {url} did not answer within {} s (is the stack up? `shoplog status`)",
             timeout.as_secs()
         )),
+    }
+}
+
+/// A stored record that cannot be read: names the key and the field, never a default.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{key}` has no valid `{field}` field (found {found:?}); the record was edited by hand or written by another version")]
+pub struct RecordError {
+    /// The Redis key.
+    pub key: String,
+    /// The missing or malformed field.
+    pub field: &'static str,
+    /// What is there (`None`: missing).
+    pub found: Option<String>,
+}
+
+impl From<RecordError> for ApiError {
+    fn from(e: RecordError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+/// Reads typed fields of one stored hash, each failure naming the key and field.
+pub struct Fields<'a> {
+    key: &'a str,
+    hash: &'a HashMap<String, String>,
+}
+
+impl<'a> Fields<'a> {
+    /// The fields of `hash`, stored at `key`.
+    pub fn new(key: &'a str, hash: &'a HashMap<String, String>) -> Fields<'a> {
+        Fields { key, hash }
+    }
+
+    fn bad(&self, field: &'static str) -> RecordError {
+        RecordError {
+            key: self.key.to_string(),
+            field,
+            found: self.hash.get(field).cloned(),
+        }
+    }
+
+    /// A required text field (may be empty).
+    pub fn text(&self, field: &'static str) -> Result<&'a str, RecordError> {
+        self.hash
+            .get(field)
+            .map(String::as_str)
+            .ok_or_else(|| self.bad(field))
+    }
+
+    /// A required field parsed by `parse`.
+    pub fn parsed<T>(
+        &self,
+        field: &'static str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, RecordError> {
+        parse(self.text(field)?).ok_or_else(|| self.bad(field))
+    }
+
+    /// A required integer field.
+    pub fn int<T: std::str::FromStr>(&self, field: &'static str) -> Result<T, RecordError> {
+        self.parsed(field, |s| s.parse().ok())
+    }
+
+    /// A required `0`/`1` flag.
+    pub fn flag(&self, field: &'static str) -> Result<bool, RecordError> {
+        self.parsed(field, |s| match s {
+            "0" => Some(false),
+            "1" => Some(true),
+            _ => None,
+        })
+    }
+}
+
+/// Why reading or changing a stored record failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database did not answer, or answered an error.
+    #[error("database error: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A stored record is malformed.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Redis(r) => ApiError::from(r),
+            StoreError::Record(r) => ApiError::from(r),
+        }
     }
 }

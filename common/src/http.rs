@@ -1,7 +1,8 @@
 //! The HTTP server scaffolding every service shares.
 //!
-//! A service implements [`Service::handle`] as one `match` over the method and the path segments
-//! (slice patterns read like a route table). This module adds what every service needs around it:
+//! A service implements [`Service::handle`] as one `match` over the path segments (slice patterns
+//! read like a route table); each arm first checks the method with [`allow`], so a route is
+//! written once and a known path asked with another method answers 405, never 404. This module adds what every service needs around it:
 //! `GET /<prefix>/health` and `GET /<prefix>/metrics`, a tracing span per request, request metrics,
 //! JSON error bodies for every failure (unknown routes included) and graceful shutdown on SIGTERM or
 //! Ctrl-C.
@@ -39,11 +40,46 @@ pub trait Service: Send + Sync + 'static {
         segments: Vec<String>,
     ) -> impl Future<Output = HandlerResult> + Send;
 
-    /// Whether the service can do its work (its database answers). Drives `/health`.
-    fn healthy(self: Arc<Self>) -> impl Future<Output = bool> + Send;
+    /// Whether the service can do its work (its database answers, its consumers run); `Err`
+    /// says what is wrong. Drives `/health` (503 when `Err`).
+    fn healthy(self: Arc<Self>) -> impl Future<Output = Health> + Send;
+
+    /// Stops the service's background work (its consumers) once the server stopped accepting
+    /// requests.
+    fn stop(self: Arc<Self>) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 
     /// The process's metrics registry.
     fn metrics(&self) -> &Metrics;
+}
+
+/// A service's health: `Err` names what is wrong.
+pub type Health = Result<(), &'static str>;
+
+/// The health of a service whose work needs `db` (and, when it has consumers, `consumers`).
+pub async fn health(
+    db: &crate::db::Conn,
+    consumers: Option<&crate::consumer::Consumers>,
+) -> Health {
+    if consumers.is_some_and(|c| !c.alive()) {
+        return Err("a log consumer stopped");
+    }
+    if !crate::db::ping(db).await {
+        return Err("database unreachable");
+    }
+    Ok(())
+}
+
+/// Checks a route's method: `Err(405)` naming the allowed one when `method` is another.
+pub fn allow(method: &Method, allowed: Method) -> Result<(), ApiError> {
+    if *method == allowed {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed(format!(
+            "{method} (use {allowed})"
+        )))
+    }
 }
 
 /// A 200 answer with a JSON body.
@@ -77,11 +113,6 @@ pub fn text(body: String, content_type: &'static str) -> Response {
 /// The error for a path no route matches.
 pub fn not_found(segments: &[String]) -> ApiError {
     ApiError::NoRoute(format!("no route for /{}", segments.join("/")))
-}
-
-/// The error for a known path asked with the wrong method.
-pub fn wrong_method(method: &Method, allowed: &str) -> ApiError {
-    ApiError::MethodNotAllowed(format!("{method} (use {allowed})"))
 }
 
 /// Renders an [`ApiError`] as `{"error": "..."}` with its status.
@@ -123,20 +154,20 @@ async fn dispatch<S: Service>(svc: Arc<S>, method: Method, path: String) -> Resp
     let result = async {
         match (segments.as_slice(), &method) {
             ([p, h], &Method::GET) if p == S::PREFIX && h == "health" => {
-                if svc.clone().healthy().await {
-                    json(&serde_json::json!({"status": "ok"}))
-                } else {
-                    json_status(
+                match svc.clone().healthy().await {
+                    Ok(()) => json(&serde_json::json!({"status": "ok"})),
+                    Err(problem) => json_status(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        &serde_json::json!({"status": "unavailable", "error": "database unreachable"}),
-                    )
+                        &serde_json::json!({"status": "unavailable", "error": problem}),
+                    ),
                 }
             }
-            ([p, m], &Method::GET) if p == S::PREFIX && m == "metrics" => Ok(text(
-                svc.metrics().render(),
-                "text/plain; version=0.0.4",
-            )),
-            ([p, ..], _) if p == S::PREFIX => svc.clone().handle(method.clone(), segments.clone()).await,
+            ([p, m], &Method::GET) if p == S::PREFIX && m == "metrics" => {
+                Ok(text(svc.metrics().render(), "text/plain; version=0.0.4"))
+            }
+            ([p, ..], _) if p == S::PREFIX => {
+                svc.clone().handle(method.clone(), segments.clone()).await
+            }
             _ => Err(not_found(&segments)),
         }
     }
@@ -170,6 +201,7 @@ pub async fn serve<S: Service>(svc: Arc<S>, addr: SocketAddr) -> anyhow::Result<
         )
     })?;
     tracing::info!(%addr, service = S::PREFIX, "listening");
+    let stopper = svc.clone();
     let routes = warp::method().and(warp::path::full()).then(
         move |method: Method, path: warp::path::FullPath| {
             let svc = svc.clone();
@@ -181,6 +213,7 @@ pub async fn serve<S: Service>(svc: Arc<S>, addr: SocketAddr) -> anyhow::Result<
         .graceful(shutdown_signal())
         .run()
         .await;
+    stopper.stop().await;
     tracing::info!(service = S::PREFIX, "stopped");
     Ok(())
 }

@@ -13,10 +13,12 @@
 //! | [`ids`] | the id pool leased in blocks from the ID service, with local ULID fallback |
 //! | [`db`] | connecting to a service's Redis and running its Lua scripts |
 //! | [`consumer`] | consuming another service's log through a consumer group (the saga's delivery) |
-//! | [`log`] | the service logs (Redis Streams): names, entries, paged reads |
+//! | [`keys`] | every Redis key, stream and channel name: the one place that formats them |
+//! | [`log`] | the service logs (Redis Streams): entries, paged reads |
+//! | [`event`] | the log entries decoded into one `Event` type |
 //! | [`counter`] | the shared "entity with a non-negative counter" scripts (stock, credit) |
 //! | [`batch`] | the deterministic generator behind `batch_init` (used by services and replay) |
-//! | [`saga`] | saga record keys, the wake-up channel, item-line encoding |
+//! | [`saga`] | the saga's participants table, states, records and shared transitions |
 //! | [`lua`] | Lua snippets shared by several scripts |
 //! | [`lock`] | Redlock over the lock nodes, with bounded acquisition and explicit release |
 //! | [`validate`] | parsing of path parameters (ids and amounts) |
@@ -27,8 +29,10 @@ pub mod consumer;
 pub mod counter;
 pub mod db;
 pub mod error;
+pub mod event;
 pub mod http;
 pub mod ids;
+pub mod keys;
 pub mod lock;
 pub mod log;
 pub mod lua;

@@ -1,73 +1,15 @@
-//! The service logs: one Redis Stream per service (`log:<service>`) in that service's own database.
+//! The service logs: one Redis Stream per service (`log:<service>`, named in [`crate::keys`]) in
+//! that service's own database.
 //!
 //! Every state change appends exactly one entry, from the same Lua script that makes the change.
-//! An entry is a flat map of fields: `log_id` (from the ID service), `type` (one of [`event`]),
-//! and the fields that let the change be replayed. This module names the streams and the event
-//! types and reads entries back in bounded pages (logs can hold millions of entries).
+//! An entry is a flat map of fields: `log_id` (from the ID service), `type` (one of
+//! [`crate::event::kind`]), and the fields that let the change be replayed. This module reads
+//! entries back in bounded pages (logs can hold millions of entries); [`crate::event::Event`]
+//! decodes them.
 
 use std::collections::BTreeMap;
 
 use redis::aio::ConnectionManager;
-
-/// The order service's log, in order-db.
-pub const ORDER_LOG: &str = "log:order";
-/// The stock service's log, in stock-db.
-pub const STOCK_LOG: &str = "log:stock";
-/// The payment service's log, in payment-db.
-pub const PAYMENT_LOG: &str = "log:payment";
-
-/// The event types, one per state transition. Each names the Lua script that writes it.
-pub mod event {
-    /// `create_entity.lua` on stock-db: `item`, `price`, `stock`.
-    pub const ITEM_CREATED: &str = "ItemCreated";
-    /// `counter_add.lua` on stock-db: `item`, `amount`.
-    pub const STOCK_ADDED: &str = "StockAdded";
-    /// `counter_subtract.lua` on stock-db: `item`, `amount`.
-    pub const STOCK_SUBTRACTED: &str = "StockSubtracted";
-    /// `counter_batch_init.lua` on stock-db: `n`, `stock`, `price`.
-    pub const STOCK_BATCH_INIT: &str = "StockBatchInit";
-    /// `create_entity.lua` on payment-db: `user`, `credit`.
-    pub const USER_CREATED: &str = "UserCreated";
-    /// `counter_add.lua` on payment-db: `user`, `amount`.
-    pub const FUNDS_ADDED: &str = "FundsAdded";
-    /// `counter_subtract.lua` on payment-db: `user`, `amount`.
-    pub const PAYMENT_MADE: &str = "PaymentMade";
-    /// `counter_batch_init.lua` on payment-db: `n`, `credit`.
-    pub const USER_BATCH_INIT: &str = "UserBatchInit";
-    /// `order/lua/create_order.lua`: `order`, `user`.
-    pub const ORDER_CREATED: &str = "OrderCreated";
-    /// `order/lua/add_item.lua`: `order`, `item`, `quantity`, `price`, `cost`.
-    pub const ITEM_ADDED: &str = "ItemAdded";
-    /// `order/lua/batch_init.lua`: `n`, `n_items`, `n_users`, `price`, `seed`.
-    pub const ORDER_BATCH_INIT: &str = "OrderBatchInit";
-
-    // The checkout saga (DESIGN.md, "Checkout saga"). Every saga entry carries `saga` and `order`.
-
-    /// `order/lua/checkout_start.lua`: `user`, `items` (summed), `total`, `started_ms`.
-    pub const CHECKOUT_STARTED: &str = "CheckoutStarted";
-    /// `stock/lua/reserve.lua`: `user`, `items`, `total` (what payment needs to charge).
-    pub const STOCK_RESERVED: &str = "StockReserved";
-    /// `stock/lua/reserve.lua`: `reason`.
-    pub const STOCK_REJECTED: &str = "StockRejected";
-    /// `payment/lua/charge.lua`: `user`, `amount`.
-    pub const PAYMENT_CHARGED: &str = "PaymentCharged";
-    /// `payment/lua/charge.lua`: `user`, `reason`.
-    pub const PAYMENT_REJECTED: &str = "PaymentRejected";
-    /// `order/lua/commit.lua`: the decision `commit`; the order is paid.
-    pub const CHECKOUT_COMMITTED: &str = "CheckoutCommitted";
-    /// `common/lua/saga_abort.lua` (order service, log parser; re-driven by
-    /// `common/lua/saga_redrive.lua`): the decision `abort`, with `reason`, `user`, `items`, `total`
-    /// (what the compensations need).
-    pub const CHECKOUT_ABORTED: &str = "CheckoutAborted";
-    /// `stock/lua/release.lua`: `items`, `released` (`1` when stock went back, `0` when the saga
-    /// held none and a tombstone now refuses its late reservation).
-    pub const STOCK_RELEASED: &str = "StockReleased";
-    /// `payment/lua/refund.lua`: `user`, `amount`, `refunded` (`1` or `0`, as for stock).
-    pub const PAYMENT_REFUNDED: &str = "PaymentRefunded";
-    /// `order/lua/confirm.lua`: `part` (`stock` | `payment`), `reopened` (`1` when this
-    /// confirmation completed the compensation and the order became open again).
-    pub const COMPENSATION_CONFIRMED: &str = "CompensationConfirmed";
-}
 
 /// Why a log entry could not be read or understood.
 #[derive(Debug, thiserror::Error)]
@@ -75,16 +17,9 @@ pub enum LogError {
     /// The database did not answer.
     #[error("reading the log failed: {0}")]
     Redis(#[from] redis::RedisError),
-    /// An entry lacks a field its type requires, or the field is malformed.
-    #[error("log entry {id} ({kind}) has no valid `{field}` field; the log was edited or written by a newer version")]
-    BadField {
-        /// Stream id of the entry.
-        id: String,
-        /// Its `type`.
-        kind: String,
-        /// The missing or malformed field.
-        field: String,
-    },
+    /// An entry cannot be decoded.
+    #[error(transparent)]
+    Event(#[from] crate::event::EventError),
 }
 
 /// One entry of a service log.
@@ -107,22 +42,17 @@ impl LogEntry {
         self.fields.get(field).map(String::as_str)
     }
 
-    /// A required text field.
-    pub fn text(&self, field: &str) -> Result<&str, LogError> {
-        self.get(field).ok_or_else(|| self.bad(field))
+    /// Decodes the entry (see [`crate::event::Event::decode`]).
+    pub fn decode(&self) -> Result<crate::event::Event, crate::event::EventError> {
+        crate::event::Event::decode(self)
     }
 
-    /// A required integer field.
-    pub fn int(&self, field: &str) -> Result<i64, LogError> {
-        self.text(field)?.parse().map_err(|_| self.bad(field))
-    }
-
-    fn bad(&self, field: &str) -> LogError {
-        LogError::BadField {
-            id: self.stream_id.clone(),
-            kind: self.kind().to_string(),
-            field: field.to_string(),
-        }
+    /// When the entry was appended (ms since the epoch): the first part of its stream id.
+    pub fn at_ms(&self) -> u64 {
+        self.stream_id
+            .split_once('-')
+            .and_then(|(ms, _)| ms.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -159,13 +89,13 @@ pub async fn read_page(
 }
 
 /// Calls `f` on every entry of `stream`, in order, reading pages of `page` entries so memory stays
-/// bounded however long the log is.
-pub async fn for_each(
+/// bounded however long the log is. `f`'s own error type passes through unchanged.
+pub async fn for_each<E: From<LogError>>(
     conn: &mut ConnectionManager,
     stream: &str,
     page: usize,
-    mut f: impl FnMut(&LogEntry) -> Result<(), LogError>,
-) -> Result<u64, LogError> {
+    mut f: impl FnMut(&LogEntry) -> Result<(), E>,
+) -> Result<u64, E> {
     let mut after = "-".to_string();
     let mut seen = 0u64;
     loop {

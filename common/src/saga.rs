@@ -1,80 +1,532 @@
-//! Names and shapes the checkout saga's participants share: the saga record keys in each
-//! database, the pub/sub channel that wakes waiting checkouts, and the encoding of an order's
-//! (summed) item lines in log entries.
+//! The checkout saga's shared vocabulary: its participants, its states, its records and the two
+//! order-side transitions that both the order service and the log parser run.
+//!
+//! **The participants table** ([`PARTICIPANTS`]) is the one description of who takes part in a
+//! checkout. The saga is a chain: the first participant acts on `CheckoutStarted`, each next one on
+//! its predecessor's [`Participant::done`] event, and the order commits on the last one's. Any
+//! participant's [`Participant::refused`] event aborts the saga; on `CheckoutAborted` every
+//! participant compensates and logs [`Participant::compensated`], which the order records by
+//! removing the participant from the saga's `pending` set. From the table follow the consumer
+//! groups ([`groups`], [`streams_read_by`]), the order side's reactions ([`step_of`]), the abort's
+//! pending set, the audit's checks and the recovery's passes — so adding a participant (a shipping
+//! service, say) is its crate plus one row.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::sync::LazyLock;
 
 use redis::aio::ConnectionManager;
 use redis::Script;
 
+use crate::db::{Fields, RecordError, StoreError};
 use crate::error::ApiError;
-use crate::log::ORDER_LOG;
+use crate::keys;
+
+/// One participant of the checkout saga: a service that does a step and can undo it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Participant {
+    /// The service's name: its consumer group, and `part` in `CompensationConfirmed`.
+    pub name: &'static str,
+    /// The service's log (read by the order service and by the next participant).
+    pub log: &'static str,
+    /// Prefix of its saga records (`ssaga:`).
+    pub record_prefix: &'static str,
+    /// The event it logs when it did its step (`StockReserved`).
+    pub done: &'static str,
+    /// The event it logs when it refuses the step (`StockRejected`, with `reason`).
+    pub refused: &'static str,
+    /// The event it logs when it compensated an aborted saga (`StockReleased`).
+    pub compensated: &'static str,
+    /// Its record's `state` while it holds the saga's resources (`RESERVED`).
+    pub held: &'static str,
+    /// Its record's `state` once it gave them back (`RELEASED`).
+    pub released: &'static str,
+}
+
+/// Stock reserves every line of the order, all or nothing.
+pub const STOCK: Participant = Participant {
+    name: "stock",
+    log: keys::STOCK_LOG,
+    record_prefix: "ssaga:",
+    done: "StockReserved",
+    refused: "StockRejected",
+    compensated: "StockReleased",
+    held: "RESERVED",
+    released: "RELEASED",
+};
+
+/// Payment charges the order's total to its user.
+pub const PAYMENT: Participant = Participant {
+    name: "payment",
+    log: keys::PAYMENT_LOG,
+    record_prefix: "psaga:",
+    done: "PaymentCharged",
+    refused: "PaymentRejected",
+    compensated: "PaymentRefunded",
+    held: "CHARGED",
+    released: "REFUNDED",
+};
+
+/// The checkout saga's participants, in the order they act.
+pub static PARTICIPANTS: &[Participant] = &[STOCK, PAYMENT];
+
+/// A participant record's `state` when it refused the step.
+pub const REJECTED: &str = "REJECTED";
+/// A participant record's `state` when the abort reached it before its step: it will refuse the
+/// step if it arrives late.
+pub const TOMBSTONE: &str = "TOMBSTONE";
+
+/// The service that owns the order-side log and decides sagas.
+pub const ORDER: &str = "order";
+
+impl Participant {
+    /// Its record of saga `sid`.
+    pub fn record_key(&self, sid: &str) -> String {
+        keys::participant_saga(self.record_prefix, sid)
+    }
+
+    /// The event this participant acts on, given the table it sits in: `CheckoutStarted` for the
+    /// first, its predecessor's `done` event for the others.
+    pub fn trigger(&self, parts: &[Participant]) -> (&'static str, &'static str) {
+        match parts.iter().position(|p| p == self) {
+            Some(i) if i > 0 => (parts[i - 1].log, parts[i - 1].done),
+            _ => (keys::ORDER_LOG, crate::event::kind::CHECKOUT_STARTED),
+        }
+    }
+}
+
+/// Finds a participant by name.
+pub fn participant(parts: &'static [Participant], name: &str) -> Option<&'static Participant> {
+    parts.iter().find(|p| p.name == name)
+}
+
+/// The streams the service `service` reads, each through its consumer group named `service`:
+/// the order service reads every participant's log; a participant reads `log:order` (the
+/// abort, and the start for the first) and its predecessor's log.
+pub fn streams_read_by(parts: &[Participant], service: &str) -> Vec<&'static str> {
+    if service == ORDER {
+        return parts.iter().map(|p| p.log).collect();
+    }
+    let Some(p) = parts.iter().find(|p| p.name == service) else {
+        return Vec::new();
+    };
+    let mut streams = vec![keys::ORDER_LOG];
+    let (log, _) = p.trigger(parts);
+    if !streams.contains(&log) {
+        streams.push(log);
+    }
+    streams
+}
+
+/// One consumer group of the saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Group {
+    /// The service whose database holds the stream.
+    pub owner: &'static str,
+    /// The stream.
+    pub stream: &'static str,
+    /// The group (the reading service's name).
+    pub group: &'static str,
+}
+
+/// Every consumer group the saga uses (what the log parser and the CLI report on).
+pub fn groups(parts: &[Participant]) -> Vec<Group> {
+    let owner_of = |stream: &str| {
+        parts
+            .iter()
+            .find(|p| p.log == stream)
+            .map_or(ORDER, |p| p.name)
+    };
+    let readers = parts.iter().map(|p| p.name).chain([ORDER]);
+    let mut out = Vec::new();
+    for reader in readers {
+        for stream in streams_read_by(parts, reader) {
+            out.push(Group {
+                owner: owner_of(stream),
+                stream,
+                group: reader,
+            });
+        }
+    }
+    out
+}
+
+/// What a participant's log entry means to the order side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepKind {
+    /// The participant did its step.
+    Done,
+    /// It refused, for this reason.
+    Refused,
+    /// It compensated an aborted saga.
+    Compensated,
+}
+
+/// The participant and step an event kind stands for, if it is a saga step of the table.
+pub fn step_of(
+    parts: &'static [Participant],
+    kind: &str,
+) -> Option<(&'static Participant, StepKind)> {
+    parts.iter().find_map(|p| {
+        if kind == p.done {
+            Some((p, StepKind::Done))
+        } else if kind == p.refused {
+            Some((p, StepKind::Refused))
+        } else if kind == p.compensated {
+            Some((p, StepKind::Compensated))
+        } else {
+            None
+        }
+    })
+}
+
+/// The names of every participant, as the abort records them pending (`stock payment`).
+pub fn pending_all(parts: &[Participant]) -> String {
+    parts.iter().map(|p| p.name).collect::<Vec<_>>().join(" ")
+}
+
+/// An order's state (`status` of `order:<id>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStatus {
+    /// Items may be added; checkout may start.
+    Open,
+    /// A saga is deciding this order.
+    CheckingOut,
+    /// Paid; final.
+    Paid,
+}
+
+impl OrderStatus {
+    /// The stored form (`OPEN`, `CHECKING_OUT`, `PAID`), which the Lua scripts also write.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Open => "OPEN",
+            OrderStatus::CheckingOut => "CHECKING_OUT",
+            OrderStatus::Paid => "PAID",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<OrderStatus> {
+        match s {
+            "OPEN" => Some(OrderStatus::Open),
+            "CHECKING_OUT" => Some(OrderStatus::CheckingOut),
+            "PAID" => Some(OrderStatus::Paid),
+            _ => None,
+        }
+    }
+}
+
+/// A saga's decision (`decision` of `saga:<sid>`), taken once by compare-and-set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Not decided yet.
+    None,
+    /// Committed: the order is paid.
+    Commit,
+    /// Aborted: every participant compensates.
+    Abort,
+}
+
+impl Decision {
+    /// The stored form (`none`, `commit`, `abort`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::None => "none",
+            Decision::Commit => "commit",
+            Decision::Abort => "abort",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Decision> {
+        match s {
+            "none" => Some(Decision::None),
+            "commit" => Some(Decision::Commit),
+            "abort" => Some(Decision::Abort),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a saga stands (derived from its decision and `done`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SagaState {
+    /// No decision yet (a participant is still acting).
+    InFlight,
+    /// Decided commit: the order is paid.
+    Committed,
+    /// Decided abort; some compensation not confirmed yet.
+    Compensating,
+    /// Decided abort; every compensation confirmed.
+    Aborted,
+}
+
+impl SagaState {
+    /// Parses `in-flight`, `committed`, `compensating` or `aborted`.
+    pub fn parse(s: &str) -> Option<SagaState> {
+        match s {
+            "in-flight" | "inflight" | "checking-out" => Some(SagaState::InFlight),
+            "committed" => Some(SagaState::Committed),
+            "compensating" => Some(SagaState::Compensating),
+            "aborted" => Some(SagaState::Aborted),
+            _ => None,
+        }
+    }
+
+    /// The state's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SagaState::InFlight => "in-flight",
+            SagaState::Committed => "committed",
+            SagaState::Compensating => "compensating",
+            SagaState::Aborted => "aborted",
+        }
+    }
+}
+
+/// The order-side record of a saga, `saga:<sid>` in order-db — the one reader of that record
+/// (the waiting checkout, recovery, audit and the CLI all use it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SagaRecord {
+    /// The saga id.
+    pub id: String,
+    /// The order it decides.
+    pub order: String,
+    /// The order's user.
+    pub user: String,
+    /// The order's total.
+    pub total: i64,
+    /// The summed lines (JSON, as logged).
+    pub items: String,
+    /// The decision.
+    pub decision: Decision,
+    /// Why it was aborted.
+    pub reason: String,
+    /// When it started (ms since the epoch).
+    pub started_ms: u64,
+    /// The participants whose compensation is not confirmed yet (after an abort).
+    pub pending: Vec<String>,
+    /// Committed, or aborted and fully compensated.
+    pub done: bool,
+}
+
+impl SagaRecord {
+    /// Reads a record from the hash stored at `saga:<id>`.
+    pub fn from_hash(id: &str, h: &HashMap<String, String>) -> Result<SagaRecord, RecordError> {
+        let key = keys::saga(id);
+        let f = Fields::new(&key, h);
+        Ok(SagaRecord {
+            id: id.to_string(),
+            order: f.text("order")?.to_string(),
+            user: f.text("user")?.to_string(),
+            total: f.int("total")?,
+            items: f.text("items")?.to_string(),
+            decision: f.parsed("decision", Decision::parse)?,
+            reason: f.text("reason")?.to_string(),
+            started_ms: f.int("started_ms")?,
+            pending: split_pending(f.text("pending")?),
+            done: f.flag("done")?,
+        })
+    }
+
+    /// Where the saga stands.
+    pub fn state(&self) -> SagaState {
+        match (self.decision, self.done) {
+            (Decision::Commit, _) => SagaState::Committed,
+            (Decision::Abort, true) => SagaState::Aborted,
+            (Decision::Abort, false) => SagaState::Compensating,
+            (Decision::None, _) => SagaState::InFlight,
+        }
+    }
+
+    /// Milliseconds since the saga started.
+    pub fn age_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.started_ms)
+    }
+}
+
+/// Splits a stored `pending` set (`stock payment`).
+pub fn split_pending(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+/// Reads saga `sid`'s record; `None` when there is none.
+pub async fn load(
+    conn: &mut ConnectionManager,
+    sid: &str,
+) -> Result<Option<SagaRecord>, StoreError> {
+    let h: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys::saga(sid))
+        .query_async(conn)
+        .await?;
+    if h.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(SagaRecord::from_hash(sid, &h)?))
+}
+
+/// The part of a saga record a waiting checkout needs (read with one `HMGET`, the hot path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The decision.
+    pub decision: Decision,
+    /// Why it was aborted.
+    pub reason: String,
+    /// Committed, or aborted with every compensation confirmed.
+    pub done: bool,
+}
+
+/// Reads saga `sid`'s decision; `None` when there is no such saga.
+pub async fn outcome(
+    conn: &mut ConnectionManager,
+    sid: &str,
+) -> Result<Option<Outcome>, StoreError> {
+    let key = keys::saga(sid);
+    let (decision, reason, done): (Option<String>, Option<String>, Option<String>) =
+        redis::cmd("HMGET")
+            .arg(&key)
+            .arg("decision")
+            .arg("reason")
+            .arg("done")
+            .query_async(conn)
+            .await?;
+    let Some(decision) = decision else {
+        return Ok(None);
+    };
+    let mut h = HashMap::new();
+    h.insert("decision".to_string(), decision);
+    reason.map(|r| h.insert("reason".to_string(), r));
+    done.map(|d| h.insert("done".to_string(), d));
+    let f = Fields::new(&key, &h);
+    Ok(Some(Outcome {
+        decision: f.parsed("decision", Decision::parse)?,
+        reason: f.text("reason")?.to_string(),
+        done: f.flag("done")?,
+    }))
+}
+
+/// What a saga transition script answered. Every saga script answers one of these status words;
+/// any other answer is a decode error (a bug or a version mismatch), never a silent default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Applied and logged; script-specific data follows.
+    Ok(Vec<String>),
+    /// The saga was already decided (compare-and-set lost).
+    Decided(String),
+    /// No such saga record.
+    Unknown,
+    /// The order is not held by this saga (`status`, `saga`).
+    Fenced(String, String),
+    /// Seen before; nothing changed (the participant's record state, when any).
+    Dup(String),
+    /// Not applicable to the saga's decision.
+    Ignored(String),
+    /// Re-drive not needed (`decision`, `done`).
+    Skipped(String, String),
+    /// The participant refused the step, for this reason.
+    Rejected(String),
+}
+
+impl Reply {
+    /// Whether the script applied its change.
+    pub fn applied(&self) -> bool {
+        matches!(self, Reply::Ok(_))
+    }
+
+    /// A short name of the answer, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Reply::Ok(_) => "ok",
+            Reply::Decided(_) => "already-decided",
+            Reply::Unknown => "unknown-saga",
+            Reply::Fenced(..) => "fenced",
+            Reply::Dup(_) => "duplicate",
+            Reply::Ignored(_) => "ignored",
+            Reply::Skipped(..) => "skipped",
+            Reply::Rejected(_) => "rejected",
+        }
+    }
+}
+
+impl redis::FromRedisValue for Reply {
+    fn from_redis_value(v: redis::Value) -> Result<Self, redis::ParsingError> {
+        let mut parts: Vec<String> = redis::FromRedisValue::from_redis_value(v)?;
+        if parts.is_empty() {
+            return Err("empty saga script answer".into());
+        }
+        let status = parts.remove(0);
+        let arg = |i: usize| parts.get(i).cloned().unwrap_or_default();
+        Ok(match status.as_str() {
+            "OK" => Reply::Ok(parts),
+            "DECIDED" => Reply::Decided(arg(0)),
+            "UNKNOWN" => Reply::Unknown,
+            "FENCED" => Reply::Fenced(arg(0), arg(1)),
+            "DUP" => Reply::Dup(arg(0)),
+            "IGNORED" => Reply::Ignored(arg(0)),
+            "SKIPPED" => Reply::Skipped(arg(0), arg(1)),
+            "REJECTED" => Reply::Rejected(arg(0)),
+            other => return Err(format!("unknown saga script status `{other}`").into()),
+        })
+    }
+}
 
 static ABORT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/saga_abort.lua")));
 static REDRIVE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/saga_redrive.lua")));
 
-/// Decides `abort` with `reason` unless a decision was taken (`lua/saga_abort.lua`); answers the
-/// script's reply (`OK`, `DECIDED <decision>`, `UNKNOWN`). Used by the order service (refusals,
+/// Decides `abort` with `reason` unless a decision was taken (`lua/saga_abort.lua`), recording
+/// every participant of `parts` as pending compensation. Used by the order service (refusals,
 /// checkout timeouts) and by the log parser (stuck sagas): one transition, one script.
 pub async fn abort(
     conn: &mut ConnectionManager,
+    parts: &[Participant],
     log_id: &str,
     saga: &str,
     reason: &str,
-) -> Result<Vec<String>, redis::RedisError> {
+) -> Result<Reply, redis::RedisError> {
     ABORT
-        .key(order_saga_key(saga))
-        .key(ORDER_LOG)
+        .key(keys::saga(saga))
+        .key(keys::ORDER_LOG)
         .arg(log_id)
         .arg(saga)
         .arg(reason)
+        .arg(pending_all(parts))
         .invoke_async(conn)
         .await
 }
 
 /// Re-appends `CheckoutAborted` for an aborted saga whose compensations are not all confirmed
-/// (`lua/saga_redrive.lua`); answers `OK`, `SKIPPED <decision> <done>` or `UNKNOWN`.
+/// (`lua/saga_redrive.lua`), naming the participants still pending.
 pub async fn redrive(
     conn: &mut ConnectionManager,
     log_id: &str,
     saga: &str,
-) -> Result<Vec<String>, redis::RedisError> {
+) -> Result<Reply, redis::RedisError> {
     REDRIVE
-        .key(order_saga_key(saga))
-        .key(ORDER_LOG)
+        .key(keys::saga(saga))
+        .key(keys::ORDER_LOG)
         .arg(log_id)
         .arg(saga)
         .invoke_async(conn)
         .await
 }
 
-/// The order-side saga record (order-db): `order, user, total, items, decision, reason,
-/// started_ms, stock_ok, payment_ok, done`.
-pub fn order_saga_key(saga: &str) -> String {
-    format!("saga:{saga}")
-}
-
-/// The stock-side saga record (stock-db): `state` (`RESERVED | REJECTED | RELEASED | TOMBSTONE`),
-/// `order`, `items`.
-pub fn stock_saga_key(saga: &str) -> String {
-    format!("ssaga:{saga}")
-}
-
-/// The payment-side saga record (payment-db): `state` (`CHARGED | REJECTED | REFUNDED |
-/// TOMBSTONE`), `order`, `user`, `amount`.
-pub fn payment_saga_key(saga: &str) -> String {
-    format!("psaga:{saga}")
-}
-
-/// Channel (in order-db) on which the deciding scripts publish a saga id once the saga is final
-/// (committed, or aborted with every compensation confirmed).
-pub const DONE_CHANNEL: &str = "saga:done";
+/// An order's lines: `(item, quantity)`.
+pub type Lines = Vec<(String, i64)>;
 
 /// An order's lines with the quantities of a repeated item summed, in first-seen order.
-pub fn sum_lines(lines: &[(String, i64)]) -> Result<Vec<(String, i64)>, ApiError> {
-    let mut out: Vec<(String, i64)> = Vec::new();
+pub fn sum_lines(lines: &[(String, i64)]) -> Result<Lines, ApiError> {
+    let mut out: Lines = Vec::new();
     for (item, qty) in lines {
         match out.iter_mut().find(|(i, _)| i == item) {
             Some((_, q)) => {
@@ -91,13 +543,17 @@ pub fn sum_lines(lines: &[(String, i64)]) -> Result<Vec<(String, i64)>, ApiError
     Ok(out)
 }
 
-/// Encodes lines as the JSON carried in saga entries: `[["item", qty], ...]`.
+/// Encodes lines as the JSON carried in orders and saga entries: `[["item", qty], ...]`.
 pub fn encode_lines(lines: &[(String, i64)]) -> String {
-    serde_json::to_string(lines).unwrap_or_else(|_| "[]".to_string())
+    let parts: Vec<String> = lines
+        .iter()
+        .map(|(item, qty)| format!("[{},{qty}]", serde_json::Value::from(item.as_str())))
+        .collect();
+    format!("[{}]", parts.join(","))
 }
 
-/// Decodes lines from a saga entry.
-pub fn decode_lines(json: &str) -> Option<Vec<(String, i64)>> {
+/// Decodes lines; `None` when `json` is not a list of `[item, quantity]` pairs.
+pub fn decode_lines(json: &str) -> Option<Lines> {
     serde_json::from_str(json).ok()
 }
 
@@ -114,7 +570,86 @@ mod tests {
         ];
         let summed = sum_lines(&lines).unwrap();
         assert_eq!(summed, vec![("a".to_string(), 4), ("b".to_string(), 2)]);
+        assert_eq!(encode_lines(&summed), r#"[["a",4],["b",2]]"#);
         assert_eq!(decode_lines(&encode_lines(&summed)).unwrap(), summed);
         assert!(sum_lines(&[("a".into(), i64::MAX), ("a".into(), 1)]).is_err());
+        assert!(decode_lines("[[1,2]]").is_none());
+    }
+
+    #[test]
+    fn the_table_gives_todays_five_groups() {
+        let g = groups(PARTICIPANTS);
+        let names: Vec<(&str, &str, &str)> =
+            g.iter().map(|g| (g.owner, g.stream, g.group)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("order", "log:order", "stock"),
+                ("order", "log:order", "payment"),
+                ("stock", "log:stock", "payment"),
+                ("stock", "log:stock", "order"),
+                ("payment", "log:payment", "order"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_third_participant_is_one_row() {
+        static NOOP: Participant = Participant {
+            name: "shipping",
+            log: "log:shipping",
+            record_prefix: "shsaga:",
+            done: "ShippingBooked",
+            refused: "ShippingRefused",
+            compensated: "ShippingCancelled",
+            held: "BOOKED",
+            released: "CANCELLED",
+        };
+        static THREE: [Participant; 3] = [STOCK, PAYMENT, NOOP];
+        assert_eq!(NOOP.trigger(&THREE), ("log:payment", "PaymentCharged"));
+        assert_eq!(
+            streams_read_by(&THREE, "shipping"),
+            ["log:order", "log:payment"]
+        );
+        assert_eq!(
+            streams_read_by(&THREE, "order"),
+            ["log:stock", "log:payment", "log:shipping"]
+        );
+        assert_eq!(groups(&THREE).len(), 8);
+        assert_eq!(pending_all(&THREE), "stock payment shipping");
+        assert_eq!(
+            step_of(&THREE, "ShippingRefused"),
+            Some((&THREE[2], StepKind::Refused))
+        );
+        assert_eq!(step_of(&THREE, "CheckoutStarted"), None);
+    }
+
+    #[test]
+    fn a_record_with_a_missing_or_bad_field_is_an_error_naming_it() {
+        let mut h: HashMap<String, String> = [
+            ("order", "o"),
+            ("user", "u"),
+            ("total", "10"),
+            ("items", "[]"),
+            ("decision", "abort"),
+            ("reason", "r"),
+            ("started_ms", "5"),
+            ("pending", "stock payment"),
+            ("done", "0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let r = SagaRecord::from_hash("s1", &h).unwrap();
+        assert_eq!(r.state(), SagaState::Compensating);
+        assert_eq!(r.pending, ["stock", "payment"]);
+        h.remove("started_ms");
+        let e = SagaRecord::from_hash("s1", &h).unwrap_err();
+        assert_eq!((e.key.as_str(), e.field), ("saga:s1", "started_ms"));
+        h.insert("started_ms".into(), "5".into());
+        h.insert("decision".into(), "maybe".into());
+        let e = SagaRecord::from_hash("s1", &h).unwrap_err();
+        assert_eq!(e.field, "decision");
+        assert!(e.to_string().contains("saga:s1"));
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::consumer::{self, ConsumerConfig};
+use common::consumer::{self, ConsumerConfig, HandlerError};
 use common::metrics::Metrics;
 use common::testing::RedisServer;
 
@@ -75,7 +75,9 @@ async fn a_failing_entry_is_retried_then_dead_lettered_and_the_rest_acknowledged
             async move {
                 if e.kind() == "poison" {
                     p.fetch_add(1, Ordering::SeqCst);
-                    Err("cannot handle this".to_string())
+                    Err(HandlerError::Redis(
+                        std::io::Error::other("cannot handle this").into(),
+                    ))
                 } else {
                     c.fetch_add(1, Ordering::SeqCst);
                     Ok(())
@@ -173,7 +175,11 @@ async fn a_restarted_consumer_rereads_its_own_pending_entries_first() {
         config("c1"),
         redis.conn().await,
         metrics.clone(),
-        |_| async { Err("database down".to_string()) },
+        |_| async {
+            Err(HandlerError::Redis(
+                std::io::Error::other("database down").into(),
+            ))
+        },
     ));
     let mut probe = redis.conn().await;
     assert!(until(async || pending(&mut probe).await == 3).await);

@@ -35,13 +35,13 @@ async fn create_add_subtract_are_logged_with_their_state_change() {
     assert_eq!(found["stock"], 6);
     assert_eq!(found["price"], 7);
 
-    let log = entries(&mut conn, log::STOCK_LOG).await;
+    let log = entries(&mut conn, common::keys::STOCK_LOG).await;
     let kinds: Vec<&str> = log.iter().map(|e| e.kind()).collect();
     assert_eq!(kinds, ["ItemCreated", "StockAdded", "StockSubtracted"]);
     let log_ids: Vec<&str> = log.iter().map(|e| e.get("log_id").unwrap()).collect();
     assert_eq!(log_ids, ["L1", "L2", "L3"]);
-    assert_eq!(log[1].text("item").unwrap(), item);
-    assert_eq!(log[2].int("amount").unwrap(), 4);
+    assert_eq!(log[1].get("item").unwrap(), item);
+    assert_eq!(log[2].get("amount").unwrap().parse::<i64>().unwrap(), 4);
 }
 
 #[tokio::test]
@@ -77,7 +77,7 @@ async fn refused_changes_change_nothing_and_log_nothing() {
         5
     );
     assert!(CREDIT.find(&mut conn, "nobody").await.unwrap().is_none());
-    assert_eq!(entries(&mut conn, log::PAYMENT_LOG).await.len(), 2);
+    assert_eq!(entries(&mut conn, common::keys::PAYMENT_LOG).await.len(), 2);
 }
 
 #[tokio::test]
@@ -127,11 +127,14 @@ async fn batch_init_creates_and_overwrites_with_one_log_entry() {
     let last = STOCK.find(&mut conn, "999").await.unwrap().unwrap();
     assert_eq!((last["stock"], last["price"]), (5, 2));
     assert!(STOCK.find(&mut conn, "1000").await.unwrap().is_none());
-    let log = entries(&mut conn, log::STOCK_LOG).await;
+    let log = entries(&mut conn, common::keys::STOCK_LOG).await;
     assert_eq!(log.len(), 3);
     assert_eq!(log[2].kind(), "StockBatchInit");
     assert_eq!(
-        (log[2].int("n").unwrap(), log[2].int("stock").unwrap()),
+        (
+            log[2].get("n").unwrap().parse::<i64>().unwrap(),
+            log[2].get("stock").unwrap().parse::<i64>().unwrap()
+        ),
         (1000, 5)
     );
 }

@@ -58,23 +58,23 @@ impl Service for Ids {
 
     async fn handle(self: Arc<Self>, method: Method, segments: Vec<String>) -> HandlerResult {
         let path: Vec<&str> = segments.iter().map(String::as_str).collect();
-        match (path.as_slice(), &method) {
-            (["ids", "create"], &Method::GET) => {
+        match path.as_slice() {
+            ["ids", "create"] => {
+                http::allow(&method, Method::GET)?;
                 let id = self.batch(1)?.pop().unwrap_or_default();
                 Ok(http::text(id, "text/plain"))
             }
-            (["ids", "create"], _) => Err(http::wrong_method(&method, "GET")),
-            (["ids", "batch", n], &Method::POST) => {
+            ["ids", "batch", n] => {
+                http::allow(&method, Method::POST)?;
                 let n = validate::count(n, "n", 1, MAX_BATCH)?;
                 http::json(&serde_json::json!({ "ids": self.batch(n as usize)? }))
             }
-            (["ids", "batch", _], _) => Err(http::wrong_method(&method, "POST")),
             _ => Err(http::not_found(&segments)),
         }
     }
 
-    async fn healthy(self: Arc<Self>) -> bool {
-        true
+    async fn healthy(self: Arc<Self>) -> http::Health {
+        Ok(())
     }
 
     fn metrics(&self) -> &Metrics {

@@ -1,8 +1,12 @@
-//! Connections to the three service databases, as the log parser and the CLI need them.
+//! Connections to the service databases, as the log parser and the CLI need them: order-db and
+//! the database of every participant of the saga's table.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::config::Config;
+use common::consumer::DbUrls;
+use common::saga::{Participant, ORDER, PARTICIPANTS};
 use redis::aio::ConnectionManager;
 
 use crate::replay::ServiceLog;
@@ -12,35 +16,61 @@ use crate::replay::ServiceLog;
 pub struct Dbs {
     /// order-db.
     pub order: ConnectionManager,
-    /// stock-db.
-    pub stock: ConnectionManager,
-    /// payment-db.
-    pub payment: ConnectionManager,
+    /// The saga's participants.
+    pub parts: &'static [Participant],
+    by_name: BTreeMap<&'static str, ConnectionManager>,
 }
 
 impl Dbs {
-    /// Connects to the three databases of `config`, failing fast with a clear message when one
-    /// does not answer within 3 s.
+    /// Connects to the databases of `config` ([`PARTICIPANTS`]), failing fast with a clear message
+    /// when one does not answer within 3 s.
     pub async fn connect(config: &Config) -> anyhow::Result<Dbs> {
+        Dbs::connect_to(&common::consumer::db_urls(config), PARTICIPANTS).await
+    }
+
+    /// Connects to order-db and every participant's database of `parts`, found in `urls`.
+    pub async fn connect_to(urls: &DbUrls, parts: &'static [Participant]) -> anyhow::Result<Dbs> {
         let t = Duration::from_secs(3);
+        let mut by_name = BTreeMap::new();
+        for name in std::iter::once(ORDER).chain(parts.iter().map(|p| p.name)) {
+            let url = urls
+                .get(name)
+                .ok_or_else(|| anyhow::anyhow!("no database URL for `{name}`"))?;
+            let conn = common::db::connect_once(url, &format!("{name}-db"), t).await?;
+            by_name.insert(name, conn);
+        }
+        let order = by_name
+            .get(ORDER)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no order-db connection"))?;
         Ok(Dbs {
-            order: common::db::connect_once(&config.order_db_url, "order-db", t).await?,
-            stock: common::db::connect_once(&config.stock_db_url, "stock-db", t).await?,
-            payment: common::db::connect_once(&config.payment_db_url, "payment-db", t).await?,
+            order,
+            parts,
+            by_name,
         })
     }
 
-    /// The database of `service` (`"order"`, `"stock"`, `"payment"`).
-    pub fn of(&self, service: ServiceLog) -> ConnectionManager {
-        match service {
-            ServiceLog::Order => self.order.clone(),
-            ServiceLog::Stock => self.stock.clone(),
-            ServiceLog::Payment => self.payment.clone(),
-        }
+    /// The database of the service named `name` (`order` or a participant's name).
+    pub fn by_name(&self, name: &str) -> Option<ConnectionManager> {
+        self.by_name.get(name).cloned()
     }
 
-    /// The database holding the log of the service named `name`.
-    pub fn by_name(&self, name: &str) -> Option<ConnectionManager> {
-        ServiceLog::parse(name).map(|s| self.of(s))
+    /// The database of a service that has a replayable log.
+    pub fn of(&self, service: ServiceLog) -> anyhow::Result<ConnectionManager> {
+        self.by_name(service.name()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "`{}` is not in this saga's participants table",
+                service.name()
+            )
+        })
+    }
+
+    /// Every service with a log: order, then the participants in table order, as
+    /// `(name, log, database)`.
+    pub fn logs(&self) -> Vec<(&'static str, &'static str, ConnectionManager)> {
+        std::iter::once((ORDER, common::keys::ORDER_LOG))
+            .chain(self.parts.iter().map(|p| (p.name, p.log)))
+            .filter_map(|(name, log)| self.by_name(name).map(|c| (name, log, c)))
+            .collect()
     }
 }

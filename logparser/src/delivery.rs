@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use common::consumer::{dead_letter_stream, GROUPS};
+use common::keys;
 use redis::Value;
 
 use crate::dbs::Dbs;
@@ -69,8 +69,9 @@ async fn infos(
 /// Reports every consumer group of the saga.
 pub async fn report(dbs: &Dbs) -> Result<Vec<GroupReport>, redis::RedisError> {
     let mut out = Vec::new();
-    for (owner, stream, group) in GROUPS {
-        let Some(mut conn) = dbs.by_name(owner) else {
+    for g in common::saga::groups(dbs.parts) {
+        let (stream, group) = (g.stream, g.group);
+        let Some(mut conn) = dbs.by_name(g.owner) else {
             continue;
         };
         let groups = infos(&mut conn, &["GROUPS", stream]).await?;
@@ -106,7 +107,7 @@ pub async fn report(dbs: &Dbs) -> Result<Vec<GroupReport>, redis::RedisError> {
             int(g.get("lag")).max(LAG_PAGE as i64)
         };
         let dead_letters: i64 = redis::cmd("XLEN")
-            .arg(dead_letter_stream(group, stream))
+            .arg(keys::dead_letter(group, stream))
             .query_async(&mut conn)
             .await?;
         out.push(GroupReport {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::lock::{Lease, Redlock};
 
 /// The lock resource of the lease.
-pub const RESOURCE: &str = "lock:logparser";
+pub const RESOURCE: &str = common::keys::LOGPARSER_LEASE;
 
 /// Whether this instance currently holds the lease; shared with the health endpoint.
 #[derive(Debug, Default)]

@@ -25,8 +25,9 @@ impl Service for Daemon {
     const PREFIX: &'static str = "logparser";
 
     async fn handle(self: Arc<Self>, method: Method, segments: Vec<String>) -> HandlerResult {
-        match (segments.as_slice(), &method) {
-            ([_, s], &Method::GET) if s == "status" => {
+        match segments.as_slice() {
+            [_, s] if s == "status" => {
+                http::allow(&method, Method::GET)?;
                 let last = self
                     .last_pass
                     .lock()
@@ -42,8 +43,8 @@ impl Service for Daemon {
         }
     }
 
-    async fn healthy(self: Arc<Self>) -> bool {
-        true
+    async fn healthy(self: Arc<Self>) -> http::Health {
+        Ok(())
     }
 
     fn metrics(&self) -> &Metrics {
@@ -111,7 +112,7 @@ async fn recover_while_active(daemon: Arc<Daemon>, config: common::config::Confi
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     common::telemetry::init("logparser");
-    let config = common::config::Config::from_env(common::config::defaults::LOGPARSER_PORT);
+    let config = common::config::Config::from_env(common::config::defaults::LOGPARSER_PORT)?;
     let leadership = Arc::new(Leadership::default());
     let locks = common::lock::Redlock::new(&config.lock_urls)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

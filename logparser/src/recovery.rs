@@ -16,19 +16,22 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::event::Event;
 use common::ids::IdPool;
+use common::keys::{self, ORDER_LOG};
 use common::lock::Redlock;
-use common::log::{self, event, ORDER_LOG};
+use common::log;
 use common::metrics::Metrics;
+use common::saga::{Reply, SagaRecord, SagaState};
 
 use crate::dbs::Dbs;
 use crate::delivery::{self, GroupReport};
-use crate::sagas::{self, now_ms, SagaRecord, SagaState};
+use crate::sagas::{self, now_ms};
 
 /// Key (order-db) of the last `log:order` entry a pass has read.
-pub const CHECKPOINT_KEY: &str = "logparser:checkpoint";
+pub const CHECKPOINT_KEY: &str = keys::LOGPARSER_CHECKPOINT;
 /// Key (order-db) of the set of sagas started and not yet done.
-pub const OPEN_KEY: &str = "logparser:open";
+pub const OPEN_KEY: &str = keys::LOGPARSER_OPEN;
 /// The reason recorded on sagas the parser aborts.
 pub const TIMEOUT_REASON: &str = "checkout stalled past SAGA_TIMEOUT; aborted by the log parser";
 
@@ -155,12 +158,16 @@ impl Recovery {
         // The checkpoint is taken before the scan: sagas started during it are read next pass.
         let last = last_id(&mut conn).await?;
         let mut records = Vec::new();
-        sagas::scan(&mut conn, |r| {
-            if r.state() == SagaState::InFlight || r.state() == SagaState::Compensating {
-                records.push(r);
+        let mut malformed = Vec::new();
+        sagas::scan(&mut conn, |r| match r {
+            Ok(r) if matches!(r.state(), SagaState::InFlight | SagaState::Compensating) => {
+                records.push(r)
             }
+            Ok(_) => {}
+            Err(e) => malformed.push(e.to_string()),
         })
         .await?;
+        report.errors.extend(malformed);
         report.sagas_checked = records.len() as u64;
         let still_open = self.act(records, dry_run, &mut report).await;
         if !dry_run {
@@ -189,19 +196,24 @@ impl Recovery {
             after = last.stream_id.clone();
             report.entries_read += page.len() as u64;
             for e in &page {
-                match e.kind() {
-                    event::CHECKOUT_STARTED => {
-                        self.metrics.incr("sagas_seen_total", 1);
-                        if let Some(s) = e.get("saga") {
-                            self.open.insert(s.to_string());
-                        }
+                let event = match e.decode() {
+                    Ok(event) => event,
+                    Err(err) => {
+                        report.errors.push(err.to_string());
+                        continue;
                     }
-                    event::CHECKOUT_COMMITTED => self.metrics.incr("sagas_committed_total", 1),
+                };
+                match event {
+                    Event::CheckoutStarted { saga, .. } => {
+                        self.metrics.incr("sagas_seen_total", 1);
+                        self.open.insert(saga);
+                    }
+                    Event::CheckoutCommitted { .. } => {
+                        self.metrics.incr("sagas_committed_total", 1)
+                    }
                     // A re-driven abort repeats the entry: count each saga's abort once.
-                    event::CHECKOUT_ABORTED
-                        if !self
-                            .redriven_at
-                            .contains_key(e.get("saga").unwrap_or_default()) =>
+                    Event::CheckoutAborted { saga, .. }
+                        if !self.redriven_at.contains_key(&saga) =>
                     {
                         self.metrics.incr("sagas_aborted_total", 1)
                     }
@@ -211,11 +223,17 @@ impl Recovery {
         }
         self.checkpoint = Some(after);
         let ids: Vec<String> = self.open.iter().cloned().collect();
-        let records: Vec<SagaRecord> = sagas::load_many(&mut conn, &ids)
+        let mut records: Vec<SagaRecord> = Vec::new();
+        for loaded in sagas::load_many(&mut conn, &ids)
             .await?
             .into_iter()
             .flatten()
-            .collect();
+        {
+            match loaded {
+                Ok(r) => records.push(r),
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
         report.sagas_checked = records.len() as u64;
         self.open = self.act(records, false, &mut report).await;
         self.persist().await?;
@@ -267,13 +285,15 @@ impl Recovery {
                     }
                     let mut conn = self.dbs.order.clone();
                     match common::saga::redrive(&mut conn, &self.ids.next(), &r.id).await {
-                        Ok(reply) if reply.first().map(String::as_str) == Some("OK") => {
+                        Ok(Reply::Ok(_)) => {
                             self.redriven_at.insert(r.id.clone(), Instant::now());
                             self.metrics.incr("sagas_redriven_total", 1);
                             tracing::warn!(saga = %r.id, "re-drove the compensation of an aborted saga");
                             report.redriven.push(r.id.clone());
                         }
-                        Ok(_) => {}
+                        Ok(other) => {
+                            tracing::debug!(saga = %r.id, reply = other.name(), "re-drive not needed")
+                        }
                         Err(e) => report.errors.push(format!("saga {}: {e}", r.id)),
                     }
                 }
@@ -289,15 +309,21 @@ impl Recovery {
         let lease = self
             .locks
             .lock_within(
-                &format!("lock:order:{}", r.order),
+                &keys::order_lock(&r.order),
                 Duration::from_secs(10),
                 Duration::from_secs(2),
             )
             .await?;
         let mut conn = self.dbs.order.clone();
-        let reply = common::saga::abort(&mut conn, &self.ids.next(), &r.id, TIMEOUT_REASON).await;
+        let parts = self.dbs.parts;
+        let reply =
+            common::saga::abort(&mut conn, parts, &self.ids.next(), &r.id, TIMEOUT_REASON).await;
         self.locks.release(lease).await;
-        Ok(reply?.first().map(String::as_str) == Some("OK"))
+        let reply = reply?;
+        if !reply.applied() {
+            tracing::debug!(saga = %r.id, reply = reply.name(), "a decision came first");
+        }
+        Ok(reply.applied())
     }
 
     async fn persist(&self) -> anyhow::Result<()> {

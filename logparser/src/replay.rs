@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 
 use common::batch::batch_orders;
 use common::counter::{CounterSpec, CREDIT, STOCK};
-use common::log::{self, event, LogEntry, LogError};
+use common::event::{CounterOp, Event, EventError};
+use common::keys::{self, ORDER_LOG, PAYMENT_LOG, STOCK_LOG};
+use common::log::{self, LogEntry, LogError};
+use common::saga::{self as saga_vocab, Decision, OrderStatus, Participant, TOMBSTONE};
 use redis::aio::ConnectionManager;
 
 /// Redis key → hash field → value.
@@ -18,7 +21,7 @@ pub type State = BTreeMap<String, BTreeMap<String, String>>;
 /// Entries read per page when scanning a log.
 pub const PAGE: usize = 10_000;
 
-/// The three services that own a log.
+/// The three services whose logs replay into their state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceLog {
     /// order-db, `log:order`.
@@ -46,27 +49,36 @@ impl ServiceLog {
     /// The service's name.
     pub fn name(self) -> &'static str {
         match self {
-            ServiceLog::Order => "order",
-            ServiceLog::Stock => "stock",
-            ServiceLog::Payment => "payment",
+            ServiceLog::Order => saga_vocab::ORDER,
+            ServiceLog::Stock => saga_vocab::STOCK.name,
+            ServiceLog::Payment => saga_vocab::PAYMENT.name,
         }
     }
 
     /// The log stream.
     pub fn log(self) -> &'static str {
         match self {
-            ServiceLog::Order => log::ORDER_LOG,
-            ServiceLog::Stock => log::STOCK_LOG,
-            ServiceLog::Payment => log::PAYMENT_LOG,
+            ServiceLog::Order => ORDER_LOG,
+            ServiceLog::Stock => STOCK_LOG,
+            ServiceLog::Payment => PAYMENT_LOG,
+        }
+    }
+
+    /// The service's row in the participants table (`None` for order, which decides).
+    pub fn participant(self) -> Option<&'static Participant> {
+        match self {
+            ServiceLog::Order => None,
+            ServiceLog::Stock => Some(&saga_vocab::STOCK),
+            ServiceLog::Payment => Some(&saga_vocab::PAYMENT),
         }
     }
 
     /// Key prefixes of the service's state: its entities and its side of the saga records.
     pub fn key_prefixes(self) -> [&'static str; 2] {
         match self {
-            ServiceLog::Order => ["order:", "saga:"],
-            ServiceLog::Stock => [STOCK.key_prefix, "ssaga:"],
-            ServiceLog::Payment => [CREDIT.key_prefix, "psaga:"],
+            ServiceLog::Order => [keys::ORDER_PREFIX, keys::SAGA_PREFIX],
+            ServiceLog::Stock => [STOCK.key_prefix, saga_vocab::STOCK.record_prefix],
+            ServiceLog::Payment => [CREDIT.key_prefix, saga_vocab::PAYMENT.record_prefix],
         }
     }
 }
@@ -74,16 +86,18 @@ impl ServiceLog {
 /// Why a log could not be replayed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    /// Reading or parsing an entry failed.
+    /// Reading the log failed, or an entry cannot be decoded.
     #[error(transparent)]
     Log(#[from] LogError),
-    /// An entry of a type this version does not know.
-    #[error("log entry {id} has unknown type `{kind}`; is this shoplog older than the services?")]
-    UnknownType {
+    /// An entry that does not belong in this service's log.
+    #[error("log entry {id} ({kind}) does not belong in {log}; was a log copied into the wrong database?")]
+    Misplaced {
         /// Stream id.
         id: String,
         /// Its `type`.
         kind: String,
+        /// The log it was found in.
+        log: &'static str,
     },
     /// An entry changes an entity that the log never created.
     #[error("log entry {id} ({kind}) changes `{key}`, which no earlier entry created; the log is incomplete")]
@@ -100,334 +114,373 @@ pub enum ReplayError {
     Redis(#[from] redis::RedisError),
 }
 
+impl From<EventError> for ReplayError {
+    fn from(e: EventError) -> Self {
+        ReplayError::Log(LogError::Event(e))
+    }
+}
+
 /// Applies one entry of `service`'s log to `state`.
 pub fn apply(service: ServiceLog, state: &mut State, e: &LogEntry) -> Result<(), ReplayError> {
-    match (service, e.kind()) {
+    let event = e.decode()?;
+    let r = Replayer { e, state };
+    match (service, &event) {
+        (ServiceLog::Stock, Event::Counter { spec, op }) if **spec == STOCK => r.counter(spec, op),
+        (ServiceLog::Payment, Event::Counter { spec, op }) if **spec == CREDIT => {
+            r.counter(spec, op)
+        }
         (
             ServiceLog::Stock,
-            event::STOCK_RESERVED | event::STOCK_REJECTED | event::STOCK_RELEASED,
-        ) => apply_stock_saga(state, e),
+            Event::StockReserved { .. } | Event::StockRejected { .. } | Event::StockReleased { .. },
+        ) => r.stock_saga(&event),
         (
             ServiceLog::Payment,
-            event::PAYMENT_CHARGED | event::PAYMENT_REJECTED | event::PAYMENT_REFUNDED,
-        ) => apply_payment_saga(state, e),
+            Event::PaymentCharged { .. }
+            | Event::PaymentRejected { .. }
+            | Event::PaymentRefunded { .. },
+        ) => r.payment_saga(&event),
         (
             ServiceLog::Order,
-            event::CHECKOUT_STARTED
-            | event::CHECKOUT_COMMITTED
-            | event::CHECKOUT_ABORTED
-            | event::COMPENSATION_CONFIRMED,
-        ) => apply_order_saga(state, e),
-        (ServiceLog::Stock, _) => apply_counter(&STOCK, state, e),
-        (ServiceLog::Payment, _) => apply_counter(&CREDIT, state, e),
-        (ServiceLog::Order, _) => apply_order(state, e),
-    }
-}
-
-/// Sets fields of a hash, creating it when missing.
-fn set(state: &mut State, key: String, fields: &[(&str, &str)]) {
-    let hash = state.entry(key).or_default();
-    for (f, v) in fields {
-        hash.insert((*f).to_string(), (*v).to_string());
-    }
-}
-
-/// Adds `delta` to an integer field of an existing hash.
-fn add(
-    state: &mut State,
-    e: &LogEntry,
-    key: &str,
-    field: &str,
-    delta: i64,
-) -> Result<(), ReplayError> {
-    let hash = state.get_mut(key).ok_or_else(|| orphan(e, key))?;
-    let current: i64 = hash.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
-    hash.insert(field.to_string(), current.saturating_add(delta).to_string());
-    Ok(())
-}
-
-fn lines(e: &LogEntry) -> Result<Vec<(String, i64)>, ReplayError> {
-    common::saga::decode_lines(e.text("items")?).ok_or_else(|| {
-        ReplayError::Log(LogError::BadField {
+            Event::OrderCreated { .. } | Event::ItemAdded { .. } | Event::OrderBatchInit { .. },
+        ) => r.order(&event),
+        (
+            ServiceLog::Order,
+            Event::CheckoutStarted { .. }
+            | Event::CheckoutCommitted { .. }
+            | Event::CheckoutAborted { .. }
+            | Event::CompensationConfirmed { .. },
+        ) => r.order_saga(&event),
+        _ => Err(ReplayError::Misplaced {
             id: e.stream_id.clone(),
-            kind: e.kind().to_string(),
-            field: "items".into(),
-        })
-    })
+            kind: event.kind().to_string(),
+            log: service.log(),
+        }),
+    }
 }
 
-fn apply_stock_saga(state: &mut State, e: &LogEntry) -> Result<(), ReplayError> {
-    let key = common::saga::stock_saga_key(e.text("saga")?);
-    let order = e.text("order")?;
-    match e.kind() {
-        event::STOCK_RESERVED => {
-            for (item, qty) in lines(e)? {
-                add(state, e, &STOCK.key(&item), STOCK.field, -qty)?;
-            }
-            set(
-                state,
-                key,
-                &[
-                    ("state", "RESERVED"),
-                    ("order", order),
-                    ("items", e.text("items")?),
-                ],
-            );
+/// Applies one decoded entry to the model.
+struct Replayer<'a> {
+    e: &'a LogEntry,
+    state: &'a mut State,
+}
+
+impl Replayer<'_> {
+    /// Sets fields of a hash, creating it when missing.
+    fn set(&mut self, key: String, fields: &[(&str, &str)]) {
+        let hash = self.state.entry(key).or_default();
+        for (f, v) in fields {
+            hash.insert((*f).to_string(), (*v).to_string());
         }
-        event::STOCK_REJECTED => set(state, key, &[("state", "REJECTED"), ("order", order)]),
-        _ => {
-            if e.text("released")? == "1" {
-                for (item, qty) in lines(e)? {
-                    add(state, e, &STOCK.key(&item), STOCK.field, qty)?;
+    }
+
+    /// The `state` field of a participant record.
+    fn record_state(&self, key: &str) -> Option<&str> {
+        self.state
+            .get(key)
+            .and_then(|h| h.get("state"))
+            .map(String::as_str)
+    }
+
+    /// The existing hash `key`, or an orphan error.
+    fn existing(&mut self, key: &str) -> Result<&mut BTreeMap<String, String>, ReplayError> {
+        let (id, kind) = (self.e.stream_id.clone(), self.e.kind().to_string());
+        self.state.get_mut(key).ok_or(ReplayError::Orphan {
+            id,
+            kind,
+            key: key.to_string(),
+        })
+    }
+
+    /// Adds `delta` to an integer field of an existing hash.
+    fn add(&mut self, key: &str, field: &str, delta: i64) -> Result<(), ReplayError> {
+        let hash = self.existing(key)?;
+        let current: i64 = hash.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
+        hash.insert(field.to_string(), current.saturating_add(delta).to_string());
+        Ok(())
+    }
+
+    fn counter(mut self, spec: &CounterSpec, op: &CounterOp) -> Result<(), ReplayError> {
+        let with = |fields: &[(&str, i64)]| -> BTreeMap<String, String> {
+            fields
+                .iter()
+                .map(|(f, v)| (f.to_string(), v.to_string()))
+                .collect()
+        };
+        match op {
+            CounterOp::Created { id, fields } => {
+                self.state.insert(spec.key(id), with(fields));
+            }
+            CounterOp::Added { id, amount } | CounterOp::Subtracted { id, amount } => {
+                let hash = self.existing(&spec.key(id))?;
+                let current: i64 = hash
+                    .get(spec.field)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let next = match op {
+                    CounterOp::Added { .. } => current.checked_add(*amount),
+                    _ => current.checked_sub(*amount),
+                };
+                hash.insert(spec.field.to_string(), next.unwrap_or(current).to_string());
+            }
+            CounterOp::BatchInit { n, fields } => {
+                let fields = with(fields);
+                for i in 0..*n {
+                    self.state
+                        .entry(spec.key(&i.to_string()))
+                        .or_default()
+                        .extend(fields.clone());
                 }
             }
-            match state
-                .get(&key)
-                .and_then(|h| h.get("state"))
-                .map(String::as_str)
-            {
-                // A repeated confirmation (release.lua on an already compensated saga).
-                Some("RELEASED" | "TOMBSTONE") => {}
-                Some(_) => set(state, key, &[("state", "RELEASED"), ("order", order)]),
-                None => set(state, key, &[("state", "TOMBSTONE"), ("order", order)]),
+        }
+        Ok(())
+    }
+
+    fn stock_saga(mut self, event: &Event) -> Result<(), ReplayError> {
+        let p = &saga_vocab::STOCK;
+        match event {
+            Event::StockReserved {
+                saga, order, items, ..
+            } => {
+                for (item, qty) in &items.lines {
+                    self.add(&STOCK.key(item), STOCK.field, -qty)?;
+                }
+                let fields = [("state", p.held), ("order", order), ("items", &items.json)];
+                self.set(p.record_key(saga), &fields);
             }
+            Event::StockRejected { saga, order, .. } => self.set(
+                p.record_key(saga),
+                &[("state", saga_vocab::REJECTED), ("order", order)],
+            ),
+            Event::StockReleased {
+                saga,
+                order,
+                items,
+                released,
+            } => {
+                if *released {
+                    for (item, qty) in &items.lines {
+                        self.add(&STOCK.key(item), STOCK.field, *qty)?;
+                    }
+                }
+                let key = p.record_key(saga);
+                let next = self.compensated(p, &key);
+                if let Some(next) = next {
+                    self.set(key, &[("state", next), ("order", order)]);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The state a compensation leaves a participant's record in: `released` when it held
+    /// something, a tombstone when it never acted; `None` for a repeated confirmation.
+    fn compensated(&self, p: &Participant, key: &str) -> Option<&'static str> {
+        match self.record_state(key) {
+            Some(s) if s == p.released || s == TOMBSTONE => None,
+            Some(_) => Some(p.released),
+            None => Some(TOMBSTONE),
         }
     }
-    Ok(())
-}
 
-fn apply_payment_saga(state: &mut State, e: &LogEntry) -> Result<(), ReplayError> {
-    let key = common::saga::payment_saga_key(e.text("saga")?);
-    let (order, user) = (e.text("order")?, e.text("user")?);
-    match e.kind() {
-        event::PAYMENT_CHARGED => {
-            let amount = e.int("amount")?;
-            add(state, e, &CREDIT.key(user), CREDIT.field, -amount)?;
-            let amount = amount.to_string();
-            set(
-                state,
-                key,
-                &[
-                    ("state", "CHARGED"),
-                    ("order", order),
-                    ("user", user),
+    fn payment_saga(mut self, event: &Event) -> Result<(), ReplayError> {
+        let p = &saga_vocab::PAYMENT;
+        match event {
+            Event::PaymentCharged {
+                saga,
+                order,
+                user,
+                amount,
+            } => {
+                self.add(&CREDIT.key(user), CREDIT.field, -amount)?;
+                let amount = amount.to_string();
+                let fields = [
+                    ("state", p.held),
+                    ("order", order.as_str()),
+                    ("user", user.as_str()),
                     ("amount", &amount),
-                ],
-            );
-        }
-        event::PAYMENT_REJECTED => set(
-            state,
-            key,
-            &[
-                ("state", "REJECTED"),
-                ("order", order),
-                ("user", user),
-                ("amount", "0"),
-            ],
-        ),
-        _ => {
-            if e.text("refunded")? == "1" {
-                add(state, e, &CREDIT.key(user), CREDIT.field, e.int("amount")?)?;
-            }
-            match state
-                .get(&key)
-                .and_then(|h| h.get("state"))
-                .map(String::as_str)
-            {
-                // A repeated confirmation (refund.lua on an already compensated saga).
-                Some("REFUNDED" | "TOMBSTONE") => {}
-                Some(_) => set(
-                    state,
-                    key,
-                    &[("state", "REFUNDED"), ("order", order), ("user", user)],
-                ),
-                None => set(
-                    state,
-                    key,
-                    &[("state", "TOMBSTONE"), ("order", order), ("user", user)],
-                ),
-            }
-        }
-    }
-    Ok(())
-}
-
-fn apply_order_saga(state: &mut State, e: &LogEntry) -> Result<(), ReplayError> {
-    let sid = e.text("saga")?;
-    let saga_key = common::saga::order_saga_key(sid);
-    let order_key = format!("order:{}", e.text("order")?);
-    match e.kind() {
-        event::CHECKOUT_STARTED => {
-            set(
-                state,
-                order_key,
-                &[("status", "CHECKING_OUT"), ("saga", sid)],
-            );
-            let fields = [
-                ("order", e.text("order")?),
-                ("user", e.text("user")?),
-                ("total", e.text("total")?),
-                ("items", e.text("items")?),
-                ("decision", "none"),
-                ("reason", ""),
-                ("started_ms", e.text("started_ms")?),
-                ("stock_ok", "0"),
-                ("payment_ok", "0"),
-                ("done", "0"),
-            ];
-            set(state, saga_key, &fields);
-        }
-        event::CHECKOUT_COMMITTED => {
-            set(state, saga_key, &[("decision", "commit"), ("done", "1")]);
-            set(state, order_key, &[("status", "PAID")]);
-        }
-        event::CHECKOUT_ABORTED => {
-            set(
-                state,
-                saga_key,
-                &[("decision", "abort"), ("reason", e.text("reason")?)],
-            );
-        }
-        _ => {
-            let part = e.text("part")?;
-            let other = if part == "stock" {
-                "payment_ok"
-            } else {
-                "stock_ok"
-            };
-            let other_done = state
-                .get(&saga_key)
-                .and_then(|h| h.get(other))
-                .is_some_and(|v| v == "1");
-            set(state, saga_key.clone(), &[(&format!("{part}_ok"), "1")]);
-            if other_done {
-                set(state, saga_key, &[("done", "1")]);
-            }
-            if e.text("reopened")? == "1" {
-                set(state, order_key, &[("status", "OPEN"), ("saga", "")]);
-            }
-        }
-    }
-    Ok(())
-}
-
-fn apply_counter(spec: &CounterSpec, state: &mut State, e: &LogEntry) -> Result<(), ReplayError> {
-    let kind = e.kind();
-    if kind == spec.created {
-        let id = e.text(spec.entity)?;
-        let mut hash = BTreeMap::new();
-        for f in std::iter::once(spec.field).chain(spec.extra_fields.iter().copied()) {
-            hash.insert(f.to_string(), e.int(f)?.to_string());
-        }
-        state.insert(spec.key(id), hash);
-    } else if kind == spec.added || kind == spec.subtracted {
-        let key = spec.key(e.text(spec.entity)?);
-        let amount = e.int("amount")?;
-        let hash = state.get_mut(&key).ok_or_else(|| orphan(e, &key))?;
-        let current: i64 = hash
-            .get(spec.field)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let next = if kind == spec.added {
-            current.checked_add(amount)
-        } else {
-            current.checked_sub(amount)
-        };
-        hash.insert(spec.field.to_string(), next.unwrap_or(current).to_string());
-    } else if kind == spec.batch_init {
-        let n = e.int("n")?;
-        let mut fields = BTreeMap::new();
-        for f in std::iter::once(spec.field).chain(spec.extra_fields.iter().copied()) {
-            fields.insert(f.to_string(), e.int(f)?.to_string());
-        }
-        for i in 0..n {
-            state
-                .entry(spec.key(&i.to_string()))
-                .or_default()
-                .extend(fields.clone());
-        }
-    } else {
-        return Err(unknown(e));
-    }
-    Ok(())
-}
-
-fn apply_order(state: &mut State, e: &LogEntry) -> Result<(), ReplayError> {
-    match e.kind() {
-        event::ORDER_CREATED => {
-            let key = format!("order:{}", e.text("order")?);
-            let hash = [
-                ("user_id", e.text("user")?.to_string()),
-                ("total_cost", "0".to_string()),
-                ("items", "[]".to_string()),
-                ("status", "OPEN".to_string()),
-                ("saga", String::new()),
-            ];
-            state.insert(
-                key,
-                hash.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-            );
-        }
-        event::ITEM_ADDED => {
-            let key = format!("order:{}", e.text("order")?);
-            let line = serde_json::json!([e.text("item")?, e.int("quantity")?]).to_string();
-            let cost = e.int("cost")?;
-            let hash = state.get_mut(&key).ok_or_else(|| orphan(e, &key))?;
-            let items = hash.entry("items".into()).or_insert_with(|| "[]".into());
-            *items = if items == "[]" {
-                format!("[{line}]")
-            } else {
-                format!("{},{line}]", &items[..items.len() - 1])
-            };
-            let total: i64 = hash
-                .get("total_cost")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            hash.insert("total_cost".into(), total.saturating_add(cost).to_string());
-        }
-        event::ORDER_BATCH_INIT => {
-            let (n, n_items, n_users) = (e.int("n")?, e.int("n_items")?, e.int("n_users")?);
-            let price = e.int("price")?;
-            let seed: u64 = e.text("seed")?.parse().map_err(|_| LogError::BadField {
-                id: e.stream_id.clone(),
-                kind: e.kind().to_string(),
-                field: "seed".into(),
-            })?;
-            let total = price.saturating_mul(2).to_string();
-            for (i, o) in batch_orders(seed, n as u64, n_items as u64, n_users as u64).enumerate() {
-                let hash = [
-                    ("user_id", o.user.to_string()),
-                    ("total_cost", total.clone()),
-                    (
-                        "items",
-                        format!("[[\"{}\",1],[\"{}\",1]]", o.items[0], o.items[1]),
-                    ),
-                    ("status", "OPEN".to_string()),
-                    ("saga", String::new()),
                 ];
-                state
-                    .entry(format!("order:{i}"))
-                    .or_default()
-                    .extend(hash.into_iter().map(|(k, v)| (k.to_string(), v)));
+                self.set(p.record_key(saga), &fields);
             }
+            Event::PaymentRejected {
+                saga, order, user, ..
+            } => {
+                let fields = [
+                    ("state", saga_vocab::REJECTED),
+                    ("order", order.as_str()),
+                    ("user", user.as_str()),
+                    ("amount", "0"),
+                ];
+                self.set(p.record_key(saga), &fields);
+            }
+            Event::PaymentRefunded {
+                saga,
+                order,
+                user,
+                amount,
+                refunded,
+            } => {
+                if *refunded {
+                    self.add(&CREDIT.key(user), CREDIT.field, *amount)?;
+                }
+                let key = p.record_key(saga);
+                if let Some(next) = self.compensated(p, &key) {
+                    self.set(key, &[("state", next), ("order", order), ("user", user)]);
+                }
+            }
+            _ => {}
         }
-        _ => return Err(unknown(e)),
+        Ok(())
     }
-    Ok(())
-}
 
-fn unknown(e: &LogEntry) -> ReplayError {
-    ReplayError::UnknownType {
-        id: e.stream_id.clone(),
-        kind: e.kind().to_string(),
+    fn order_saga(mut self, event: &Event) -> Result<(), ReplayError> {
+        match event {
+            Event::CheckoutStarted {
+                saga,
+                order,
+                user,
+                items,
+                total,
+                started_ms,
+            } => {
+                let (total, started_ms) = (total.to_string(), started_ms.to_string());
+                self.set(
+                    keys::order(order),
+                    &[
+                        ("status", OrderStatus::CheckingOut.as_str()),
+                        ("saga", saga),
+                    ],
+                );
+                let fields = [
+                    ("order", order.as_str()),
+                    ("user", user),
+                    ("total", &total),
+                    ("items", &items.json),
+                    ("decision", Decision::None.as_str()),
+                    ("reason", ""),
+                    ("started_ms", &started_ms),
+                    ("pending", ""),
+                    ("done", "0"),
+                ];
+                self.set(keys::saga(saga), &fields);
+            }
+            Event::CheckoutCommitted { saga, order } => {
+                self.set(
+                    keys::saga(saga),
+                    &[("decision", Decision::Commit.as_str()), ("done", "1")],
+                );
+                self.set(
+                    keys::order(order),
+                    &[("status", OrderStatus::Paid.as_str())],
+                );
+            }
+            Event::CheckoutAborted {
+                saga,
+                reason,
+                pending,
+                ..
+            } => {
+                let pending = pending.join(" ");
+                let fields = [
+                    ("decision", Decision::Abort.as_str()),
+                    ("reason", reason.as_str()),
+                    ("pending", &pending),
+                ];
+                self.set(keys::saga(saga), &fields);
+            }
+            Event::CompensationConfirmed {
+                saga,
+                order,
+                part,
+                reopened,
+            } => {
+                let key = keys::saga(saga);
+                let pending = self
+                    .existing(&key)?
+                    .get("pending")
+                    .map(|p| saga_vocab::split_pending(p))
+                    .unwrap_or_default();
+                let left: Vec<String> = pending.into_iter().filter(|p| p != part).collect();
+                let left = left.join(" ");
+                self.set(key.clone(), &[("pending", &left)]);
+                if left.is_empty() {
+                    self.set(key, &[("done", "1")]);
+                }
+                if *reopened {
+                    self.set(
+                        keys::order(order),
+                        &[("status", OrderStatus::Open.as_str()), ("saga", "")],
+                    );
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
-}
 
-fn orphan(e: &LogEntry, key: &str) -> ReplayError {
-    ReplayError::Orphan {
-        id: e.stream_id.clone(),
-        kind: e.kind().to_string(),
-        key: key.to_string(),
+    fn order(mut self, event: &Event) -> Result<(), ReplayError> {
+        let open = |user: &str, total: String, items: String| -> BTreeMap<String, String> {
+            [
+                ("user_id", user.to_string()),
+                ("total_cost", total),
+                ("items", items),
+                ("status", OrderStatus::Open.as_str().to_string()),
+                ("saga", String::new()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+        };
+        match event {
+            Event::OrderCreated { order, user } => {
+                self.state
+                    .insert(keys::order(order), open(user, "0".into(), "[]".into()));
+            }
+            Event::ItemAdded {
+                order,
+                item,
+                quantity,
+                cost,
+                ..
+            } => {
+                let line = saga_vocab::encode_lines(&[(item.clone(), *quantity)]);
+                let line = &line[1..line.len() - 1];
+                let hash = self.existing(&keys::order(order))?;
+                let items = hash.entry("items".into()).or_insert_with(|| "[]".into());
+                *items = if items == "[]" {
+                    format!("[{line}]")
+                } else {
+                    format!("{},{line}]", &items[..items.len() - 1])
+                };
+                let total: i64 = hash
+                    .get("total_cost")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                hash.insert("total_cost".into(), total.saturating_add(*cost).to_string());
+            }
+            Event::OrderBatchInit {
+                n,
+                n_items,
+                n_users,
+                price,
+                seed,
+            } => {
+                let total = price.saturating_mul(2).to_string();
+                let orders = batch_orders(*seed, *n as u64, *n_items as u64, *n_users as u64);
+                for (i, o) in orders.enumerate() {
+                    let items = saga_vocab::encode_lines(&[
+                        (o.items[0].to_string(), 1),
+                        (o.items[1].to_string(), 1),
+                    ]);
+                    self.state
+                        .entry(keys::order(&i.to_string()))
+                        .or_default()
+                        .extend(open(&o.user.to_string(), total.clone(), items));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -437,27 +490,22 @@ pub async fn rebuild(
     service: ServiceLog,
 ) -> Result<State, ReplayError> {
     let mut state = State::new();
-    let mut failure = None;
-    log::for_each(conn, service.log(), PAGE, |e| {
-        if let Err(err) = apply(service, &mut state, e) {
-            failure = Some(err);
-            return Err(LogError::BadField {
-                id: e.stream_id.clone(),
-                kind: e.kind().to_string(),
-                field: "-".into(),
-            });
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| failure.take().unwrap_or(ReplayError::Log(e)))?;
+    log::for_each(conn, service.log(), PAGE, |e| apply(service, &mut state, e)).await?;
     Ok(state)
 }
 
 /// Reads `service`'s entity hashes from its database (SCAN, so the database keeps serving).
 pub async fn dump(conn: &mut ConnectionManager, service: ServiceLog) -> Result<State, ReplayError> {
+    Ok(dump_prefixes(conn, &service.key_prefixes()).await?)
+}
+
+/// Reads every hash whose key starts with one of `prefixes` (SCAN, then pipelined `HGETALL`).
+pub async fn dump_prefixes(
+    conn: &mut ConnectionManager,
+    prefixes: &[&str],
+) -> Result<State, redis::RedisError> {
     let mut keys: Vec<String> = Vec::new();
-    for prefix in service.key_prefixes() {
+    for prefix in prefixes {
         let pattern = format!("{prefix}*");
         let mut cursor: u64 = 0;
         loop {

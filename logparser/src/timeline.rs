@@ -1,11 +1,12 @@
-//! One saga's timeline: its entries in the three logs, in time order.
+//! One saga's timeline: its entries in the order log and every participant's log, in time order.
 
 use std::collections::BTreeMap;
 
-use common::log::{self, event};
+use common::event::Event;
+use common::log::{self, LogEntry, LogError};
 
 use crate::dbs::Dbs;
-use crate::replay::{ServiceLog, PAGE};
+use crate::replay::PAGE;
 
 /// One entry of a saga's timeline.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -20,60 +21,48 @@ pub struct Step {
     pub kind: String,
     /// Its fields.
     pub fields: BTreeMap<String, String>,
+    /// Where it sits in the saga's causal order (orders entries of one millisecond).
+    #[serde(skip)]
+    rank: u8,
 }
 
 /// The sagas started for `order`, oldest first (scans `log:order`).
-pub async fn sagas_of_order(dbs: &Dbs, order: &str) -> Result<Vec<String>, log::LogError> {
+pub async fn sagas_of_order(dbs: &Dbs, order: &str) -> Result<Vec<String>, LogError> {
     let mut out = Vec::new();
     let mut conn = dbs.order.clone();
-    log::for_each(&mut conn, log::ORDER_LOG, PAGE, |e| {
-        if e.kind() == event::CHECKOUT_STARTED && e.get("order") == Some(order) {
-            if let Some(s) = e.get("saga") {
-                out.push(s.to_string());
+    log::for_each(&mut conn, common::keys::ORDER_LOG, PAGE, |e| {
+        if let Event::CheckoutStarted { saga, order: o, .. } = e.decode()? {
+            if o == order {
+                out.push(saga);
             }
         }
-        Ok(())
+        Ok::<(), LogError>(())
     })
     .await?;
     Ok(out)
 }
 
-/// Every entry of saga `saga` in the three logs, in time order (scans the logs in pages).
-pub async fn timeline(dbs: &Dbs, saga: &str) -> Result<Vec<Step>, log::LogError> {
+/// Every entry of saga `saga` in the logs, in time order (scans the logs in pages).
+pub async fn timeline(dbs: &Dbs, saga: &str) -> Result<Vec<Step>, LogError> {
     let mut steps = Vec::new();
-    for service in ServiceLog::ALL {
-        let mut conn = dbs.of(service);
-        log::for_each(&mut conn, service.log(), PAGE, |e| {
+    for (service, stream, mut conn) in dbs.logs() {
+        log::for_each(&mut conn, stream, PAGE, |e: &LogEntry| {
             if e.get("saga") == Some(saga) {
-                let at_ms = e
-                    .stream_id
-                    .split_once('-')
-                    .and_then(|(ms, _)| ms.parse().ok())
-                    .unwrap_or(0);
+                let event = e.decode()?;
                 steps.push(Step {
-                    service: service.name(),
+                    service,
                     stream_id: e.stream_id.clone(),
-                    at_ms,
-                    kind: e.kind().to_string(),
+                    at_ms: e.at_ms(),
+                    kind: event.kind().to_string(),
                     fields: e.fields.clone(),
+                    rank: event.saga_rank(dbs.parts),
                 });
             }
-            Ok(())
+            Ok::<(), LogError>(())
         })
         .await?;
     }
     // Entries of one millisecond in different logs: causal order of the saga's steps.
-    steps.sort_by_key(|s| (s.at_ms, rank(&s.kind)));
+    steps.sort_by_key(|s| (s.at_ms, s.rank));
     Ok(steps)
-}
-
-fn rank(kind: &str) -> u8 {
-    match kind {
-        event::CHECKOUT_STARTED => 0,
-        event::STOCK_RESERVED | event::STOCK_REJECTED => 1,
-        event::PAYMENT_CHARGED | event::PAYMENT_REJECTED => 2,
-        event::CHECKOUT_COMMITTED | event::CHECKOUT_ABORTED => 3,
-        event::STOCK_RELEASED | event::PAYMENT_REFUNDED => 4,
-        _ => 5,
-    }
 }

@@ -20,7 +20,7 @@ if o[3] ~= ARGV[4] then
 end
 redis.call('HSET', KEYS[1], 'status', 'CHECKING_OUT', 'saga', ARGV[3])
 redis.call('HSET', KEYS[2], 'order', ARGV[2], 'user', o[4], 'total', o[5], 'items', ARGV[5],
-  'decision', 'none', 'reason', '', 'started_ms', ARGV[6], 'stock_ok', '0', 'payment_ok', '0', 'done', '0')
+  'decision', 'none', 'reason', '', 'started_ms', ARGV[6], 'pending', '', 'done', '0')
 redis.call('XADD', KEYS[3], '*', 'log_id', ARGV[1], 'type', 'CheckoutStarted', 'saga', ARGV[3],
   'order', ARGV[2], 'user', o[4], 'items', ARGV[5], 'total', o[5], 'started_ms', ARGV[6])
 return {'OK', ARGV[3]}

@@ -13,11 +13,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::error::ApiError;
 use common::http::{self, HandlerResult};
+use common::keys;
 use common::lock::LockFailure;
-use common::saga::{encode_lines, sum_lines};
+use common::saga::{encode_lines, sum_lines, Decision, OrderStatus, Outcome};
 use tokio::time::Instant;
 
-use crate::saga::{self, Admission, SagaView};
+use crate::saga::{self, Admission};
 use crate::{store, Order};
 
 /// TTL of the admission lock: far above the admission's few milliseconds, so that only a paused
@@ -40,7 +41,7 @@ impl Order {
             if order.paid() {
                 return paid(id, &order.saga);
             }
-            if order.status == store::status::OPEN && order.items.is_empty() {
+            if order.status == OrderStatus::Open && order.items.is_empty() {
                 return Err(ApiError::BadRequest(format!(
                     "order `{id}` is empty: add items before checking out"
                 )));
@@ -72,7 +73,7 @@ impl Order {
     ) -> Result<Admission, ApiError> {
         let lease = self
             .locks
-            .lock_within(&format!("lock:order:{id}"), LOCK_TTL, LOCK_WAIT)
+            .lock_within(&keys::order_lock(id), LOCK_TTL, LOCK_WAIT)
             .await
             .map_err(|e| match e {
                 LockFailure::Busy(_) => ApiError::Unavailable(format!(
@@ -100,7 +101,7 @@ impl Order {
 
     /// Waits for saga `sid` to be done; aborts it on timeout. Answers the final view (or, when a
     /// timeout abort's compensations are still running, the abort decision).
-    async fn await_outcome(&self, sid: &str) -> Result<SagaView, ApiError> {
+    async fn await_outcome(&self, sid: &str) -> Result<Outcome, ApiError> {
         if let Some(done) = self
             .wait_done(sid, Instant::now() + self.checkout_timeout)
             .await?
@@ -112,13 +113,15 @@ impl Order {
             saga = sid,
             "checkout undecided after the timeout; aborting it"
         );
-        saga::abort(
+        let reply = common::saga::abort(
             &mut self.db.clone(),
+            self.decider.parts,
             &self.ids.next(),
             sid,
             "checkout timed out and was aborted; retry",
         )
         .await?;
+        tracing::debug!(saga = sid, reply = reply.name(), "timeout abort");
         if let Some(done) = self
             .wait_done(sid, Instant::now() + self.checkout_timeout)
             .await?
@@ -126,15 +129,15 @@ impl Order {
             return Ok(done);
         }
         // Decided, compensations still running (a participant is down): answer the decision.
-        saga::view(&mut self.db.clone(), sid)
+        common::saga::outcome(&mut self.db.clone(), sid)
             .await?
             .ok_or_else(|| ApiError::Internal(format!("saga `{sid}` vanished")))
     }
 
-    async fn wait_done(&self, sid: &str, deadline: Instant) -> Result<Option<SagaView>, ApiError> {
+    async fn wait_done(&self, sid: &str, deadline: Instant) -> Result<Option<Outcome>, ApiError> {
         loop {
             let woken = self.waiters.register(sid);
-            if let Some(v) = saga::view(&mut self.db.clone(), sid).await? {
+            if let Some(v) = common::saga::outcome(&mut self.db.clone(), sid).await? {
                 if v.done {
                     return Ok(Some(v));
                 }
@@ -147,8 +150,8 @@ impl Order {
         }
     }
 
-    fn answer(&self, id: &str, sid: &str, v: SagaView) -> HandlerResult {
-        if v.decision == "commit" {
+    fn answer(&self, id: &str, sid: &str, v: Outcome) -> HandlerResult {
+        if v.decision == Decision::Commit {
             self.metrics.incr("checkouts_committed_total", 1);
             return paid(id, sid);
         }

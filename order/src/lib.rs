@@ -14,13 +14,13 @@ pub mod waiters;
 use std::sync::Arc;
 
 use common::config::Config;
-use common::consumer::ConsumerConfig;
+use common::consumer::{Consumers, DbUrls};
 use common::db::Outcome;
 use common::error::ApiError;
 use common::http::{self, HandlerResult, Method, Service};
 use common::ids::IdPool;
-use common::log::{PAYMENT_LOG, STOCK_LOG};
 use common::metrics::Metrics;
+use common::saga::{Participant, PARTICIPANTS};
 use common::validate;
 use redis::aio::ConnectionManager;
 
@@ -35,33 +35,48 @@ pub struct Order {
     locks: common::lock::Redlock,
     waiters: Arc<waiters::Waiters>,
     checkout_timeout: std::time::Duration,
+    decider: saga::Decider,
+    consumers: Arc<Consumers>,
     metrics: Arc<Metrics>,
 }
 
 impl Order {
-    /// Connects to order-db and leases a first block of ids.
+    /// Connects to order-db, leases a first block of ids, and starts consuming the participants'
+    /// logs ([`PARTICIPANTS`]).
     pub async fn start(config: &Config) -> anyhow::Result<Arc<Order>> {
+        Order::start_with(config, PARTICIPANTS, &common::consumer::db_urls(config)).await
+    }
+
+    /// [`Order::start`] for another participants table, whose logs live in the databases `urls`
+    /// names (tests add a participant this way).
+    pub async fn start_with(
+        config: &Config,
+        parts: &'static [Participant],
+        urls: &DbUrls,
+    ) -> anyhow::Result<Arc<Order>> {
         let metrics = Arc::new(Metrics::new("order"));
         let ids = IdPool::new(&config.ids_url, config.id_block, metrics.clone());
         ids.prefill().await;
         let db = common::db::connect(&config.order_db_url, "order-db").await?;
         let waiters = Arc::new(waiters::Waiters::default());
         waiters.clone().spawn_listener(config.order_db_url.clone());
-        for (stream, url) in [
-            (STOCK_LOG, &config.stock_db_url),
-            (PAYMENT_LOG, &config.payment_db_url),
-        ] {
-            let (saga_db, saga_ids) = (db.clone(), ids.clone());
-            common::consumer::spawn(
-                ConsumerConfig::from_config(stream, "order", config),
-                url.clone(),
-                metrics.clone(),
-                move |e| {
-                    let (db, ids) = (saga_db.clone(), saga_ids.clone());
-                    async move { saga::on_entry(&db, &ids, e).await }
-                },
-            );
-        }
+        let decider = saga::Decider {
+            db: db.clone(),
+            ids: ids.clone(),
+            parts,
+        };
+        let handler = decider.clone();
+        let consumers = common::consumer::spawn_for(
+            common::saga::ORDER,
+            parts,
+            urls,
+            config,
+            metrics.clone(),
+            move |_, e| {
+                let d = handler.clone();
+                async move { d.on_entry(e).await }
+            },
+        )?;
         Ok(Arc::new(Order {
             db,
             ids,
@@ -69,6 +84,8 @@ impl Order {
             locks: common::lock::Redlock::new(&config.lock_urls)?,
             waiters,
             checkout_timeout: config.checkout_timeout,
+            decider,
+            consumers,
             metrics,
         }))
     }
@@ -165,26 +182,38 @@ impl Service for Order {
 
     async fn handle(self: Arc<Self>, method: Method, segments: Vec<String>) -> HandlerResult {
         let path: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let post = method == Method::POST;
+        let (get, post) = (Method::GET, Method::POST);
         match path.as_slice() {
-            ["orders", "create", user] if post => self.create(user).await,
-            ["orders", "find", id] if method == Method::GET => self.find(id).await,
-            ["orders", "addItem", id, item, qty] if post => self.add_item(id, item, qty).await,
-            ["orders", "checkout", id] if post => self.checkout(id).await,
-            ["orders", "batch_init", n, n_items, n_users, price] if post => {
+            ["orders", "create", user] => {
+                http::allow(&method, post)?;
+                self.create(user).await
+            }
+            ["orders", "find", id] => {
+                http::allow(&method, get)?;
+                self.find(id).await
+            }
+            ["orders", "addItem", id, item, qty] => {
+                http::allow(&method, post)?;
+                self.add_item(id, item, qty).await
+            }
+            ["orders", "checkout", id] => {
+                http::allow(&method, post)?;
+                self.checkout(id).await
+            }
+            ["orders", "batch_init", n, n_items, n_users, price] => {
+                http::allow(&method, post)?;
                 self.batch_init(n, n_items, n_users, price).await
             }
-            ["orders", "find", _] => Err(http::wrong_method(&method, "GET")),
-            ["orders", "create", _]
-            | ["orders", "addItem", _, _, _]
-            | ["orders", "checkout", _]
-            | ["orders", "batch_init", _, _, _, _] => Err(http::wrong_method(&method, "POST")),
             _ => Err(http::not_found(&segments)),
         }
     }
 
-    async fn healthy(self: Arc<Self>) -> bool {
-        common::db::ping(&self.db).await
+    async fn healthy(self: Arc<Self>) -> http::Health {
+        http::health(&self.db, Some(&self.consumers)).await
+    }
+
+    async fn stop(self: Arc<Self>) {
+        self.consumers.stop().await
     }
 
     fn metrics(&self) -> &Metrics {

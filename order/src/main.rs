@@ -3,7 +3,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     common::telemetry::init("order");
-    let config = common::config::Config::from_env(common::config::defaults::ORDER_PORT);
+    let config = common::config::Config::from_env(common::config::defaults::ORDER_PORT)?;
     let service = order::Order::start(&config).await?;
     common::http::serve(service, config.listen_addr()?).await
 }

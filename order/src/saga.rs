@@ -1,22 +1,23 @@
 //! The order side of the checkout saga: admission (`lua/checkout_start.lua`), the decision
 //! (`lua/commit.lua` and `common/lua/saga_abort.lua` — both compare-and-set on the saga record's
-//! `decision`; the abort is shared with the log parser), and
-//! the confirmations of compensations (`lua/confirm.lua`).
+//! `decision`; the abort is shared with the log parser), and the confirmations of compensations
+//! (`lua/confirm.lua`).
 //!
-//! [`on_entry`] reacts to `log:stock` and `log:payment` (consumer group `order`):
-//! `PaymentCharged` → commit; `StockRejected` / `PaymentRejected` → abort;
-//! `StockReleased` / `PaymentRefunded` → confirm.
+//! [`Decider::on_entry`] reacts to every participant's log (consumer group `order`), as the
+//! participants table says: the last participant's `done` event → commit; any `refused` event →
+//! abort; a `compensated` event → confirm that participant.
 
 use std::sync::{Arc, LazyLock};
 
 use common::consumer::HandlerError;
+use common::event::Event;
 use common::ids::IdPool;
-use common::log::{event, LogEntry, ORDER_LOG};
-use common::saga::{order_saga_key, DONE_CHANNEL};
+use common::keys::{self, DONE_CHANNEL, ORDER_LOG};
+use common::log::LogEntry;
+use common::saga::{Participant, Reply, StepKind};
 use redis::aio::ConnectionManager;
 use redis::Script;
-
-use crate::store;
+use tracing::Instrument;
 
 static START: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/checkout_start.lua")));
@@ -39,6 +40,26 @@ pub enum Admission {
     Changed,
 }
 
+impl redis::FromRedisValue for Admission {
+    fn from_redis_value(v: redis::Value) -> Result<Self, redis::ParsingError> {
+        let reply: Vec<String> = redis::FromRedisValue::from_redis_value(v)?;
+        let sid = || {
+            reply
+                .get(1)
+                .cloned()
+                .ok_or("admission answer without a saga id")
+        };
+        Ok(match reply.first().map(String::as_str) {
+            Some("OK") => Admission::Started(sid()?),
+            Some("PAID") => Admission::Paid(sid()?),
+            Some("JOIN") => Admission::Join(sid()?),
+            Some("NOT_FOUND") => Admission::NotFound,
+            Some("CHANGED") => Admission::Changed,
+            other => return Err(format!("unknown admission answer {other:?}").into()),
+        })
+    }
+}
+
 /// Starts saga `saga` for order `order` if it is open and its items are still `items_read`.
 pub async fn start(
     conn: &mut ConnectionManager,
@@ -49,9 +70,9 @@ pub async fn start(
     summed: &str,
     now_ms: u64,
 ) -> Result<Admission, redis::RedisError> {
-    let reply: Vec<String> = START
-        .key(store::key(order))
-        .key(order_saga_key(saga))
+    START
+        .key(keys::order(order))
+        .key(keys::saga(saga))
         .key(ORDER_LOG)
         .arg(log_id)
         .arg(order)
@@ -60,27 +81,19 @@ pub async fn start(
         .arg(summed)
         .arg(now_ms)
         .invoke_async(conn)
-        .await?;
-    let sid = reply.get(1).cloned().unwrap_or_default();
-    Ok(match reply.first().map(String::as_str) {
-        Some("OK") => Admission::Started(sid),
-        Some("PAID") => Admission::Paid(sid),
-        Some("JOIN") => Admission::Join(sid),
-        Some("CHANGED") => Admission::Changed,
-        _ => Admission::NotFound,
-    })
+        .await
 }
 
-/// Decides `commit` unless a decision was taken; answers the script's reply.
+/// Decides `commit` unless a decision was taken.
 pub async fn commit(
     conn: &mut ConnectionManager,
     log_id: &str,
     saga: &str,
     order: &str,
-) -> Result<Vec<String>, redis::RedisError> {
+) -> Result<Reply, redis::RedisError> {
     COMMIT
-        .key(order_saga_key(saga))
-        .key(store::key(order))
+        .key(keys::saga(saga))
+        .key(keys::order(order))
         .key(ORDER_LOG)
         .key(DONE_CHANNEL)
         .arg(log_id)
@@ -89,19 +102,17 @@ pub async fn commit(
         .await
 }
 
-pub use common::saga::abort;
-
-/// Records that `part` (`stock` | `payment`) finished compensating; answers the script's reply.
+/// Records that participant `part` finished compensating.
 pub async fn confirm(
     conn: &mut ConnectionManager,
     log_id: &str,
     saga: &str,
     order: &str,
     part: &str,
-) -> Result<Vec<String>, redis::RedisError> {
+) -> Result<Reply, redis::RedisError> {
     CONFIRM
-        .key(order_saga_key(saga))
-        .key(store::key(order))
+        .key(keys::saga(saga))
+        .key(keys::order(order))
         .key(ORDER_LOG)
         .key(DONE_CHANNEL)
         .arg(log_id)
@@ -111,72 +122,75 @@ pub async fn confirm(
         .await
 }
 
-/// A saga as the waiting checkout sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SagaView {
-    /// `none`, `commit` or `abort`.
-    pub decision: String,
-    /// Why it was aborted.
-    pub reason: String,
-    /// Committed, or aborted with every compensation confirmed.
-    pub done: bool,
+/// The order side's reactions to the participants' logs.
+#[derive(Clone)]
+pub struct Decider {
+    /// order-db.
+    pub db: ConnectionManager,
+    /// Log ids.
+    pub ids: Arc<IdPool>,
+    /// Who takes part in the saga.
+    pub parts: &'static [Participant],
 }
 
-/// Reads saga `saga`'s decision; `None` when there is no such saga.
-pub async fn view(
-    conn: &mut ConnectionManager,
-    saga: &str,
-) -> Result<Option<SagaView>, redis::RedisError> {
-    let (decision, reason, done): (Option<String>, Option<String>, Option<String>) =
-        redis::cmd("HMGET")
-            .arg(order_saga_key(saga))
-            .arg("decision")
-            .arg("reason")
-            .arg("done")
-            .query_async(conn)
-            .await?;
-    Ok(decision.map(|decision| SagaView {
-        decision,
-        reason: reason.unwrap_or_default(),
-        done: done.as_deref() == Some("1"),
-    }))
-}
-
-/// Handles one entry of `log:stock` or `log:payment`; entries not for the order side are
-/// acknowledged as they are.
-pub async fn on_entry(
-    db: &ConnectionManager,
-    ids: &Arc<IdPool>,
-    e: LogEntry,
-) -> Result<(), HandlerError> {
-    let kind = e.kind();
-    let relevant = [
-        event::PAYMENT_CHARGED,
-        event::STOCK_REJECTED,
-        event::PAYMENT_REJECTED,
-        event::STOCK_RELEASED,
-        event::PAYMENT_REFUNDED,
-    ];
-    if !relevant.contains(&kind) {
-        return Ok(());
+impl Decider {
+    /// Handles one entry of a participant's log; entries that are not for the order side are
+    /// acknowledged as they are.
+    pub async fn on_entry(&self, e: LogEntry) -> Result<(), HandlerError> {
+        let event = e.decode()?;
+        let Some((saga, order)) = event.saga() else {
+            return Ok(());
+        };
+        let Some((part, step)) = common::saga::step_of(self.parts, event.kind()) else {
+            return Ok(());
+        };
+        let span = tracing::info_span!("saga_entry", saga, order, event = event.kind(), entry = %e.stream_id);
+        self.react(&event, part, step, saga, order)
+            .instrument(span)
+            .await
     }
-    let text = |f: &str| e.text(f).map(str::to_string).map_err(|x| x.to_string());
-    let saga = text("saga")?;
-    let order = text("order")?;
-    let mut conn = db.clone();
-    let log_id = ids.next();
-    let reply = match kind {
-        event::PAYMENT_CHARGED => commit(&mut conn, &log_id, &saga, &order).await,
-        event::STOCK_REJECTED | event::PAYMENT_REJECTED => {
-            abort(&mut conn, &log_id, &saga, &text("reason")?).await
+
+    async fn react(
+        &self,
+        event: &Event,
+        part: &Participant,
+        step: StepKind,
+        saga: &str,
+        order: &str,
+    ) -> Result<(), HandlerError> {
+        let mut conn = self.db.clone();
+        let log_id = self.ids.next();
+        let last = self.parts.last() == Some(part);
+        let reply = match step {
+            StepKind::Done if last => commit(&mut conn, &log_id, saga, order).await?,
+            StepKind::Done => {
+                tracing::debug!(
+                    participant = part.name,
+                    "a step the next participant acts on"
+                );
+                return Ok(());
+            }
+            StepKind::Refused => {
+                let reason = event
+                    .reason()
+                    .map_or_else(|| format!("{} refused", part.name), str::to_string);
+                common::saga::abort(&mut conn, self.parts, &log_id, saga, &reason).await?
+            }
+            StepKind::Compensated => confirm(&mut conn, &log_id, saga, order, part.name).await?,
+        };
+        match &reply {
+            Reply::Ok(_) => tracing::debug!(participant = part.name, ?step, "saga advanced"),
+            Reply::Fenced(status, holder) => {
+                // Cannot happen while every transition checks the saga id; make it loud if it does.
+                tracing::error!(%status, %holder, "commit refused: the order is not held by this saga");
+            }
+            other => tracing::debug!(
+                participant = part.name,
+                ?step,
+                reply = other.name(),
+                "nothing to do"
+            ),
         }
-        event::STOCK_RELEASED => confirm(&mut conn, &log_id, &saga, &order, "stock").await,
-        _ => confirm(&mut conn, &log_id, &saga, &order, "payment").await,
+        Ok(())
     }
-    .map_err(|x| x.to_string())?;
-    if reply.first().map(String::as_str) == Some("FENCED") {
-        // Cannot happen while every transition checks the saga id; make it loud if it does.
-        tracing::error!(%saga, %order, ?reply, "commit refused: the order is not held by this saga");
-    }
-    Ok(())
 }

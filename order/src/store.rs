@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use common::batch::batch_orders;
-use common::db::Outcome;
-use common::log::ORDER_LOG;
+use common::db::{Fields, Outcome, StoreError};
+use common::keys::{self, ORDER_LOG};
+use common::saga::{decode_lines, Lines, OrderStatus};
 use redis::aio::ConnectionManager;
 use redis::Script;
 
@@ -20,21 +21,6 @@ static ADD_ITEM: LazyLock<Script> =
 static BATCH_INIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/batch_init.lua")));
 
-/// Order states.
-pub mod status {
-    /// Items may be added; checkout may start.
-    pub const OPEN: &str = "OPEN";
-    /// A saga is deciding this order.
-    pub const CHECKING_OUT: &str = "CHECKING_OUT";
-    /// Paid; final.
-    pub const PAID: &str = "PAID";
-}
-
-/// The Redis key of order `id`.
-pub fn key(id: &str) -> String {
-    format!("order:{id}")
-}
-
 /// An order as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderRecord {
@@ -43,9 +29,9 @@ pub struct OrderRecord {
     /// Sum of quantity × price over the lines.
     pub total_cost: i64,
     /// The lines, in the order they were added.
-    pub items: Vec<(String, i64)>,
-    /// `OPEN`, `CHECKING_OUT` or `PAID`.
-    pub status: String,
+    pub items: Lines,
+    /// Where the order stands.
+    pub status: OrderStatus,
     /// The saga deciding (or that decided) the order, when there is one.
     pub saga: String,
     /// The `items` field exactly as stored (checkout admission compares it to detect a
@@ -56,7 +42,7 @@ pub struct OrderRecord {
 impl OrderRecord {
     /// Whether the order is paid.
     pub fn paid(&self) -> bool {
-        self.status == status::PAID
+        self.status == OrderStatus::Paid
     }
 }
 
@@ -68,7 +54,7 @@ pub async fn create(
     user: &str,
 ) -> Result<(), redis::RedisError> {
     CREATE
-        .key(key(id))
+        .key(keys::order(id))
         .key(ORDER_LOG)
         .arg(log_id)
         .arg(id)
@@ -91,7 +77,7 @@ pub async fn add_item(
 ) -> Result<Outcome, redis::RedisError> {
     let line = serde_json::json!([item, quantity]).to_string();
     ADD_ITEM
-        .key(key(id))
+        .key(keys::order(id))
         .key(ORDER_LOG)
         .arg(log_id)
         .arg(id)
@@ -134,30 +120,32 @@ pub async fn batch_init(
         .arg(b.n_users)
         .arg(b.price)
         .arg(b.seed)
-        .arg(b.price.saturating_mul(2));
+        .arg(b.price.saturating_mul(2))
+        .arg(keys::ORDER_PREFIX);
     for o in batch_orders(b.seed, b.n, b.n_items, b.n_users) {
         inv.arg(o.user).arg(o.items[0]).arg(o.items[1]);
     }
     inv.invoke_async::<Outcome>(conn).await.map(|_| ())
 }
 
-/// Reads order `id`; `None` when it does not exist.
+/// Reads order `id`; `None` when it does not exist. A malformed field is an error naming the key
+/// and the field, never a default (an unreadable `items` must not look like an empty order).
 pub async fn find(
     conn: &mut ConnectionManager,
     id: &str,
-) -> Result<Option<OrderRecord>, redis::RedisError> {
-    let map: HashMap<String, String> = redis::cmd("HGETALL").arg(key(id)).query_async(conn).await?;
+) -> Result<Option<OrderRecord>, StoreError> {
+    let key = keys::order(id);
+    let map: HashMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(conn).await?;
     if map.is_empty() {
         return Ok(None);
     }
-    let field = |f: &str| map.get(f).cloned().unwrap_or_default();
-    let items: Vec<(String, i64)> = serde_json::from_str(&field("items")).unwrap_or_default();
+    let f = Fields::new(&key, &map);
     Ok(Some(OrderRecord {
-        user_id: field("user_id"),
-        total_cost: field("total_cost").parse().unwrap_or(0),
-        items,
-        status: field("status"),
-        saga: field("saga"),
-        items_json: field("items"),
+        user_id: f.text("user_id")?.to_string(),
+        total_cost: f.int("total_cost")?,
+        items: f.parsed("items", decode_lines)?,
+        status: f.parsed("status", OrderStatus::parse)?,
+        saga: f.text("saga")?.to_string(),
+        items_json: f.text("items")?.to_string(),
     }))
 }

@@ -1,6 +1,6 @@
 //! Waking checkouts that wait for their saga's outcome.
 //!
-//! The scripts that finish a saga publish its id on [`common::saga::DONE_CHANNEL`] in order-db.
+//! The scripts that finish a saga publish its id on [`common::keys::DONE_CHANNEL`] in order-db.
 //! Every order replica subscribes and wakes its local waiters for that id, so the replica that
 //! holds the HTTP request answers as soon as the saga is done, whichever replica's consumer decided
 //! it. A waiter also re-reads the saga record periodically, so a lost message (a reconnect of the
@@ -59,7 +59,7 @@ impl Waiters {
     async fn listen(&self, db_url: &str) -> redis::RedisResult<()> {
         let client = redis::Client::open(db_url)?;
         let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(common::saga::DONE_CHANNEL).await?;
+        pubsub.subscribe(common::keys::DONE_CHANNEL).await?;
         tracing::info!("subscribed to saga wake-ups");
         let mut messages = pubsub.on_message();
         while let Some(msg) = messages.next().await {

@@ -4,13 +4,153 @@
 //! reservations, and fencing.
 
 use common::counter::{CREDIT, STOCK};
-use common::log::{self, LogEntry};
-use common::saga::{encode_lines, sum_lines};
+use common::event::Event;
+use common::keys::{self as log, ORDER_LOG};
+use common::log::{read_page, LogEntry};
+use common::saga::{encode_lines, sum_lines, Reply, PARTICIPANTS};
 use common::testing::RedisServer;
 use logparser::replay::{self, ServiceLog};
-use order::saga::{self, Admission};
+use order::saga::Admission;
 use order::store;
 use redis::aio::ConnectionManager;
+
+/// A script's typed answer as the words it is made of (`["OK", "1"]`, `["DUP", "TOMBSTONE"]`).
+fn words(reply: Reply) -> Vec<String> {
+    let (status, data): (&str, Vec<String>) = match reply {
+        Reply::Ok(d) => ("OK", d),
+        Reply::Decided(d) => ("DECIDED", vec![d]),
+        Reply::Unknown => ("UNKNOWN", vec![]),
+        Reply::Fenced(a, b) => ("FENCED", vec![a, b]),
+        Reply::Dup(s) => ("DUP", vec![s]),
+        Reply::Ignored(d) => ("IGNORED", vec![d]),
+        Reply::Skipped(a, b) => ("SKIPPED", vec![a, b]),
+        Reply::Rejected(r) => ("REJECTED", vec![r]),
+    };
+    std::iter::once(status.to_string())
+        .chain(data.into_iter().filter(|d| !d.is_empty()))
+        .collect()
+}
+
+/// The services' saga steps, driven by a real log entry decoded as the consumers decode it.
+mod step {
+    use super::*;
+
+    pub async fn reserve(
+        c: &mut ConnectionManager,
+        l: &str,
+        e: &LogEntry,
+    ) -> redis::RedisResult<Vec<String>> {
+        let Event::CheckoutStarted {
+            saga,
+            order,
+            user,
+            items,
+            total,
+            ..
+        } = e.decode().unwrap()
+        else {
+            panic!("not a CheckoutStarted: {e:?}")
+        };
+        stock::saga::reserve(c, l, &saga, &order, &user, total, &items)
+            .await
+            .map(words)
+    }
+
+    pub async fn release(
+        c: &mut ConnectionManager,
+        l: &str,
+        e: &LogEntry,
+    ) -> redis::RedisResult<Vec<String>> {
+        let Event::CheckoutAborted {
+            saga, order, items, ..
+        } = e.decode().unwrap()
+        else {
+            panic!("not a CheckoutAborted: {e:?}")
+        };
+        stock::saga::release(c, l, &saga, &order, &items)
+            .await
+            .map(words)
+    }
+
+    pub async fn charge(
+        c: &mut ConnectionManager,
+        l: &str,
+        e: &LogEntry,
+    ) -> redis::RedisResult<Vec<String>> {
+        let Event::StockReserved {
+            saga,
+            order,
+            user,
+            total,
+            ..
+        } = e.decode().unwrap()
+        else {
+            panic!("not a StockReserved: {e:?}")
+        };
+        payment::saga::charge(c, l, &saga, &order, &user, total)
+            .await
+            .map(words)
+    }
+
+    pub async fn refund(
+        c: &mut ConnectionManager,
+        l: &str,
+        e: &LogEntry,
+    ) -> redis::RedisResult<Vec<String>> {
+        let Event::CheckoutAborted {
+            saga, order, user, ..
+        } = e.decode().unwrap()
+        else {
+            panic!("not a CheckoutAborted: {e:?}")
+        };
+        payment::saga::refund(c, l, &saga, &order, &user)
+            .await
+            .map(words)
+    }
+}
+
+/// The order side's transitions, answering words.
+mod saga {
+    use super::*;
+    pub use order::saga::start;
+
+    pub async fn commit(
+        c: &mut ConnectionManager,
+        l: &str,
+        sid: &str,
+        o: &str,
+    ) -> redis::RedisResult<Vec<String>> {
+        order::saga::commit(c, l, sid, o).await.map(words)
+    }
+
+    pub async fn confirm(
+        c: &mut ConnectionManager,
+        l: &str,
+        sid: &str,
+        o: &str,
+        part: &str,
+    ) -> redis::RedisResult<Vec<String>> {
+        order::saga::confirm(c, l, sid, o, part).await.map(words)
+    }
+
+    pub async fn abort(
+        c: &mut ConnectionManager,
+        l: &str,
+        sid: &str,
+        reason: &str,
+    ) -> redis::RedisResult<Vec<String>> {
+        common::saga::abort(c, PARTICIPANTS, l, sid, reason)
+            .await
+            .map(words)
+    }
+
+    pub async fn view(
+        c: &mut ConnectionManager,
+        sid: &str,
+    ) -> Result<Option<common::saga::Outcome>, common::db::StoreError> {
+        common::saga::outcome(c, sid).await
+    }
+}
 
 struct Dbs {
     _servers: [RedisServer; 3],
@@ -100,6 +240,8 @@ impl Dbs {
             .unwrap()
             .unwrap()
             .status
+            .as_str()
+            .to_string()
     }
 
     /// Log completeness: each service's log, replayed from empty, gives its database exactly
@@ -119,7 +261,7 @@ impl Dbs {
 }
 
 async fn last(conn: &mut ConnectionManager, stream: &str, kind: &str) -> LogEntry {
-    let all = log::read_page(conn, stream, "-", 10_000).await.unwrap();
+    let all = read_page(conn, stream, "-", 10_000).await.unwrap();
     all.into_iter()
         .rev()
         .find(|e| e.kind() == kind)
@@ -138,24 +280,16 @@ async fn happy_path_commits_once_even_with_duplicate_delivery() {
     // A second checkout joins the running saga.
     assert_eq!(d.start("s2").await, Admission::Join("s1".into()));
 
-    let started = last(&mut d.order, log::ORDER_LOG, "CheckoutStarted").await;
-    assert_eq!(started.text("items").unwrap(), r#"[["a",3],["b",1]]"#);
+    let started = last(&mut d.order, ORDER_LOG, "CheckoutStarted").await;
+    assert_eq!(started.get("items").unwrap(), r#"[["a",3],["b",1]]"#);
     let l = d.log_id();
     assert_eq!(
-        status(
-            &stock::saga::reserve(&mut d.stock, &l, &started)
-                .await
-                .unwrap()
-        ),
+        status(&step::reserve(&mut d.stock, &l, &started).await.unwrap()),
         "OK"
     );
     let l = d.log_id();
     assert_eq!(
-        status(
-            &stock::saga::reserve(&mut d.stock, &l, &started)
-                .await
-                .unwrap()
-        ),
+        status(&step::reserve(&mut d.stock, &l, &started).await.unwrap()),
         "DUP"
     );
     assert_eq!((d.stock_of("a").await, d.stock_of("b").await), (7, 0));
@@ -164,11 +298,7 @@ async fn happy_path_commits_once_even_with_duplicate_delivery() {
     for expected in ["OK", "DUP"] {
         let l = d.log_id();
         assert_eq!(
-            status(
-                &payment::saga::charge(&mut d.payment, &l, &reserved)
-                    .await
-                    .unwrap()
-            ),
+            status(&step::charge(&mut d.payment, &l, &reserved).await.unwrap()),
             expected
         );
     }
@@ -200,11 +330,9 @@ async fn multi_item_reservation_is_all_or_nothing_and_the_order_reopens() {
     let mut d = Dbs::new().await;
     d.setup(100, &[("a", 2), ("b", 2)]).await; // b has 1
     d.start("s1").await;
-    let started = last(&mut d.order, log::ORDER_LOG, "CheckoutStarted").await;
+    let started = last(&mut d.order, ORDER_LOG, "CheckoutStarted").await;
     let l = d.log_id();
-    let reply = stock::saga::reserve(&mut d.stock, &l, &started)
-        .await
-        .unwrap();
+    let reply = step::reserve(&mut d.stock, &l, &started).await.unwrap();
     assert_eq!(status(&reply), "REJECTED");
     assert!(
         reply[1].contains("not enough stock for item `b`"),
@@ -214,22 +342,18 @@ async fn multi_item_reservation_is_all_or_nothing_and_the_order_reopens() {
 
     let rejected = last(&mut d.stock, log::STOCK_LOG, "StockRejected").await;
     let l = d.log_id();
-    saga::abort(&mut d.order, &l, "s1", rejected.text("reason").unwrap())
+    saga::abort(&mut d.order, &l, "s1", rejected.get("reason").unwrap())
         .await
         .unwrap();
-    let aborted = last(&mut d.order, log::ORDER_LOG, "CheckoutAborted").await;
+    let aborted = last(&mut d.order, ORDER_LOG, "CheckoutAborted").await;
     let l = d.log_id();
     assert_eq!(
-        stock::saga::release(&mut d.stock, &l, &aborted)
-            .await
-            .unwrap(),
+        step::release(&mut d.stock, &l, &aborted).await.unwrap(),
         ["OK", "0"]
     );
     let l = d.log_id();
     assert_eq!(
-        payment::saga::refund(&mut d.payment, &l, &aborted)
-            .await
-            .unwrap(),
+        step::refund(&mut d.payment, &l, &aborted).await.unwrap(),
         ["OK", "0"]
     );
     assert_eq!(d.status().await, "CHECKING_OUT"); // until both confirmations
@@ -279,30 +403,24 @@ async fn an_abort_that_overtakes_the_start_leaves_tombstones() {
     saga::abort(&mut d.order, &l, "s1", "checkout timed out")
         .await
         .unwrap();
-    let started = last(&mut d.order, log::ORDER_LOG, "CheckoutStarted").await;
-    let aborted = last(&mut d.order, log::ORDER_LOG, "CheckoutAborted").await;
+    let started = last(&mut d.order, ORDER_LOG, "CheckoutStarted").await;
+    let aborted = last(&mut d.order, ORDER_LOG, "CheckoutAborted").await;
 
     // Compensations arrive first: nothing held, tombstones left.
     let l = d.log_id();
     assert_eq!(
-        stock::saga::release(&mut d.stock, &l, &aborted)
-            .await
-            .unwrap(),
+        step::release(&mut d.stock, &l, &aborted).await.unwrap(),
         ["OK", "0"]
     );
     let l = d.log_id();
     assert_eq!(
-        payment::saga::refund(&mut d.payment, &l, &aborted)
-            .await
-            .unwrap(),
+        step::refund(&mut d.payment, &l, &aborted).await.unwrap(),
         ["OK", "0"]
     );
     // The late start is refused, not applied.
     let l = d.log_id();
     assert_eq!(
-        stock::saga::reserve(&mut d.stock, &l, &started)
-            .await
-            .unwrap(),
+        step::reserve(&mut d.stock, &l, &started).await.unwrap(),
         ["DUP", "TOMBSTONE"]
     );
     assert_eq!(d.stock_of("a").await, 10);
@@ -314,6 +432,7 @@ async fn an_abort_that_overtakes_the_start_leaves_tombstones() {
             ("order", "o"),
             ("user", "u"),
             ("total", "5"),
+            ("items", r#"[["a",1]]"#),
             ("type", "StockReserved"),
         ]
         .into_iter()
@@ -322,7 +441,7 @@ async fn an_abort_that_overtakes_the_start_leaves_tombstones() {
     };
     let l = d.log_id();
     assert_eq!(
-        payment::saga::charge(&mut d.payment, &l, &fake_reserved)
+        step::charge(&mut d.payment, &l, &fake_reserved)
             .await
             .unwrap(),
         ["DUP", "TOMBSTONE"]
@@ -331,11 +450,9 @@ async fn an_abort_that_overtakes_the_start_leaves_tombstones() {
     // Duplicate compensations change nothing but confirm again (a re-driven abort whose first
     // confirmation was lost must still complete the saga).
     let l = d.log_id();
-    let reply = stock::saga::release(&mut d.stock, &l, &aborted)
-        .await
-        .unwrap();
+    let reply = step::release(&mut d.stock, &l, &aborted).await.unwrap();
     assert_eq!(status(&reply), "DUP");
-    let all = log::read_page(&mut d.stock, log::STOCK_LOG, "-", 1000)
+    let all = read_page(&mut d.stock, log::STOCK_LOG, "-", 1000)
         .await
         .unwrap();
     let confirmations: Vec<&str> = all
@@ -353,16 +470,12 @@ async fn a_charge_after_a_timeout_abort_is_refunded_not_committed() {
     let mut d = Dbs::new().await;
     d.setup(100, &[("a", 2)]).await;
     d.start("s1").await;
-    let started = last(&mut d.order, log::ORDER_LOG, "CheckoutStarted").await;
+    let started = last(&mut d.order, ORDER_LOG, "CheckoutStarted").await;
     let l = d.log_id();
-    stock::saga::reserve(&mut d.stock, &l, &started)
-        .await
-        .unwrap();
+    step::reserve(&mut d.stock, &l, &started).await.unwrap();
     let reserved = last(&mut d.stock, log::STOCK_LOG, "StockReserved").await;
     let l = d.log_id();
-    payment::saga::charge(&mut d.payment, &l, &reserved)
-        .await
-        .unwrap();
+    step::charge(&mut d.payment, &l, &reserved).await.unwrap();
     assert_eq!((d.stock_of("a").await, d.credit().await), (8, 90));
 
     // The checkout timed out before PaymentCharged reached the order service.
@@ -380,19 +493,15 @@ async fn a_charge_after_a_timeout_abort_is_refunded_not_committed() {
         saga::commit(&mut d.order, &l, "s1", "o").await.unwrap(),
         ["DECIDED", "abort"]
     );
-    let aborted = last(&mut d.order, log::ORDER_LOG, "CheckoutAborted").await;
+    let aborted = last(&mut d.order, ORDER_LOG, "CheckoutAborted").await;
     let l = d.log_id();
     assert_eq!(
-        stock::saga::release(&mut d.stock, &l, &aborted)
-            .await
-            .unwrap(),
+        step::release(&mut d.stock, &l, &aborted).await.unwrap(),
         ["OK", "1"]
     );
     let l = d.log_id();
     assert_eq!(
-        payment::saga::refund(&mut d.payment, &l, &aborted)
-            .await
-            .unwrap(),
+        step::refund(&mut d.payment, &l, &aborted).await.unwrap(),
         ["OK", "1"]
     );
     let l = d.log_id();

@@ -9,47 +9,50 @@ pub mod saga;
 use std::sync::Arc;
 
 use common::config::Config;
-use common::consumer::ConsumerConfig;
+use common::consumer::Consumers;
 use common::counter::{CounterService, CREDIT};
 use common::http::{self, HandlerResult, Method, Service};
 use common::ids::IdPool;
-use common::log::{ORDER_LOG, STOCK_LOG};
 use common::metrics::Metrics;
+use common::saga::PARTICIPANTS;
 
 /// The payment service.
 pub struct Payment {
     users: CounterService,
+    consumers: Arc<Consumers>,
     metrics: Arc<Metrics>,
 }
 
 impl Payment {
-    /// Connects to payment-db and leases a first block of ids.
+    /// Connects to payment-db, leases a first block of ids, and starts consuming the logs the
+    /// participants table says payment reads.
     pub async fn start(config: &Config) -> anyhow::Result<Arc<Payment>> {
         let metrics = Arc::new(Metrics::new("payment"));
         let ids = IdPool::new(&config.ids_url, config.id_block, metrics.clone());
         ids.prefill().await;
         let db = common::db::connect(&config.payment_db_url, "payment-db").await?;
-        for (stream, url) in [
-            (STOCK_LOG, &config.stock_db_url),
-            (ORDER_LOG, &config.order_db_url),
-        ] {
-            let (saga_db, saga_ids) = (db.clone(), ids.clone());
-            common::consumer::spawn(
-                ConsumerConfig::from_config(stream, "payment", config),
-                url.clone(),
-                metrics.clone(),
-                move |e| {
-                    let (db, ids) = (saga_db.clone(), saga_ids.clone());
-                    async move { saga::on_entry(&db, &ids, e).await }
-                },
-            );
-        }
+        let side = saga::PaymentSide {
+            db: db.clone(),
+            ids: ids.clone(),
+        };
+        let consumers = common::consumer::spawn_for(
+            common::saga::PAYMENT.name,
+            PARTICIPANTS,
+            &common::consumer::db_urls(config),
+            config,
+            metrics.clone(),
+            move |_, e| {
+                let side = side.clone();
+                async move { side.on_entry(e).await }
+            },
+        )?;
         Ok(Arc::new(Payment {
             users: CounterService {
                 spec: CREDIT,
                 db,
                 ids,
             },
+            consumers,
             metrics,
         }))
     }
@@ -60,31 +63,42 @@ impl Service for Payment {
 
     async fn handle(self: Arc<Self>, method: Method, segments: Vec<String>) -> HandlerResult {
         let path: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let post = method == Method::POST;
+        let (get, post) = (Method::GET, Method::POST);
         match path.as_slice() {
-            ["payment", "create_user"] if post => self.users.create(&[]).await,
-            ["payment", "find_user", id] if method == Method::GET => {
+            ["payment", "create_user"] => {
+                http::allow(&method, post)?;
+                self.users.create(&[]).await
+            }
+            ["payment", "find_user", id] => {
+                http::allow(&method, get)?;
                 let user = self.users.find(id).await?;
                 http::json(&serde_json::json!({
                     "user_id": id,
-                    "credit": user.get("credit").copied().unwrap_or(0),
+                    "credit": self.users.field(id, &user, "credit")?,
                 }))
             }
-            ["payment", "add_funds", id, amount] if post => self.users.add(id, amount).await,
-            ["payment", "pay", id, amount] if post => self.users.subtract(id, amount).await,
-            ["payment", "batch_init", n, money] if post => {
+            ["payment", "add_funds", id, amount] => {
+                http::allow(&method, post)?;
+                self.users.add(id, amount).await
+            }
+            ["payment", "pay", id, amount] => {
+                http::allow(&method, post)?;
+                self.users.subtract(id, amount).await
+            }
+            ["payment", "batch_init", n, money] => {
+                http::allow(&method, post)?;
                 self.users.batch_init(n, money, &[]).await
             }
-            ["payment", "find_user", _] => Err(http::wrong_method(&method, "GET")),
-            ["payment", "create_user"]
-            | ["payment", "add_funds" | "pay", _, _]
-            | ["payment", "batch_init", _, _] => Err(http::wrong_method(&method, "POST")),
             _ => Err(http::not_found(&segments)),
         }
     }
 
-    async fn healthy(self: Arc<Self>) -> bool {
-        common::db::ping(&self.users.db).await
+    async fn healthy(self: Arc<Self>) -> http::Health {
+        http::health(&self.users.db, Some(&self.consumers)).await
+    }
+
+    async fn stop(self: Arc<Self>) {
+        self.consumers.stop().await
     }
 
     fn metrics(&self) -> &Metrics {

@@ -3,7 +3,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     common::telemetry::init("payment");
-    let config = common::config::Config::from_env(common::config::defaults::PAYMENT_PORT);
+    let config = common::config::Config::from_env(common::config::defaults::PAYMENT_PORT)?;
     let service = payment::Payment::start(&config).await?;
     common::http::serve(service, config.listen_addr()?).await
 }

@@ -1,77 +1,105 @@
-//! The payment side of the checkout saga: `StockReserved` (from `log:stock`) → charge the order's
-//! total if the credit suffices (`lua/charge.lua`); `CheckoutAborted` (from `log:order`) → refund,
-//! or leave a tombstone (`lua/refund.lua`). Both logs are read through the consumer group `payment`.
+//! The payment side of the checkout saga, the second participant ([`common::saga::PAYMENT`]):
+//! `StockReserved` (from `log:stock`) → charge the order's total if the credit suffices
+//! (`lua/charge.lua`); `CheckoutAborted` (from `log:order`) → refund, or leave a tombstone
+//! (`lua/refund.lua`). Both logs are read through the consumer group `payment`.
 
 use std::sync::{Arc, LazyLock};
 
 use common::consumer::HandlerError;
+use common::event::Event;
 use common::ids::IdPool;
-use common::log::{event, LogEntry, PAYMENT_LOG};
-use common::saga::payment_saga_key;
+use common::keys::{self, PAYMENT_LOG};
+use common::log::LogEntry;
+use common::saga::{Reply, PAYMENT};
 use redis::aio::ConnectionManager;
 use redis::Script;
+use tracing::Instrument;
 
 static CHARGE: LazyLock<Script> =
     LazyLock::new(|| common::lua::with_decimal(include_str!("../lua/charge.lua")));
 static REFUND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/refund.lua")));
 
-/// Handles one entry of `log:stock` or `log:order`; others are acknowledged as they are.
-pub async fn on_entry(
-    db: &ConnectionManager,
-    ids: &Arc<IdPool>,
-    e: LogEntry,
-) -> Result<(), HandlerError> {
-    match e.kind() {
-        event::STOCK_RESERVED => charge(&mut db.clone(), &ids.next(), &e).await.map(|_| ()),
-        event::CHECKOUT_ABORTED => refund(&mut db.clone(), &ids.next(), &e).await.map(|_| ()),
-        _ => Ok(()),
+/// What the payment side needs to act: its database and its log ids.
+#[derive(Clone)]
+pub struct PaymentSide {
+    /// payment-db.
+    pub db: ConnectionManager,
+    /// Log ids.
+    pub ids: Arc<IdPool>,
+}
+
+impl PaymentSide {
+    /// Handles one entry of `log:stock` or `log:order`; others are acknowledged as they are.
+    pub async fn on_entry(&self, e: LogEntry) -> Result<(), HandlerError> {
+        let event = e.decode()?;
+        let (saga, order, user) = match &event {
+            Event::StockReserved {
+                saga, order, user, ..
+            }
+            | Event::CheckoutAborted {
+                saga, order, user, ..
+            } => (saga.as_str(), order.as_str(), user.as_str()),
+            _ => return Ok(()),
+        };
+        let span = tracing::info_span!("saga_entry", saga, order, event = event.kind(), entry = %e.stream_id);
+        async {
+            let mut conn = self.db.clone();
+            let log_id = self.ids.next();
+            let reply = match &event {
+                Event::StockReserved { total, .. } => {
+                    charge(&mut conn, &log_id, saga, order, user, *total).await?
+                }
+                _ => refund(&mut conn, &log_id, saga, order, user).await?,
+            };
+            match &reply {
+                Reply::Rejected(reason) => tracing::debug!(%reason, "{} refused", PAYMENT.name),
+                other => tracing::debug!(reply = other.name(), "payment side done"),
+            }
+            Ok(())
+        }
+        .instrument(span)
+        .await
     }
 }
 
-fn field<'a>(e: &'a LogEntry, f: &str) -> Result<&'a str, HandlerError> {
-    e.text(f).map_err(|x| x.to_string())
-}
-
-/// Charges the saga's total; answers the script's reply (`OK`, `REJECTED <reason>`, `DUP <state>`).
+/// Charges the saga's total; answers `Ok`, `Rejected(reason)` or `Dup(state)`.
 pub async fn charge(
     conn: &mut ConnectionManager,
     log_id: &str,
-    e: &LogEntry,
-) -> Result<Vec<String>, HandlerError> {
-    let saga = field(e, "saga")?;
-    let user = field(e, "user")?;
-    let total: i64 = e.int("total").map_err(|x| x.to_string())?;
+    saga: &str,
+    order: &str,
+    user: &str,
+    total: i64,
+) -> Result<Reply, redis::RedisError> {
     CHARGE
-        .key(payment_saga_key(saga))
-        .key(format!("user:{user}"))
+        .key(PAYMENT.record_key(saga))
+        .key(keys::user(user))
         .key(PAYMENT_LOG)
         .arg(log_id)
         .arg(saga)
-        .arg(field(e, "order")?)
+        .arg(order)
         .arg(user)
         .arg(total)
         .invoke_async(conn)
         .await
-        .map_err(|x| x.to_string())
 }
 
-/// Refunds the saga's charge (or leaves a tombstone); answers the script's reply.
+/// Refunds the saga's charge (or leaves a tombstone); answers `Ok([refunded])` or `Dup(state)`.
 pub async fn refund(
     conn: &mut ConnectionManager,
     log_id: &str,
-    e: &LogEntry,
-) -> Result<Vec<String>, HandlerError> {
-    let saga = field(e, "saga")?;
-    let user = field(e, "user")?;
+    saga: &str,
+    order: &str,
+    user: &str,
+) -> Result<Reply, redis::RedisError> {
     REFUND
-        .key(payment_saga_key(saga))
-        .key(format!("user:{user}"))
+        .key(PAYMENT.record_key(saga))
+        .key(keys::user(user))
         .key(PAYMENT_LOG)
         .arg(log_id)
         .arg(saga)
-        .arg(field(e, "order")?)
+        .arg(order)
         .arg(user)
         .invoke_async(conn)
         .await
-        .map_err(|x| x.to_string())
 }

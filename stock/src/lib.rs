@@ -9,43 +9,51 @@ pub mod saga;
 use std::sync::Arc;
 
 use common::config::Config;
-use common::consumer::ConsumerConfig;
+use common::consumer::Consumers;
 use common::counter::{CounterService, STOCK};
 use common::http::{self, HandlerResult, Method, Service};
 use common::ids::IdPool;
-use common::log::ORDER_LOG;
 use common::metrics::Metrics;
+use common::saga::PARTICIPANTS;
 use common::validate;
 
 /// The stock service.
 pub struct Stock {
     items: CounterService,
+    consumers: Arc<Consumers>,
     metrics: Arc<Metrics>,
 }
 
 impl Stock {
-    /// Connects to stock-db and leases a first block of ids.
+    /// Connects to stock-db, leases a first block of ids, and starts consuming the logs the
+    /// participants table says stock reads.
     pub async fn start(config: &Config) -> anyhow::Result<Arc<Stock>> {
         let metrics = Arc::new(Metrics::new("stock"));
         let ids = IdPool::new(&config.ids_url, config.id_block, metrics.clone());
         ids.prefill().await;
         let db = common::db::connect(&config.stock_db_url, "stock-db").await?;
-        let (saga_db, saga_ids) = (db.clone(), ids.clone());
-        common::consumer::spawn(
-            ConsumerConfig::from_config(ORDER_LOG, "stock", config),
-            config.order_db_url.clone(),
+        let side = saga::StockSide {
+            db: db.clone(),
+            ids: ids.clone(),
+        };
+        let consumers = common::consumer::spawn_for(
+            common::saga::STOCK.name,
+            PARTICIPANTS,
+            &common::consumer::db_urls(config),
+            config,
             metrics.clone(),
-            move |e| {
-                let (db, ids) = (saga_db.clone(), saga_ids.clone());
-                async move { saga::on_order_entry(&db, &ids, e).await }
+            move |_, e| {
+                let side = side.clone();
+                async move { side.on_entry(e).await }
             },
-        );
+        )?;
         Ok(Arc::new(Stock {
             items: CounterService {
                 spec: STOCK,
                 db,
                 ids,
             },
+            consumers,
             metrics,
         }))
     }
@@ -56,35 +64,44 @@ impl Service for Stock {
 
     async fn handle(self: Arc<Self>, method: Method, segments: Vec<String>) -> HandlerResult {
         let path: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let post = method == Method::POST;
+        let (get, post) = (Method::GET, Method::POST);
         match path.as_slice() {
-            ["stock", "item", "create", price] if post => {
+            ["stock", "item", "create", price] => {
+                http::allow(&method, post)?;
                 let price = validate::non_negative(price, "price")?;
                 self.items.create(&[("price", price)]).await
             }
-            ["stock", "find", id] if method == Method::GET => {
+            ["stock", "find", id] => {
+                http::allow(&method, get)?;
                 let item = self.items.find(id).await?;
                 http::json(&serde_json::json!({
-                    "stock": item.get("stock").copied().unwrap_or(0),
-                    "price": item.get("price").copied().unwrap_or(0),
+                    "stock": self.items.field(id, &item, "stock")?,
+                    "price": self.items.field(id, &item, "price")?,
                 }))
             }
-            ["stock", "add", id, amount] if post => self.items.add(id, amount).await,
-            ["stock", "subtract", id, amount] if post => self.items.subtract(id, amount).await,
-            ["stock", "batch_init", n, stock, price] if post => {
+            ["stock", "add", id, amount] => {
+                http::allow(&method, post)?;
+                self.items.add(id, amount).await
+            }
+            ["stock", "subtract", id, amount] => {
+                http::allow(&method, post)?;
+                self.items.subtract(id, amount).await
+            }
+            ["stock", "batch_init", n, stock, price] => {
+                http::allow(&method, post)?;
                 let price = validate::non_negative(price, "item_price")?;
                 self.items.batch_init(n, stock, &[("price", price)]).await
             }
-            ["stock", "find", _] => Err(http::wrong_method(&method, "GET")),
-            ["stock", "item", "create", _]
-            | ["stock", "add" | "subtract", _, _]
-            | ["stock", "batch_init", _, _, _] => Err(http::wrong_method(&method, "POST")),
             _ => Err(http::not_found(&segments)),
         }
     }
 
-    async fn healthy(self: Arc<Self>) -> bool {
-        common::db::ping(&self.items.db).await
+    async fn healthy(self: Arc<Self>) -> http::Health {
+        http::health(&self.items.db, Some(&self.consumers)).await
+    }
+
+    async fn stop(self: Arc<Self>) {
+        self.consumers.stop().await
     }
 
     fn metrics(&self) -> &Metrics {

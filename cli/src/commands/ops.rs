@@ -10,8 +10,8 @@ use super::StackArgs;
 
 /// The services' configuration: the environment (same variables as the services), and, for
 /// variables left unset, the local stack's settings when `shoplog up` ran in this data directory.
-pub fn config(stack: &StackArgs) -> Config {
-    let mut config = Config::from_env(0);
+pub fn config(stack: &StackArgs) -> anyhow::Result<Config> {
+    let mut config = Config::from_env(0)?;
     // The saved settings of this data directory's stack, else the ones the flags describe (so
     // that `--port-offset` reaches a stack started elsewhere).
     {
@@ -30,12 +30,12 @@ pub fn config(stack: &StackArgs) -> Config {
             }
         }
     }
-    config
+    Ok(config)
 }
 
 /// Connects to the three databases.
 pub async fn connect(stack: &StackArgs) -> anyhow::Result<(Config, Dbs)> {
-    let config = config(stack);
+    let config = config(stack)?;
     let dbs = Dbs::connect(&config).await?;
     Ok((config, dbs))
 }

@@ -38,7 +38,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u8> {
     let (_, dbs) = ops::connect(&args.stack).await?;
     let progress = ops::Progress::new(args.json);
     progress.say(&format!("replaying {}", service.log()));
-    let mut conn = dbs.of(service);
+    let mut conn = dbs.of(service)?;
     let rebuilt = replay::rebuild(&mut conn, service).await?;
     let mut code = exit::OK;
     if let Some(url) = &args.into {

@@ -27,7 +27,8 @@ pub async fn run_one(args: SagaArgs) -> anyhow::Result<u8> {
     let progress = ops::Progress::new(args.json);
     progress.say("scanning the logs");
     let mut ids = vec![args.id.clone()];
-    if sagas::load_many(&mut dbs.order.clone(), &ids).await?[0].is_none() {
+    let first = sagas::load_many(&mut dbs.order.clone(), &ids).await?;
+    if first.first().is_none_or(Option::is_none) {
         ids = timeline::sagas_of_order(&dbs, &args.id).await?;
     }
     if ids.is_empty() {
@@ -44,14 +45,21 @@ pub async fn run_one(args: SagaArgs) -> anyhow::Result<u8> {
     if args.json {
         let json: Vec<_> = out
             .iter()
-            .map(|(id, r, steps)| serde_json::json!({ "saga": id, "record": r, "timeline": steps }))
+            .map(|(id, r, steps)| match r {
+                Some(Err(e)) => {
+                    serde_json::json!({ "saga": id, "error": e.to_string(), "timeline": steps })
+                }
+                Some(Ok(r)) => serde_json::json!({ "saga": id, "record": r, "timeline": steps }),
+                None => serde_json::json!({ "saga": id, "record": null, "timeline": steps }),
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(exit::OK);
     }
     for (id, record, steps) in out {
         match &record {
-            Some(r) => {
+            Some(Err(e)) => println!("saga {id}: {}", output::paint(&e.to_string(), Tone::Bad)),
+            Some(Ok(r)) => {
                 let tone = match r.state() {
                     SagaState::Committed => Tone::Good,
                     SagaState::Aborted => Tone::Warn,
@@ -133,13 +141,19 @@ pub async fn run_list(args: SagasArgs) -> anyhow::Result<u8> {
     let now = now_ms();
     let min_age = args.older_than.map(|d| d.as_millis() as u64).unwrap_or(0);
     let mut found = Vec::new();
-    sagas::scan(&mut dbs.order.clone(), |r| {
-        if args.state.is_none_or(|s| r.state() == s) && r.age_ms(now) >= min_age {
-            found.push(r);
+    let mut malformed = Vec::new();
+    sagas::scan(&mut dbs.order.clone(), |r| match r {
+        Ok(r) if args.state.is_none_or(|s| r.state() == s) && r.age_ms(now) >= min_age => {
+            found.push(r)
         }
+        Ok(_) => {}
+        Err(e) => malformed.push(e),
     })
     .await?;
     progress.done();
+    for e in &malformed {
+        eprintln!("error: {e}");
+    }
     found.sort_by_key(|r| r.started_ms);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&found)?);
@@ -159,5 +173,9 @@ pub async fn run_list(args: SagasArgs) -> anyhow::Result<u8> {
         output::table(&["SAGA", "ORDER", "STATE", "AGE", "REASON"], &rows);
         eprintln!("{} saga(s)", found.len());
     }
-    Ok(exit::OK)
+    Ok(if malformed.is_empty() {
+        exit::OK
+    } else {
+        exit::PROBLEM
+    })
 }

@@ -39,7 +39,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<u8> {
     let mut tasks = Vec::new();
     for service in services {
         // A dedicated connection: XREAD BLOCK would stall a shared one.
-        let mut conn = dbs.of(service);
+        let mut conn = dbs.of(service)?;
         tasks.push(tokio::spawn(async move {
             let mut after = "$".to_string();
             loop {
