@@ -62,6 +62,32 @@ pub mod kind {
     /// `order/lua/confirm.lua`: `part` (a participant's name), `reopened` (`1` when this
     /// confirmation completed the compensation and the order became open again).
     pub const COMPENSATION_CONFIRMED: &str = "CompensationConfirmed";
+
+    /// Every type above: what the scripts can append (a test makes each script append its
+    /// entries and decodes them all).
+    pub const ALL: [&str; 21] = [
+        ITEM_CREATED,
+        STOCK_ADDED,
+        STOCK_SUBTRACTED,
+        STOCK_BATCH_INIT,
+        USER_CREATED,
+        FUNDS_ADDED,
+        PAYMENT_MADE,
+        USER_BATCH_INIT,
+        ORDER_CREATED,
+        ITEM_ADDED,
+        ORDER_BATCH_INIT,
+        CHECKOUT_STARTED,
+        STOCK_RESERVED,
+        STOCK_REJECTED,
+        PAYMENT_CHARGED,
+        PAYMENT_REJECTED,
+        CHECKOUT_COMMITTED,
+        CHECKOUT_ABORTED,
+        STOCK_RELEASED,
+        PAYMENT_REFUNDED,
+        COMPENSATION_CONFIRMED,
+    ];
 }
 
 /// An entry that cannot be decoded: names the entry, its type and the field.

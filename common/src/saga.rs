@@ -20,6 +20,7 @@ use redis::Script;
 
 use crate::db::{Fields, RecordError, StoreError};
 use crate::error::ApiError;
+use crate::event::kind;
 use crate::keys;
 
 /// One participant of the checkout saga: a service that does a step and can undo it.
@@ -48,9 +49,9 @@ pub const STOCK: Participant = Participant {
     name: "stock",
     log: keys::STOCK_LOG,
     record_prefix: "ssaga:",
-    done: "StockReserved",
-    refused: "StockRejected",
-    compensated: "StockReleased",
+    done: kind::STOCK_RESERVED,
+    refused: kind::STOCK_REJECTED,
+    compensated: kind::STOCK_RELEASED,
     held: "RESERVED",
     released: "RELEASED",
 };
@@ -60,9 +61,9 @@ pub const PAYMENT: Participant = Participant {
     name: "payment",
     log: keys::PAYMENT_LOG,
     record_prefix: "psaga:",
-    done: "PaymentCharged",
-    refused: "PaymentRejected",
-    compensated: "PaymentRefunded",
+    done: kind::PAYMENT_CHARGED,
+    refused: kind::PAYMENT_REJECTED,
+    compensated: kind::PAYMENT_REFUNDED,
     held: "CHARGED",
     released: "REFUNDED",
 };
@@ -90,7 +91,7 @@ impl Participant {
     pub fn trigger(&self, parts: &[Participant]) -> (&'static str, &'static str) {
         match parts.iter().position(|p| p == self) {
             Some(i) if i > 0 => (parts[i - 1].log, parts[i - 1].done),
-            _ => (keys::ORDER_LOG, crate::event::kind::CHECKOUT_STARTED),
+            _ => (keys::ORDER_LOG, kind::CHECKOUT_STARTED),
         }
     }
 }

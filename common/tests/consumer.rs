@@ -201,3 +201,45 @@ async fn a_restarted_consumer_rereads_its_own_pending_entries_first() {
     assert!(drained);
     assert_eq!(handled.load(Ordering::SeqCst), 3);
 }
+
+/// A service's consumers are owned: once one stops (here a handler bug panics its task), the
+/// service's health check fails, so that a replica whose saga delivery died does not report
+/// healthy; `stop` ends the rest at shutdown.
+#[tokio::test]
+async fn a_stopped_consumer_makes_the_service_unhealthy() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn().await;
+    let urls = common::consumer::DbUrls::from([("order", redis.url())]);
+    let config = common::config::Config::from_lookup(0, |_| None).unwrap();
+    let consumers = consumer::spawn_for(
+        "stock",
+        common::saga::PARTICIPANTS,
+        &urls,
+        &config,
+        Arc::new(Metrics::new("test")),
+        |_, e| async move {
+            assert_ne!(e.kind(), "boom", "a handler bug");
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert!(consumers.alive());
+    assert_eq!(common::http::health(&conn, Some(&consumers)).await, Ok(()));
+    let _: String = redis::cmd("XADD")
+        .arg(common::keys::ORDER_LOG)
+        .arg("*")
+        .arg("type")
+        .arg("boom")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        until(async || !consumers.alive()).await,
+        "the consumer did not stop"
+    );
+    assert_eq!(
+        common::http::health(&conn, Some(&consumers)).await,
+        Err("a log consumer stopped")
+    );
+    consumers.stop().await;
+}

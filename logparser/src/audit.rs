@@ -280,3 +280,105 @@ pub fn check_sagas(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::saga::{PARTICIPANTS, PAYMENT, STOCK};
+
+    fn hash(fields: &[(&str, &str)]) -> BTreeMap<String, String> {
+        fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn saga(decision: &str, done: &str) -> BTreeMap<String, String> {
+        hash(&[
+            ("order", "o"),
+            ("user", "u"),
+            ("total", "5"),
+            ("items", "[]"),
+            ("decision", decision),
+            ("reason", ""),
+            ("started_ms", "1"),
+            ("pending", ""),
+            ("done", done),
+        ])
+    }
+
+    /// order-db with saga `s` and order `o` (held by `s` with `status`); stock and payment records
+    /// of `s` in the given states.
+    fn live(
+        decision: &str,
+        status: &str,
+        stock: &str,
+        payment: &str,
+    ) -> BTreeMap<&'static str, State> {
+        let mut order = State::new();
+        order.insert("saga:s".into(), saga(decision, "1"));
+        order.insert("order:o".into(), hash(&[("status", status), ("saga", "s")]));
+        let mut s = State::new();
+        s.insert(STOCK.record_key("s"), hash(&[("state", stock)]));
+        let mut p = State::new();
+        p.insert(PAYMENT.record_key("s"), hash(&[("state", payment)]));
+        BTreeMap::from([("order", order), ("stock", s), ("payment", p)])
+    }
+
+    fn check(live: &BTreeMap<&'static str, State>) -> AuditReport {
+        let mut report = AuditReport::default();
+        check_sagas(live, PARTICIPANTS, &mut report);
+        report
+    }
+
+    #[test]
+    fn consistent_sagas_are_clean_and_counted() {
+        let r = check(&live("commit", "PAID", "RESERVED", "CHARGED"));
+        assert!(r.clean(), "{:?}", r.violations);
+        assert_eq!(r.sagas.get("committed"), Some(&1));
+        let r = check(&live("abort", "OPEN", "RELEASED", "TOMBSTONE"));
+        assert!(r.clean(), "{:?}", r.violations);
+        assert_eq!(r.sagas.get("aborted"), Some(&1));
+    }
+
+    #[test]
+    fn a_committed_saga_with_a_released_step_is_a_violation_naming_the_record() {
+        let r = check(&live("commit", "PAID", "RELEASED", "CHARGED"));
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+        assert_eq!(r.violations[0].entity, "ssaga:s");
+        assert_eq!(r.violations[0].saga.as_deref(), Some("s"));
+    }
+
+    #[test]
+    fn an_aborted_saga_that_still_holds_or_paid_is_a_violation() {
+        let r = check(&live("abort", "PAID", "RELEASED", "CHARGED"));
+        let entities: Vec<&str> = r.violations.iter().map(|v| v.entity.as_str()).collect();
+        assert_eq!(entities, ["order:o", "psaga:s"]);
+    }
+
+    #[test]
+    fn a_participant_record_without_an_order_saga_is_a_violation() {
+        let mut l = live("commit", "PAID", "RESERVED", "CHARGED");
+        if let Some(s) = l.get_mut("stock") {
+            s.insert(STOCK.record_key("ghost"), hash(&[("state", "RESERVED")]));
+        }
+        let r = check(&l);
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+        assert_eq!(r.violations[0].entity, "ssaga:ghost");
+    }
+
+    #[test]
+    fn a_malformed_saga_record_is_reported_not_defaulted() {
+        let mut l = live("commit", "PAID", "RESERVED", "CHARGED");
+        if let Some(o) = l.get_mut("order") {
+            o.insert("saga:bad".into(), hash(&[("decision", "commit")]));
+        }
+        let r = check(&l);
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+        assert!(
+            r.violations[0].found.contains("saga:bad"),
+            "{:?}",
+            r.violations
+        );
+    }
+}

@@ -394,3 +394,56 @@ async fn last_id(conn: &mut redis::aio::ConnectionManager) -> Result<String, red
         .map(|(id, _)| id)
         .unwrap_or_else(|| "0-0".to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::saga::Decision;
+
+    fn record(decision: Decision, done: bool, started_ms: u64) -> SagaRecord {
+        SagaRecord {
+            id: "s".into(),
+            order: "o".into(),
+            user: "u".into(),
+            total: 1,
+            items: "[]".into(),
+            decision,
+            reason: String::new(),
+            started_ms,
+            pending: Vec::new(),
+            done,
+        }
+    }
+
+    #[test]
+    fn decide_aborts_stalled_sagas_and_redrives_unconfirmed_aborts_only_when_due() {
+        let s = Settings {
+            saga_timeout: Duration::from_millis(1000),
+            redrive_after: Duration::from_millis(500),
+        };
+        let now = 10_000;
+        // Undecided: aborted once past the timeout, not at it.
+        assert_eq!(decide(&record(Decision::None, false, 9_000), now, &s), None);
+        assert_eq!(
+            decide(&record(Decision::None, false, 8_999), now, &s),
+            Some(Action::Abort)
+        );
+        // Aborted, compensations pending: re-driven past timeout + redrive_after.
+        assert_eq!(
+            decide(&record(Decision::Abort, false, 8_500), now, &s),
+            None
+        );
+        assert_eq!(
+            decide(&record(Decision::Abort, false, 8_499), now, &s),
+            Some(Action::Redrive)
+        );
+        // Final sagas are never touched, however old.
+        assert_eq!(decide(&record(Decision::Abort, true, 0), now, &s), None);
+        assert_eq!(decide(&record(Decision::Commit, true, 0), now, &s), None);
+        // A clock behind the start (another machine's) is age 0, not a huge age.
+        assert_eq!(
+            decide(&record(Decision::None, false, 20_000), now, &s),
+            None
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! exactly the database's state — and a change made behind the log's back shows up as a difference.
 
 use common::counter::{CREDIT, STOCK};
+use common::db::Outcome;
 use common::testing::RedisServer;
 use logparser::replay::{self, ServiceLog};
 use order::store::{self, BatchInit};
@@ -30,10 +31,11 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
         .subtract(&mut conn, &log_id(), "apple", 30)
         .await
         .unwrap();
-    STOCK
+    let refused = STOCK
         .subtract(&mut conn, &log_id(), "apple", 1000)
         .await
-        .unwrap(); // refused
+        .unwrap();
+    assert_eq!(refused, Outcome::Insufficient("70".into()));
     STOCK.subtract(&mut conn, &log_id(), "7", 10).await.unwrap();
     STOCK
         .batch_init(&mut conn, &log_id(), 5, 1, &[("price", 9)])
@@ -53,11 +55,12 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
         .subtract(&mut conn, &log_id(), "alice", 20)
         .await
         .unwrap();
-    CREDIT
+    let refused = CREDIT
         .add(&mut conn, &log_id(), "alice", i64::MAX)
         .await
-        .unwrap(); // refused: overflow
-                   // Orders.
+        .unwrap();
+    assert_eq!(refused, Outcome::Overflow);
+    // Orders.
     store::batch_init(
         &mut conn,
         &log_id(),
@@ -83,6 +86,10 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
     store::add_item(&mut conn, &log_id(), "5", "apple", 1, 2, 2)
         .await
         .unwrap(); // batch order 5
+    let refused = store::add_item(&mut conn, &log_id(), "nope", "apple", 1, 2, 2)
+        .await
+        .unwrap();
+    assert_eq!(refused, Outcome::NotFound);
 
     for service in ServiceLog::ALL {
         let rebuilt = replay::rebuild(&mut conn, service).await.unwrap();

@@ -576,3 +576,175 @@ async fn an_item_added_during_admission_makes_the_caller_reread() {
     assert_eq!(d.status().await, "OPEN");
     d.assert_replay().await;
 }
+
+/// Starts saga `sid` for order `order` (what the checkout does under the order's lock).
+async fn start_order(d: &mut Dbs, order: &str, sid: &str) -> Admission {
+    let o = store::find(&mut d.order, order).await.unwrap().unwrap();
+    let summed = encode_lines(&sum_lines(&o.items).unwrap());
+    let l = d.log_id();
+    saga::start(&mut d.order, &l, order, sid, &o.items_json, &summed, 1)
+        .await
+        .unwrap()
+}
+
+/// Every script appends its entries, and every entry of every log decodes into an `Event`: the
+/// wire format the scripts write and the one `Event::decode` reads cannot drift apart.
+#[tokio::test]
+async fn every_event_every_script_appends_decodes() {
+    use common::event::kind;
+    let mut d = Dbs::new().await;
+    d.setup(100, &[("a", 2)]).await; // created, added (item, user), order created, item added
+    let l = d.log_id();
+    STOCK.subtract(&mut d.stock, &l, "a", 1).await.unwrap();
+    let l = d.log_id();
+    CREDIT.subtract(&mut d.payment, &l, "u", 1).await.unwrap();
+    let l = d.log_id();
+    STOCK
+        .batch_init(&mut d.stock, &l, 2, 5, &[("price", 1)])
+        .await
+        .unwrap();
+    let l = d.log_id();
+    CREDIT
+        .batch_init(&mut d.payment, &l, 2, 5, &[])
+        .await
+        .unwrap();
+    let l = d.log_id();
+    let b = store::BatchInit {
+        n: 2,
+        n_items: 2,
+        n_users: 2,
+        price: 1,
+        seed: 7,
+    };
+    store::batch_init(&mut d.order, &l, b).await.unwrap();
+
+    // A committed saga.
+    start_order(&mut d, "o", "s1").await;
+    let started = last(&mut d.order, ORDER_LOG, kind::CHECKOUT_STARTED).await;
+    let l = d.log_id();
+    step::reserve(&mut d.stock, &l, &started).await.unwrap();
+    let reserved = last(&mut d.stock, log::STOCK_LOG, kind::STOCK_RESERVED).await;
+    let l = d.log_id();
+    step::charge(&mut d.payment, &l, &reserved).await.unwrap();
+    let l = d.log_id();
+    assert_eq!(
+        saga::commit(&mut d.order, &l, "s1", "o").await.unwrap(),
+        ["OK"]
+    );
+
+    // A saga refused by payment (a user without credit), aborted, re-driven, compensated.
+    let l = d.log_id();
+    CREDIT
+        .create(&mut d.payment, &l, "poor", &[])
+        .await
+        .unwrap();
+    let l = d.log_id();
+    store::create(&mut d.order, &l, "o2", "poor").await.unwrap();
+    let l = d.log_id();
+    store::add_item(&mut d.order, &l, "o2", "a", 1, 5, 5)
+        .await
+        .unwrap();
+    start_order(&mut d, "o2", "s2").await;
+    let started = last(&mut d.order, ORDER_LOG, kind::CHECKOUT_STARTED).await;
+    let l = d.log_id();
+    step::reserve(&mut d.stock, &l, &started).await.unwrap();
+    let reserved = last(&mut d.stock, log::STOCK_LOG, kind::STOCK_RESERVED).await;
+    let l = d.log_id();
+    assert_eq!(
+        status(&step::charge(&mut d.payment, &l, &reserved).await.unwrap()),
+        "REJECTED"
+    );
+    let l = d.log_id();
+    saga::abort(&mut d.order, &l, "s2", "no credit")
+        .await
+        .unwrap();
+    let l = d.log_id();
+    let redriven = common::saga::redrive(&mut d.order, &l, "s2").await.unwrap();
+    assert_eq!(redriven, Reply::Ok(vec![]));
+    let aborted = last(&mut d.order, ORDER_LOG, kind::CHECKOUT_ABORTED).await;
+    let l = d.log_id();
+    step::release(&mut d.stock, &l, &aborted).await.unwrap();
+    let l = d.log_id();
+    step::refund(&mut d.payment, &l, &aborted).await.unwrap();
+    for part in ["stock", "payment"] {
+        let l = d.log_id();
+        saga::confirm(&mut d.order, &l, "s2", "o2", part)
+            .await
+            .unwrap();
+    }
+
+    // A saga refused by stock (b has 1, the order wants 2).
+    let l = d.log_id();
+    store::create(&mut d.order, &l, "o3", "u").await.unwrap();
+    let l = d.log_id();
+    store::add_item(&mut d.order, &l, "o3", "b", 2, 3, 6)
+        .await
+        .unwrap();
+    start_order(&mut d, "o3", "s3").await;
+    let started = last(&mut d.order, ORDER_LOG, kind::CHECKOUT_STARTED).await;
+    let l = d.log_id();
+    assert_eq!(
+        status(&step::reserve(&mut d.stock, &l, &started).await.unwrap()),
+        "REJECTED"
+    );
+
+    let mut seen = std::collections::BTreeSet::new();
+    for (stream, conn) in [
+        (ORDER_LOG, &mut d.order),
+        (log::STOCK_LOG, &mut d.stock),
+        (log::PAYMENT_LOG, &mut d.payment),
+    ] {
+        for e in read_page(conn, stream, "-", 10_000).await.unwrap() {
+            let event = e.decode().unwrap_or_else(|err| panic!("{stream}: {err}"));
+            assert_eq!(event.kind(), e.kind());
+            assert!(
+                !matches!(event, Event::Step { .. }),
+                "{stream}: {e:?} decoded as an untyped step"
+            );
+            seen.insert(e.kind().to_string());
+        }
+    }
+    let all: std::collections::BTreeSet<String> = kind::ALL.iter().map(|k| k.to_string()).collect();
+    assert_eq!(
+        seen, all,
+        "an event type no script appended here, or one the list misses"
+    );
+    d.assert_replay().await;
+}
+
+/// A malformed entry is an error naming the entry, its type and the field — never a default.
+#[test]
+fn a_malformed_entry_is_an_error_naming_the_field() {
+    let entry = |fields: &[(&str, &str)]| LogEntry {
+        stream_id: "1-1".into(),
+        fields: fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let started = [
+        ("type", "CheckoutStarted"),
+        ("saga", "s"),
+        ("order", "o"),
+        ("user", "u"),
+        ("items", r#"[["a",1]]"#),
+        ("total", "5"),
+        ("started_ms", "12"),
+    ];
+    assert!(entry(&started).decode().is_ok());
+    for (field, bad) in [("items", "[[1,2]"), ("total", "five"), ("started_ms", "")] {
+        let mut fields = started.to_vec();
+        fields.retain(|(k, _)| *k != field);
+        fields.push((field, bad));
+        let err = entry(&fields).decode().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("`{field}`")) && err.contains("1-1"),
+            "{err}"
+        );
+    }
+    let err = entry(&[("type", "Nonsense")])
+        .decode()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown type `Nonsense`"), "{err}");
+}
