@@ -401,6 +401,81 @@ impl Consumers {
     }
 }
 
+/// What a saga handler needs: the service's database, its log ids, the participants table and
+/// its metrics. One per service, cloned into every handled entry.
+#[derive(Clone)]
+pub struct SagaCtx {
+    /// The service's own database.
+    pub db: ConnectionManager,
+    /// Log ids.
+    pub ids: Arc<crate::ids::IdPool>,
+    /// Who takes part in the saga.
+    pub parts: &'static [Participant],
+    /// The service's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A participant's step, boxed so that a handler can choose among its scripts.
+pub type StepFuture<'a> = std::pin::Pin<
+    Box<dyn Future<Output = Result<crate::saga::Reply, redis::RedisError>> + Send + 'a>,
+>;
+
+/// Runs a participant's step for `event` (entry `e`) in a span `saga_entry{saga, order, event,
+/// entry}` and logs its answer at `debug` (refusals with their reason, duplicates as such): the
+/// saga path every participant shows the same way.
+pub async fn run_step(
+    service: &str,
+    e: &LogEntry,
+    event: &crate::event::Event,
+    step: StepFuture<'_>,
+) -> Result<(), HandlerError> {
+    let (saga, order) = event.saga().unwrap_or_default();
+    let span =
+        tracing::info_span!("saga_entry", saga, order, event = event.kind(), entry = %e.stream_id);
+    async move {
+        match step.await? {
+            crate::saga::Reply::Rejected(reason) => tracing::debug!(%reason, "{service} refused"),
+            other => tracing::debug!(reply = other.name(), "{service} step done"),
+        }
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// The start-up every saga service shares (order, stock, payment, and any participant a table
+/// adds): its metrics, its id pool (first block leased), its database (`urls[service]`), and a
+/// consumer on every stream the table says it reads, each entry handed to `handler`.
+pub async fn start_saga_service<F>(
+    service: &'static str,
+    config: &crate::config::Config,
+    parts: &'static [Participant],
+    urls: &DbUrls,
+    handler: fn(SagaCtx, LogEntry) -> F,
+) -> anyhow::Result<(SagaCtx, Arc<Consumers>)>
+where
+    F: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    let metrics = Arc::new(Metrics::new(service));
+    let ids = crate::ids::IdPool::new(&config.ids_url, config.id_block, metrics.clone());
+    ids.prefill().await;
+    let url = urls
+        .get(service)
+        .ok_or_else(|| anyhow::anyhow!("no database URL for `{service}`"))?;
+    let db = crate::db::connect(url, &format!("{service}-db")).await?;
+    let ctx = SagaCtx {
+        db,
+        ids,
+        parts,
+        metrics: metrics.clone(),
+    };
+    let handler_ctx = ctx.clone();
+    let consumers = spawn_for(service, parts, urls, config, metrics, move |_, e| {
+        handler(handler_ctx.clone(), e)
+    })?;
+    Ok((ctx, consumers))
+}
+
 /// Starts a consumer (group `service`) on every stream that `service` reads according to the
 /// participants table `parts`, each on its own connection to the database holding the stream
 /// (retrying until it answers). `handle` is called with the stream and the entry, and must be

@@ -72,13 +72,20 @@ pub enum Outcome {
     Conflict(String),
 }
 
+/// A script's answer split into its status word and the data after it (every transition script
+/// answers `{STATUS, data...}`); an empty answer is an error.
+pub fn status_words(v: redis::Value) -> Result<(String, Vec<String>), redis::ParsingError> {
+    let mut parts: Vec<String> = redis::FromRedisValue::from_redis_value(v)?;
+    if parts.is_empty() {
+        return Err("empty script answer".into());
+    }
+    let status = parts.remove(0);
+    Ok((status, parts))
+}
+
 impl redis::FromRedisValue for Outcome {
     fn from_redis_value(v: redis::Value) -> Result<Self, redis::ParsingError> {
-        let mut parts: Vec<String> = redis::FromRedisValue::from_redis_value(v)?;
-        if parts.is_empty() {
-            return Err("empty script answer".into());
-        }
-        let status = parts.remove(0);
+        let (status, parts) = status_words(v)?;
         let first = parts.first().cloned().unwrap_or_default();
         Ok(match status.as_str() {
             "OK" => Outcome::Ok(parts),

@@ -84,6 +84,21 @@ impl RedisServer {
     }
 }
 
+/// Polls `check` every 50 ms until it holds or `timeout` passes; whether it held. For tests that
+/// wait on background work (consumers, sagas).
+pub async fn until(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

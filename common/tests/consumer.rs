@@ -44,14 +44,8 @@ async fn pending(conn: &mut common::db::Conn) -> u64 {
     }
 }
 
-async fn until(mut check: impl AsyncFnMut() -> bool) -> bool {
-    for _ in 0..100 {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+async fn until(check: impl AsyncFnMut() -> bool) -> bool {
+    common::testing::until(Duration::from_secs(5), check).await
 }
 
 #[tokio::test]

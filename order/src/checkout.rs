@@ -115,7 +115,7 @@ impl Order {
         );
         let reply = common::saga::abort(
             &mut self.db.clone(),
-            self.decider.parts,
+            self.parts,
             &self.ids.next(),
             sid,
             "checkout timed out and was aborted; retry",

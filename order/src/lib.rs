@@ -35,7 +35,7 @@ pub struct Order {
     locks: common::lock::Redlock,
     waiters: Arc<waiters::Waiters>,
     checkout_timeout: std::time::Duration,
-    decider: saga::Decider,
+    parts: &'static [Participant],
     consumers: Arc<Consumers>,
     metrics: Arc<Metrics>,
 }
@@ -54,39 +54,26 @@ impl Order {
         parts: &'static [Participant],
         urls: &DbUrls,
     ) -> anyhow::Result<Arc<Order>> {
-        let metrics = Arc::new(Metrics::new("order"));
-        let ids = IdPool::new(&config.ids_url, config.id_block, metrics.clone());
-        ids.prefill().await;
-        let db = common::db::connect(&config.order_db_url, "order-db").await?;
-        let waiters = Arc::new(waiters::Waiters::default());
-        waiters.clone().spawn_listener(config.order_db_url.clone());
-        let decider = saga::Decider {
-            db: db.clone(),
-            ids: ids.clone(),
-            parts,
-        };
-        let handler = decider.clone();
-        let consumers = common::consumer::spawn_for(
+        let (ctx, consumers) = common::consumer::start_saga_service(
             common::saga::ORDER,
+            config,
             parts,
             urls,
-            config,
-            metrics.clone(),
-            move |_, e| {
-                let d = handler.clone();
-                async move { d.on_entry(e).await }
-            },
-        )?;
+            saga::on_entry,
+        )
+        .await?;
+        let waiters = Arc::new(waiters::Waiters::default());
+        waiters.clone().spawn_listener(config.order_db_url.clone());
         Ok(Arc::new(Order {
-            db,
-            ids,
+            db: ctx.db,
+            ids: ctx.ids,
             prices: prices::Prices::new(&config.stock_url),
             locks: common::lock::Redlock::new(&config.lock_urls)?,
             waiters,
             checkout_timeout: config.checkout_timeout,
-            decider,
+            parts,
             consumers,
-            metrics,
+            metrics: ctx.metrics,
         }))
     }
 

@@ -3,15 +3,14 @@
 //! `decision`; the abort is shared with the log parser), and the confirmations of compensations
 //! (`lua/confirm.lua`).
 //!
-//! [`Decider::on_entry`] reacts to every participant's log (consumer group `order`), as the
+//! [`on_entry`] reacts to every participant's log (consumer group `order`), as the
 //! participants table says: the last participant's `done` event → commit; any `refused` event →
 //! abort; a `compensated` event → confirm that participant.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
-use common::consumer::HandlerError;
+use common::consumer::{HandlerError, SagaCtx};
 use common::event::Event;
-use common::ids::IdPool;
 use common::keys::{self, DONE_CHANNEL, ORDER_LOG};
 use common::log::LogEntry;
 use common::saga::{Participant, Reply, StepKind};
@@ -42,20 +41,19 @@ pub enum Admission {
 
 impl redis::FromRedisValue for Admission {
     fn from_redis_value(v: redis::Value) -> Result<Self, redis::ParsingError> {
-        let reply: Vec<String> = redis::FromRedisValue::from_redis_value(v)?;
+        let (status, data) = common::db::status_words(v)?;
         let sid = || {
-            reply
-                .get(1)
+            data.first()
                 .cloned()
                 .ok_or("admission answer without a saga id")
         };
-        Ok(match reply.first().map(String::as_str) {
-            Some("OK") => Admission::Started(sid()?),
-            Some("PAID") => Admission::Paid(sid()?),
-            Some("JOIN") => Admission::Join(sid()?),
-            Some("NOT_FOUND") => Admission::NotFound,
-            Some("CHANGED") => Admission::Changed,
-            other => return Err(format!("unknown admission answer {other:?}").into()),
+        Ok(match status.as_str() {
+            "OK" => Admission::Started(sid()?),
+            "PAID" => Admission::Paid(sid()?),
+            "JOIN" => Admission::Join(sid()?),
+            "NOT_FOUND" => Admission::NotFound,
+            "CHANGED" => Admission::Changed,
+            other => return Err(format!("unknown admission answer `{other}`").into()),
         })
     }
 }
@@ -122,26 +120,24 @@ pub async fn confirm(
         .await
 }
 
+/// Handles one entry of a participant's log; entries that are not for the order side are
+/// acknowledged as they are.
+pub async fn on_entry(ctx: SagaCtx, e: LogEntry) -> Result<(), HandlerError> {
+    Decider { ctx }.on_entry(e).await
+}
+
 /// The order side's reactions to the participants' logs.
-#[derive(Clone)]
-pub struct Decider {
-    /// order-db.
-    pub db: ConnectionManager,
-    /// Log ids.
-    pub ids: Arc<IdPool>,
-    /// Who takes part in the saga.
-    pub parts: &'static [Participant],
+struct Decider {
+    ctx: SagaCtx,
 }
 
 impl Decider {
-    /// Handles one entry of a participant's log; entries that are not for the order side are
-    /// acknowledged as they are.
-    pub async fn on_entry(&self, e: LogEntry) -> Result<(), HandlerError> {
+    async fn on_entry(&self, e: LogEntry) -> Result<(), HandlerError> {
         let event = e.decode()?;
         let Some((saga, order)) = event.saga() else {
             return Ok(());
         };
-        let Some((part, step)) = common::saga::step_of(self.parts, event.kind()) else {
+        let Some((part, step)) = common::saga::step_of(self.ctx.parts, event.kind()) else {
             return Ok(());
         };
         let span = tracing::info_span!("saga_entry", saga, order, event = event.kind(), entry = %e.stream_id);
@@ -158,9 +154,9 @@ impl Decider {
         saga: &str,
         order: &str,
     ) -> Result<(), HandlerError> {
-        let mut conn = self.db.clone();
-        let log_id = self.ids.next();
-        let last = self.parts.last() == Some(part);
+        let mut conn = self.ctx.db.clone();
+        let log_id = self.ctx.ids.next();
+        let last = self.ctx.parts.last() == Some(part);
         let reply = match step {
             StepKind::Done if last => commit(&mut conn, &log_id, saga, order).await?,
             StepKind::Done => {
@@ -174,7 +170,7 @@ impl Decider {
                 let reason = event
                     .reason()
                     .map_or_else(|| format!("{} refused", part.name), str::to_string);
-                common::saga::abort(&mut conn, self.parts, &log_id, saga, &reason).await?
+                common::saga::abort(&mut conn, self.ctx.parts, &log_id, saga, &reason).await?
             }
             StepKind::Compensated => confirm(&mut conn, &log_id, saga, order, part.name).await?,
         };

@@ -11,18 +11,16 @@
 //! - the audit, driven by the same table, finds every invariant holding.
 
 use std::net::TcpListener;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use common::config::Config;
-use common::consumer::{DbUrls, HandlerError};
+use common::consumer::{start_saga_service, DbUrls, HandlerError, SagaCtx};
 use common::counter::{CREDIT, STOCK};
 use common::event::Event;
-use common::ids::IdPool;
 use common::keys;
 use common::log::{read_page, LogEntry};
-use common::metrics::Metrics;
-use common::saga::{Decision, OrderStatus, Participant, PAYMENT};
+use common::saga::{Decision, OrderStatus, Participant, StepKind, PAYMENT};
 use common::testing::RedisServer;
 use redis::aio::ConnectionManager;
 use redis::Script;
@@ -74,7 +72,7 @@ return {'OK'}
 
 /// The shipping service's saga handler: acts on its trigger (payment's `done` event) and on the
 /// abort.
-async fn shipping_on_entry(db: ConnectionManager, e: LogEntry) -> Result<(), HandlerError> {
+async fn shipping_on_entry(ctx: SagaCtx, e: LogEntry) -> Result<(), HandlerError> {
     let (op, saga, order) = match e.decode()? {
         Event::PaymentCharged { saga, order, .. } => ("book", saga, order),
         Event::CheckoutAborted { saga, order, .. } => ("cancel", saga, order),
@@ -86,7 +84,7 @@ async fn shipping_on_entry(db: ConnectionManager, e: LogEntry) -> Result<(), Han
         .arg(&saga)
         .arg(&order)
         .arg(op)
-        .invoke_async(&mut db.clone())
+        .invoke_async(&mut ctx.db.clone())
         .await?;
     Ok(())
 }
@@ -100,7 +98,6 @@ struct Stack {
     payment: ConnectionManager,
     order: ConnectionManager,
     shipping: ConnectionManager,
-    metrics: Arc<Metrics>,
 }
 
 fn free_port() -> u16 {
@@ -144,48 +141,19 @@ impl Stack {
                 .map(|(_, val)| val.clone())
         })
         .expect("a valid configuration");
-        let metrics = Arc::new(Metrics::new("test"));
-        let ids = IdPool::new(&config.ids_url, 100, metrics.clone());
         let (order, stock, payment, shipping) = (
             servers[0].conn().await,
             servers[1].conn().await,
             servers[2].conn().await,
             servers[3].conn().await,
         );
-
-        let side = stock::saga::StockSide {
-            db: stock.clone(),
-            ids: ids.clone(),
-        };
-        let stock_consumers = common::consumer::spawn_for(
-            "stock",
-            &THREE,
-            &urls,
-            &config,
-            metrics.clone(),
-            move |_, e| {
-                let s = side.clone();
-                async move { s.on_entry(e).await }
-            },
-        )
-        .unwrap();
-        let side = payment::saga::PaymentSide {
-            db: payment.clone(),
-            ids: ids.clone(),
-        };
-        let payment_consumers = common::consumer::spawn_for(
-            "payment",
-            &THREE,
-            &urls,
-            &config,
-            metrics.clone(),
-            move |_, e| {
-                let s = side.clone();
-                async move { s.on_entry(e).await }
-            },
-        )
-        .unwrap();
-        std::mem::forget((stock_consumers, payment_consumers));
+        // The real stock and payment saga handlers, started as their services start them.
+        start_saga_service("stock", &config, &THREE, &urls, stock::saga::on_entry)
+            .await
+            .unwrap();
+        start_saga_service("payment", &config, &THREE, &urls, payment::saga::on_entry)
+            .await
+            .unwrap();
 
         let service = order::Order::start_with(&config, &THREE, &urls)
             .await
@@ -208,23 +176,20 @@ impl Stack {
             payment,
             order,
             shipping,
-            metrics,
         }
     }
 
-    /// Starts the shipping service's consumers (from the same table).
-    fn start_shipping(&self) {
-        let db = self.shipping.clone();
-        let consumers = common::consumer::spawn_for(
+    /// Starts the shipping service's consumers, from the same table and the same start-up.
+    async fn start_shipping(&self) {
+        start_saga_service(
             SHIPPING.name,
+            &self.config,
             &THREE,
             &self.urls,
-            &self.config,
-            self.metrics.clone(),
-            move |_, e| shipping_on_entry(db.clone(), e),
+            shipping_on_entry,
         )
+        .await
         .unwrap();
-        std::mem::forget(consumers);
     }
 
     /// Item `a` (price 5, stock 10), user `u` (credit 100), and `orders` each with 2 × `a`.
@@ -275,14 +240,29 @@ impl Stack {
     }
 }
 
-async fn until(mut check: impl AsyncFnMut() -> bool) -> bool {
-    for _ in 0..200 {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+/// What the table says of the third row, before anything runs.
+#[test]
+fn the_table_wires_the_third_participant() {
+    assert_eq!(SHIPPING.trigger(&THREE), ("log:payment", "PaymentCharged"));
+    assert_eq!(
+        common::saga::streams_read_by(&THREE, "shipping"),
+        ["log:order", "log:payment"]
+    );
+    assert_eq!(
+        common::saga::streams_read_by(&THREE, "order"),
+        ["log:stock", "log:payment", "log:shipping"]
+    );
+    assert_eq!(common::saga::groups(&THREE).len(), 8);
+    assert_eq!(common::saga::pending_all(&THREE), "stock payment shipping");
+    assert_eq!(
+        common::saga::step_of(&THREE, "ShippingRefused"),
+        Some((&THREE[2], StepKind::Refused))
+    );
+    assert_eq!(common::saga::step_of(&THREE, "CheckoutStarted"), None);
+}
+
+async fn until(check: impl AsyncFnMut() -> bool) -> bool {
+    common::testing::until(Duration::from_secs(10), check).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -327,7 +307,7 @@ async fn a_third_participant_is_one_table_row() {
         .unwrap();
     assert_eq!(outcome.decision, Decision::None);
 
-    s.start_shipping();
+    s.start_shipping().await;
     let (status, body) = checkout.await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"paid\":true"), "{body}");
@@ -372,7 +352,7 @@ async fn a_third_participant_is_one_table_row() {
         "the refused saga's stock and credit came back"
     );
     let shipping_state: Option<String> = redis::cmd("HGET")
-        .arg(SHIPPING.record_key(&aborted.get("saga").unwrap_or_default().to_string()))
+        .arg(SHIPPING.record_key(aborted.get("saga").unwrap_or_default()))
         .arg("state")
         .query_async(&mut s.shipping)
         .await

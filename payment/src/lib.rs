@@ -12,7 +12,6 @@ use common::config::Config;
 use common::consumer::Consumers;
 use common::counter::{CounterService, CREDIT};
 use common::http::{self, HandlerResult, Method, Service};
-use common::ids::IdPool;
 use common::metrics::Metrics;
 use common::saga::PARTICIPANTS;
 
@@ -27,33 +26,22 @@ impl Payment {
     /// Connects to payment-db, leases a first block of ids, and starts consuming the logs the
     /// participants table says payment reads.
     pub async fn start(config: &Config) -> anyhow::Result<Arc<Payment>> {
-        let metrics = Arc::new(Metrics::new("payment"));
-        let ids = IdPool::new(&config.ids_url, config.id_block, metrics.clone());
-        ids.prefill().await;
-        let db = common::db::connect(&config.payment_db_url, "payment-db").await?;
-        let side = saga::PaymentSide {
-            db: db.clone(),
-            ids: ids.clone(),
-        };
-        let consumers = common::consumer::spawn_for(
+        let (ctx, consumers) = common::consumer::start_saga_service(
             common::saga::PAYMENT.name,
+            config,
             PARTICIPANTS,
             &common::consumer::db_urls(config),
-            config,
-            metrics.clone(),
-            move |_, e| {
-                let side = side.clone();
-                async move { side.on_entry(e).await }
-            },
-        )?;
+            saga::on_entry,
+        )
+        .await?;
         Ok(Arc::new(Payment {
             users: CounterService {
                 spec: CREDIT,
-                db,
-                ids,
+                db: ctx.db,
+                ids: ctx.ids,
             },
             consumers,
-            metrics,
+            metrics: ctx.metrics,
         }))
     }
 }

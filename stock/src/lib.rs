@@ -12,7 +12,6 @@ use common::config::Config;
 use common::consumer::Consumers;
 use common::counter::{CounterService, STOCK};
 use common::http::{self, HandlerResult, Method, Service};
-use common::ids::IdPool;
 use common::metrics::Metrics;
 use common::saga::PARTICIPANTS;
 use common::validate;
@@ -28,33 +27,22 @@ impl Stock {
     /// Connects to stock-db, leases a first block of ids, and starts consuming the logs the
     /// participants table says stock reads.
     pub async fn start(config: &Config) -> anyhow::Result<Arc<Stock>> {
-        let metrics = Arc::new(Metrics::new("stock"));
-        let ids = IdPool::new(&config.ids_url, config.id_block, metrics.clone());
-        ids.prefill().await;
-        let db = common::db::connect(&config.stock_db_url, "stock-db").await?;
-        let side = saga::StockSide {
-            db: db.clone(),
-            ids: ids.clone(),
-        };
-        let consumers = common::consumer::spawn_for(
+        let (ctx, consumers) = common::consumer::start_saga_service(
             common::saga::STOCK.name,
+            config,
             PARTICIPANTS,
             &common::consumer::db_urls(config),
-            config,
-            metrics.clone(),
-            move |_, e| {
-                let side = side.clone();
-                async move { side.on_entry(e).await }
-            },
-        )?;
+            saga::on_entry,
+        )
+        .await?;
         Ok(Arc::new(Stock {
             items: CounterService {
                 spec: STOCK,
-                db,
-                ids,
+                db: ctx.db,
+                ids: ctx.ids,
             },
             consumers,
-            metrics,
+            metrics: ctx.metrics,
         }))
     }
 }

@@ -2,63 +2,48 @@
 //! `log:order` (read through the consumer group `stock`). `CheckoutStarted` → reserve all lines or
 //! none (`lua/reserve.lua`); `CheckoutAborted` → release, or leave a tombstone (`lua/release.lua`).
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
-use common::consumer::HandlerError;
+use common::consumer::{run_step, HandlerError, SagaCtx, StepFuture};
 use common::event::{Event, Items};
-use common::ids::IdPool;
 use common::keys::{self, STOCK_LOG};
 use common::log::LogEntry;
 use common::saga::{Reply, STOCK};
 use redis::aio::ConnectionManager;
 use redis::Script;
-use tracing::Instrument;
 
 static RESERVE: LazyLock<Script> =
     LazyLock::new(|| common::lua::with_decimal(include_str!("../lua/reserve.lua")));
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
 
-/// What the stock side needs to act: its database and its log ids.
-#[derive(Clone)]
-pub struct StockSide {
-    /// stock-db.
-    pub db: ConnectionManager,
-    /// Log ids.
-    pub ids: Arc<IdPool>,
-}
-
-impl StockSide {
-    /// Handles one `log:order` entry; entries that are not for stock are acknowledged as they are.
-    pub async fn on_entry(&self, e: LogEntry) -> Result<(), HandlerError> {
-        let event = e.decode()?;
-        let (saga, order) = match &event {
-            Event::CheckoutStarted { saga, order, .. }
-            | Event::CheckoutAborted { saga, order, .. } => (saga.as_str(), order.as_str()),
-            _ => return Ok(()),
-        };
-        let span = tracing::info_span!("saga_entry", saga, order, event = event.kind(), entry = %e.stream_id);
-        async {
-            let mut conn = self.db.clone();
-            let log_id = self.ids.next();
-            let reply = match &event {
-                Event::CheckoutStarted {
-                    user, total, items, ..
-                } => reserve(&mut conn, &log_id, saga, order, user, *total, items).await?,
-                Event::CheckoutAborted { items, .. } => {
-                    release(&mut conn, &log_id, saga, order, items).await?
-                }
-                _ => return Ok(()),
-            };
-            match &reply {
-                Reply::Rejected(reason) => tracing::debug!(%reason, "{} refused", STOCK.name),
-                other => tracing::debug!(reply = other.name(), "stock side done"),
-            }
-            Ok(())
-        }
-        .instrument(span)
-        .await
+/// Handles one `log:order` entry; entries that are not for stock are acknowledged as they are.
+pub async fn on_entry(ctx: SagaCtx, e: LogEntry) -> Result<(), HandlerError> {
+    let event = e.decode()?;
+    if !matches!(
+        event,
+        Event::CheckoutStarted { .. } | Event::CheckoutAborted { .. }
+    ) {
+        return Ok(()); // not for stock; no log id spent on it
     }
+    let (mut conn, log_id) = (ctx.db.clone(), ctx.ids.next());
+    let step: StepFuture = match &event {
+        Event::CheckoutStarted {
+            saga,
+            order,
+            user,
+            total,
+            items,
+            ..
+        } => Box::pin(reserve(
+            &mut conn, &log_id, saga, order, user, *total, items,
+        )),
+        Event::CheckoutAborted {
+            saga, order, items, ..
+        } => Box::pin(release(&mut conn, &log_id, saga, order, items)),
+        _ => return Ok(()),
+    };
+    run_step(STOCK.name, &e, &event, step).await
 }
 
 /// Reserves the saga's lines, all or nothing; answers `Ok`, `Rejected(reason)` or `Dup(state)`.
@@ -71,21 +56,8 @@ pub async fn reserve(
     total: i64,
     items: &Items,
 ) -> Result<Reply, redis::RedisError> {
-    let mut inv = RESERVE.prepare_invoke();
-    inv.key(STOCK.record_key(saga)).key(STOCK_LOG);
-    for (item, _) in &items.lines {
-        inv.key(keys::item(item));
-    }
-    inv.arg(log_id)
-        .arg(saga)
-        .arg(order)
-        .arg(user)
-        .arg(total)
-        .arg(&items.json);
-    for (_, qty) in &items.lines {
-        inv.arg(*qty);
-    }
-    inv.invoke_async(conn).await
+    let total = total.to_string();
+    run(&RESERVE, conn, log_id, saga, &[order, user, &total], items).await
 }
 
 /// Releases the saga's reservation (or leaves a tombstone); answers `Ok([released])` or
@@ -97,12 +69,29 @@ pub async fn release(
     order: &str,
     items: &Items,
 ) -> Result<Reply, redis::RedisError> {
-    let mut inv = RELEASE.prepare_invoke();
+    run(&RELEASE, conn, log_id, saga, &[order], items).await
+}
+
+/// Runs a stock saga script: keys `ssaga:<sid>`, `log:stock` and every line's item; arguments the
+/// log id, the saga id, `args`, the lines' JSON, then every line's quantity.
+async fn run(
+    script: &Script,
+    conn: &mut ConnectionManager,
+    log_id: &str,
+    saga: &str,
+    args: &[&str],
+    items: &Items,
+) -> Result<Reply, redis::RedisError> {
+    let mut inv = script.prepare_invoke();
     inv.key(STOCK.record_key(saga)).key(STOCK_LOG);
     for (item, _) in &items.lines {
         inv.key(keys::item(item));
     }
-    inv.arg(log_id).arg(saga).arg(order).arg(&items.json);
+    inv.arg(log_id).arg(saga);
+    for a in args {
+        inv.arg(*a);
+    }
+    inv.arg(&items.json);
     for (_, qty) in &items.lines {
         inv.arg(*qty);
     }
