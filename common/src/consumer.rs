@@ -20,6 +20,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -506,12 +507,26 @@ where
         let (metrics, handle) = (metrics.clone(), handle.clone());
         let what = format!("{service} (reading {stream})");
         let span = tracing::info_span!("consumer", group = service, stream);
+        let consume = async move {
+            match crate::db::connect(&url, &what).await {
+                Ok(conn) => run(cfg, conn, metrics, move |e| handle(stream, e)).await,
+                Err(e) => tracing::error!(error = %e, "consumer cannot start"),
+            }
+        };
+        // A consumer never returns on its own: when it does, or panics, say so at once (the
+        // health check then answers 503).
         let task = tokio::spawn(
             async move {
-                match crate::db::connect(&url, &what).await {
-                    Ok(conn) => run(cfg, conn, metrics, move |e| handle(stream, e)).await,
-                    Err(e) => tracing::error!(error = %e, "consumer cannot start"),
-                }
+                let outcome = std::panic::AssertUnwindSafe(consume).catch_unwind().await;
+                let why = match &outcome {
+                    Ok(()) => "it returned".to_string(),
+                    Err(panic) => panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "it panicked".to_string()),
+                };
+                tracing::error!(%why, "consumer stopped; this replica reports unhealthy until restarted");
             }
             .instrument(span),
         );

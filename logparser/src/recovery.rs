@@ -35,6 +35,22 @@ pub const OPEN_KEY: &str = keys::LOGPARSER_OPEN;
 /// The reason recorded on sagas the parser aborts.
 pub const TIMEOUT_REASON: &str = "checkout stalled past SAGA_TIMEOUT; aborted by the log parser";
 
+/// Why a pass could not run (problems with single sagas do not stop a pass: they are listed in
+/// [`PassReport::errors`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// order-db did not answer or answered an error; the next pass retries.
+    #[error("database error: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// `log:order` could not be read.
+    #[error(transparent)]
+    Log(#[from] common::log::LogError),
+    /// The order's admission lock could not be taken (its checkout is being admitted, or too
+    /// few lock nodes answer); the next pass retries.
+    #[error(transparent)]
+    Lock(#[from] common::lock::LockFailure),
+}
+
 /// When to act.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -126,7 +142,7 @@ impl Recovery {
 
     /// The daemon's first pass: continue from the persisted checkpoint when there is one, else a
     /// full pass that establishes it.
-    pub async fn startup(&mut self) -> anyhow::Result<PassReport> {
+    pub async fn startup(&mut self) -> Result<PassReport, RecoveryError> {
         let mut conn = self.dbs.order.clone();
         let checkpoint: Option<String> = redis::cmd("GET")
             .arg(CHECKPOINT_KEY)
@@ -147,7 +163,7 @@ impl Recovery {
     }
 
     /// Scans every saga record. Not dry: acts, and (re)establishes the checkpoint and open set.
-    pub async fn full_pass(&mut self, dry_run: bool) -> anyhow::Result<PassReport> {
+    pub async fn full_pass(&mut self, dry_run: bool) -> Result<PassReport, RecoveryError> {
         let started = Instant::now();
         let mut report = PassReport {
             mode: "full",
@@ -180,7 +196,7 @@ impl Recovery {
     }
 
     /// Reads `log:order` past the checkpoint, then examines the open sagas.
-    pub async fn incremental_pass(&mut self) -> anyhow::Result<PassReport> {
+    pub async fn incremental_pass(&mut self) -> Result<PassReport, RecoveryError> {
         let Some(mut after) = self.checkpoint.clone() else {
             return self.full_pass(false).await;
         };
@@ -305,7 +321,7 @@ impl Recovery {
     }
 
     /// Aborts `r` while holding its order's Redlock; `Ok(true)` when this call decided it.
-    async fn abort(&self, r: &SagaRecord) -> anyhow::Result<bool> {
+    async fn abort(&self, r: &SagaRecord) -> Result<bool, RecoveryError> {
         let lease = self
             .locks
             .lock_within(
@@ -326,7 +342,7 @@ impl Recovery {
         Ok(reply.applied())
     }
 
-    async fn persist(&self) -> anyhow::Result<()> {
+    async fn persist(&self) -> Result<(), RecoveryError> {
         let mut conn = self.dbs.order.clone();
         let mut pipe = redis::pipe();
         pipe.atomic();
