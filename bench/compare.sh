@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Side-by-side checkout throughput of two builds on this machine: for each round, start a stack with
+# build A, run bench/checkout.sh, stop it; then the same with build B. Alternating cancels most of a
+# shared machine's drift; report the ratio of the means, never one absolute rate.
+#
+#   bench/compare.sh BASE_SHOPLOG NEW_SHOPLOG [ROUNDS] [DURATION]
+#
+# Example (the base built from another commit in a worktree):
+#   git worktree add /tmp/base <commit> && (cd /tmp/base && CARGO_TARGET_DIR=/tmp/base-target \
+#     cargo build --release --workspace)
+#   bench/compare.sh /tmp/base-target/release/shoplog target/release/shoplog 3 20s
+set -uo pipefail
+A=${1:?base shoplog binary}
+B=${2:?new shoplog binary}
+ROUNDS=${3:-3}
+D=${4:-20s}
+cd "$(dirname "$0")/.."
+export N_ORDERS=${N_ORDERS:-200000} N_ITEMS=${N_ITEMS:-50000} N_USERS=${N_USERS:-50000}
+declare -A sum=([base]=0 [new]=0)
+for round in $(seq "$ROUNDS"); do
+  for build in base new; do
+    bin=$A; [ "$build" = new ] && bin=$B
+    dd=$(mktemp -d /tmp/shoplog-compare-XXXXXX)
+    "$bin" up --detach --data-dir "$dd" --port-offset 7000 --gateway-port 9800 >"$dd.up.log" 2>&1 ||
+      { echo "round $round $build: up failed (see $dd.up.log)"; "$bin" down --wipe --data-dir "$dd"; exit 2; }
+    out=$(bash bench/checkout.sh http://127.0.0.1:9800 64 "$D" 2>&1)
+    "$bin" down --wipe --data-dir "$dd" >/dev/null 2>&1
+    rate=$(echo "$out" | sed -n 's/^checkouts\/s: //p')
+    echo "round $round $build: $(echo "$out" | grep -E 'checkouts/s|p50|p99|non-2xx' | tr '\n' ' ')"
+    sum[$build]=$(( ${sum[$build]} + ${rate:-0} ))
+  done
+done
+echo "mean checkouts/s: base $(( ${sum[base]} / ROUNDS )), new $(( ${sum[new]} / ROUNDS ))," \
+  "ratio new/base $(awk "BEGIN { printf \"%.3f\", ${sum[new]} / ${sum[base]} }")"
