@@ -432,7 +432,7 @@ pub async fn run_step(
 ) -> Result<(), HandlerError> {
     let (saga, order) = event.saga().unwrap_or_default();
     let span =
-        tracing::info_span!("saga_entry", saga, order, event = event.kind(), entry = %e.stream_id);
+        tracing::debug_span!("saga_entry", saga, order, event = event.kind(), entry = %e.stream_id);
     async move {
         match step.await? {
             crate::saga::Reply::Rejected(reason) => tracing::debug!(%reason, "{service} refused"),

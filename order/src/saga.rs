@@ -140,7 +140,7 @@ impl Decider {
         let Some((part, step)) = common::saga::step_of(self.ctx.parts, event.kind()) else {
             return Ok(());
         };
-        let span = tracing::info_span!("saga_entry", saga, order, event = event.kind(), entry = %e.stream_id);
+        let span = tracing::debug_span!("saga_entry", saga, order, event = event.kind(), entry = %e.stream_id);
         self.react(&event, part, step, saga, order)
             .instrument(span)
             .await
