@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side checkout throughput of two builds on this machine: for each round, start a stack with
 # build A, run bench/checkout.sh, stop it; then the same with build B. Alternating cancels most of a
-# shared machine's drift; report the ratio of the means, never one absolute rate.
+# shared machine's drift (rounds alternate which build goes first); report the ratio of the
+# means, never one absolute rate.
 #
 #   bench/compare.sh BASE_SHOPLOG NEW_SHOPLOG [ROUNDS] [DURATION]
 #
@@ -18,7 +19,10 @@ cd "$(dirname "$0")/.."
 export N_ORDERS=${N_ORDERS:-200000} N_ITEMS=${N_ITEMS:-50000} N_USERS=${N_USERS:-50000}
 declare -A sum=([base]=0 [new]=0)
 for round in $(seq "$ROUNDS"); do
-  for build in base new; do
+  # ABBA: odd rounds run base first, even rounds new first, so that neither build always runs
+  # right after the other's stack was torn down.
+  order="base new"; [ $((round % 2)) = 0 ] && order="new base"
+  for build in $order; do
     bin=$A; [ "$build" = new ] && bin=$B
     dd=$(mktemp -d /tmp/shoplog-compare-XXXXXX)
     "$bin" up --detach --data-dir "$dd" --port-offset 7000 --gateway-port 9800 >"$dd.up.log" 2>&1 ||

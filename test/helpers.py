@@ -218,3 +218,34 @@ def run_concurrently(fn, args, workers: int = 64, base: str | None = None):
     returns the results in the order of `args`."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda a: fn(thread_api(base), a), args))
+
+
+# --- The partitioned layout (common/src/partition.rs, common/src/keys.rs), for tests that read or
+# edit Redis directly. ---
+
+def fnv1a(s: str) -> int:
+    """FNV-1a, 64 bits, of the UTF-8 bytes of `s`: the partition hash."""
+    h = 0xcbf29ce484222325
+    for b in s.encode():
+        h ^= b
+        h = (h * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def partition(entity_id: str, p: int) -> int:
+    return fnv1a(entity_id) % p
+
+
+def tag(service: str, part: int) -> str:
+    """The hash tag of a partition: `{o3}`."""
+    return "{" + service[0] + str(part) + "}"
+
+
+def key(prefix: str, service: str, entity_id: str, p: int) -> str:
+    """The key of an entity or saga record in its partition: `key("item:", "stock", id, 16)`."""
+    return f"{prefix}{tag(service, partition(entity_id, p))}:{entity_id}"
+
+
+def streams(service: str, p: int) -> list[str]:
+    """Every partition's stream of a service's log."""
+    return [f"log:{service}:{tag(service, k)}" for k in range(p)]

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from conftest import DOWN_TIMEOUT, _log_tails, shoplog, shoplog_bin
-from helpers import Api, ok_json
+from helpers import Api, key, ok_json, partition, streams, tag
 
 OFFSET = 3000
 GATEWAY = 9300
@@ -276,8 +276,10 @@ def test_replay_diff_is_empty_after_a_storm_and_a_copy_audits_clean(stack):
             urls[service] = (port, url)
         for service, (port, _) in urls.items():
             src_port = {"order": 6401, "stock": 6402, "payment": 6403}[service] + OFFSET
+            p = int(redis_cli(src_port, "GET", "shoplog:partitions"))
             mig = subprocess.run(["redis-cli", "-p", str(src_port), "MIGRATE", "127.0.0.1", str(port),
-                                  f"log:{service}", "0", "5000", "COPY"], capture_output=True, text=True)
+                                  "", "0", "5000", "COPY", "KEYS", *streams(service, p)],
+                                 capture_output=True, text=True)
             assert "OK" in mig.stdout, mig.stdout + mig.stderr
         audit = stack.run("audit", "--json", ORDER_DB_URL=urls["order"][1], STOCK_DB_URL=urls["stock"][1],
                           PAYMENT_DB_URL=urls["payment"][1])
@@ -312,64 +314,79 @@ def violations(stack) -> list[dict]:
 
 def test_audit_detects_each_kind_of_tampering(stack):
     order_db, stock_db, payment_db = 6401 + OFFSET, 6402 + OFFSET, 6403 + OFFSET
+    sp = int(redis_cli(stock_db, "GET", "shoplog:partitions"))
+    pp = int(redis_cli(payment_db, "GET", "shoplog:partitions"))
     api = stack.api
     # A committed saga and an aborted one (credit short).
     _, _, paid = order_of(api)
     ok_json(api.post(f"/orders/checkout/{paid}"))
-    item, _, refused = order_of(api, credit=1)
+    item, user, refused = order_of(api, credit=1)
     assert api.post(f"/orders/checkout/{refused}").status_code == 400
     aborted = stack.saga_of(refused)["id"]
     assert stack.audit().returncode == 0
 
+    item_key = key("item:", "stock", item, sp)
+    # Records of the aborted saga: payment's in the user's partition, stock's in the item's.
+    psaga = f"psaga:{tag('payment', partition(user, pp))}:{aborted}"
+    ssaga = f"ssaga:{tag('stock', partition(item, sp))}:{aborted}"
+
     # 1. A stock value edited directly.
-    redis_cli(stock_db, "HINCRBY", f"item:{item}", "stock", "1")
+    redis_cli(stock_db, "HINCRBY", item_key, "stock", "1")
     found = violations(stack)
-    assert [v["entity"] for v in found] == [f"item:{item}"], found
-    redis_cli(stock_db, "HINCRBY", f"item:{item}", "stock", "-1")
+    assert [v["entity"] for v in found] == [item_key], found
+    redis_cli(stock_db, "HINCRBY", item_key, "stock", "-1")
     assert stack.audit().returncode == 0
 
     # 2. A charge without a commit: the aborted saga's payment record says charged.
-    was = redis_cli(payment_db, "HGET", f"psaga:{aborted}", "state")
-    redis_cli(payment_db, "HSET", f"psaga:{aborted}", "state", "CHARGED")
+    was = redis_cli(payment_db, "HGET", psaga, "state")
+    redis_cli(payment_db, "HSET", psaga, "state", "CHARGED")
     found = violations(stack)
-    assert f"psaga:{aborted}" in {v["entity"] for v in found}, found
+    assert psaga in {v["entity"] for v in found}, found
     assert any(v["invariant"] == "saga atomicity" and v["saga"] == aborted for v in found), found
-    redis_cli(payment_db, "HSET", f"psaga:{aborted}", "state", was)
+    redis_cli(payment_db, "HSET", psaga, "state", was)
 
     # 3. A reservation without a release after an abort.
-    was = redis_cli(stock_db, "HGET", f"ssaga:{aborted}", "state")
-    redis_cli(stock_db, "HSET", f"ssaga:{aborted}", "state", "RESERVED")
+    was = redis_cli(stock_db, "HGET", ssaga, "state")
+    redis_cli(stock_db, "HSET", ssaga, "state", "RESERVED")
     found = violations(stack)
-    assert any(v["entity"] == f"ssaga:{aborted}" and v["invariant"] == "saga atomicity" for v in found), found
-    redis_cli(stock_db, "HSET", f"ssaga:{aborted}", "state", was)
+    assert any(v["entity"] == ssaga and v["invariant"] == "saga atomicity" for v in found), found
+    redis_cli(stock_db, "HSET", ssaga, "state", was)
     assert stack.audit().returncode == 0
 
     # 4. A log entry deleted: the item's StockAdded. (XRANGE prints each entry as its id, then
     # field and value lines: log_id, type, item, amount.)
-    lines = subprocess.run(["redis-cli", "-p", str(stock_db), "XRANGE", "log:stock", "-", "+"],
+    stream = streams("stock", sp)[partition(item, sp)]
+    lines = subprocess.run(["redis-cli", "-p", str(stock_db), "XRANGE", stream, "-", "+"],
                            capture_output=True, text=True).stdout.split("\n")
     ids = [lines[i - 4] for i, v in enumerate(lines) if v == "StockAdded" and lines[i + 2] == item]
     assert len(ids) == 1, "no StockAdded entry for the item"
-    assert redis_cli(stock_db, "XDEL", "log:stock", ids[0]) == "1"
+    assert redis_cli(stock_db, "XDEL", stream, ids[0]) == "1"
     found = violations(stack)
-    assert f"item:{item}" in {v["entity"] for v in found}, found
+    assert item_key in {v["entity"] for v in found}, found
     assert stack.run("audit").returncode == 1
 
 
 def test_a_poison_entry_is_dead_lettered_counted_and_reported(stack):
     """The poison entry makes log:order unreplayable (and the audit dirty) on purpose."""
     order_db = 6401 + OFFSET
-    dead_before = int(redis_cli(order_db, "XLEN", "dead:stock:log:order"))
+    op = int(redis_cli(order_db, "GET", "shoplog:partitions"))
+    stream = streams("order", op)[partition("nx", op)]  # the partition of its order
+    dead_stream = f"dead:stock:{stream}"
+    dead_before = int(redis_cli(order_db, "XLEN", dead_stream))
     counted_before = metric(8102 + OFFSET, "dead_letters_total", prefix="stock")
-    entry = redis_cli(order_db, "XADD", "log:order", "*", "log_id", "poison", "type", "CheckoutStarted",
+    entry = redis_cli(order_db, "XADD", stream, "*", "log_id", "poison", "type", "CheckoutStarted",
                       "saga", "poison-saga", "order", "nx", "user", "nx", "total", "1", "items", "not json")
-    wait_for(lambda: int(redis_cli(order_db, "XLEN", "dead:stock:log:order")) == dead_before + 1,
+    wait_for(lambda: int(redis_cli(order_db, "XLEN", dead_stream)) == dead_before + 1,
              "the dead letter", timeout=30)
-    dead = redis_cli(order_db, "XRANGE", "dead:stock:log:order", "-", "+").split("\n")
+    dead = redis_cli(order_db, "XRANGE", dead_stream, "-", "+").split("\n")
     assert entry in dead and "poison-saga" in dead
     assert metric(8102 + OFFSET, "dead_letters_total", prefix="stock") == counted_before + 1
     report = stack.json("recover", "--dry-run")
     groups = {(g["stream"], g["group"]): g for g in report["groups"]}
-    assert len(groups) == 5
-    assert groups[("log:order", "stock")]["dead_letters"] == dead_before + 1
-    assert groups[("log:order", "stock")]["pending"] == 0
+    # Five groups of the saga, each on every partition of the log it reads.
+    assert {(g["log"], g["group"]) for g in report["groups"]} == {
+        ("log:order", "stock"), ("log:order", "payment"), ("log:stock", "payment"),
+        ("log:stock", "order"), ("log:payment", "order")}
+    assert len(groups) == 5 * op
+    assert groups[(stream, "stock")]["dead_letters"] == dead_before + 1
+    assert groups[(stream, "stock")]["pending"] == 0

@@ -67,6 +67,10 @@ pub struct Config {
     pub lease_ttl: Duration,
     /// `INSTANCE`: a name for this process, used as its consumer name (default `<host>-<pid>`).
     pub instance: String,
+    /// `ORDER_PARTITIONS`, `STOCK_PARTITIONS`, `PAYMENT_PARTITIONS`: how many partitions a service
+    /// initialises its database with (default [`crate::partition::DEFAULT`]); a database already
+    /// initialised with another number makes the service refuse to start.
+    pub partitions: [u32; 3],
 }
 
 /// Why the environment does not make a configuration. Returned by [`Config::from_env`] so that a
@@ -139,6 +143,24 @@ impl Config {
         } else {
             default_port
         };
+        let partitions = |var: &'static str| -> Result<u32, ConfigError> {
+            let p: u32 = env.parse_or(
+                var,
+                crate::partition::DEFAULT,
+                "a number of partitions (1 to 1024)",
+                crate::partition::DEFAULT,
+            )?;
+            if (1..=crate::partition::MAX).contains(&p) {
+                Ok(p)
+            } else {
+                Err(ConfigError::Invalid {
+                    var,
+                    value: p.to_string(),
+                    expected: "a number of partitions (1 to 1024)",
+                    example: crate::partition::DEFAULT.to_string(),
+                })
+            }
+        };
         let lock_urls = env.string_or(
             "LOCK_URLS",
             LOCK_PORTS
@@ -181,7 +203,23 @@ impl Config {
             lease_ttl: millis("LEASE_TTL_MS", 5_000)?,
             instance: env
                 .string_or("INSTANCE", format!("{}-{}", hostname(), std::process::id()))?,
+            partitions: [
+                partitions("ORDER_PARTITIONS")?,
+                partitions("STOCK_PARTITIONS")?,
+                partitions("PAYMENT_PARTITIONS")?,
+            ],
         })
+    }
+
+    /// The number of partitions `service` initialises its database with (the default for a
+    /// participant this configuration does not name).
+    pub fn partitions_of(&self, service: &str) -> u32 {
+        match service {
+            "order" => self.partitions[0],
+            "stock" => self.partitions[1],
+            "payment" => self.partitions[2],
+            _ => crate::partition::DEFAULT,
+        }
     }
 
     /// The socket address to listen on.

@@ -35,13 +35,15 @@ use crate::saga::Participant;
 /// Where and how to consume.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
-    /// The stream (`log:order`).
-    pub stream: &'static str,
+    /// The log (`log:order`), for log lines and metrics.
+    pub log: &'static str,
+    /// Its streams: one per partition (`log:order:{o0}`, …).
+    pub streams: Vec<String>,
     /// The consumer group: the consuming service's name (`stock`).
     pub group: &'static str,
     /// This consumer's name within the group (the process's `INSTANCE`).
     pub name: String,
-    /// Entries per read.
+    /// Entries per read (per stream).
     pub batch: usize,
     /// How long a read blocks waiting for new entries.
     pub block: Duration,
@@ -54,9 +56,15 @@ pub struct ConsumerConfig {
 impl ConsumerConfig {
     /// Defaults suited to the saga: batches of 128, 1 s blocking reads, take-over after 5 s idle,
     /// dead-letter after 10 deliveries.
-    pub fn new(stream: &'static str, group: &'static str, name: &str) -> ConsumerConfig {
+    pub fn new(
+        log: &'static str,
+        streams: Vec<String>,
+        group: &'static str,
+        name: &str,
+    ) -> ConsumerConfig {
         ConsumerConfig {
-            stream,
+            log,
+            streams,
             group,
             name: name.to_string(),
             batch: 128,
@@ -69,20 +77,16 @@ impl ConsumerConfig {
     /// The defaults, with `claim_idle` and `max_attempts` from the configuration (`CLAIM_IDLE_MS`,
     /// `MAX_DELIVERIES`) and this process's `INSTANCE` as the consumer name.
     pub fn from_config(
-        stream: &'static str,
+        log: &'static str,
+        streams: Vec<String>,
         group: &'static str,
         config: &crate::config::Config,
     ) -> ConsumerConfig {
         ConsumerConfig {
             claim_idle: config.claim_idle,
             max_attempts: config.max_deliveries.max(1),
-            ..ConsumerConfig::new(stream, group, &config.instance)
+            ..ConsumerConfig::new(log, streams, group, &config.instance)
         }
-    }
-
-    /// The dead-letter stream of this group.
-    pub fn dead_letter_stream(&self) -> String {
-        keys::dead_letter(self.group, self.stream)
     }
 }
 
@@ -105,6 +109,12 @@ type Fields = Option<Vec<String>>;
 type ReadReply = Option<Vec<(String, Vec<(String, Fields)>)>>;
 type ClaimReply = (String, Vec<(String, Fields)>, Vec<String>);
 
+/// An entry as delivered: the stream (partition) it came from, and the entry.
+struct Delivered {
+    stream: String,
+    entry: LogEntry,
+}
+
 fn entry(id: String, fields: Fields) -> LogEntry {
     let mut map = std::collections::BTreeMap::new();
     let flat = fields.unwrap_or_default();
@@ -120,8 +130,8 @@ fn entry(id: String, fields: Fields) -> LogEntry {
 }
 
 /// Runs a consumer until the process ends. `read` is a dedicated connection to the database that
-/// holds the stream (blocking reads must not share a connection with requests); `handle` is called
-/// for every entry and must be idempotent.
+/// holds the streams (blocking reads must not share a connection with requests); `handle` is
+/// called for every entry and must be idempotent.
 pub async fn run<H, F>(
     cfg: ConsumerConfig,
     mut read: ConnectionManager,
@@ -135,7 +145,7 @@ pub async fn run<H, F>(
         match consume(&cfg, &mut read, &metrics, &handle).await {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(stream = cfg.stream, group = cfg.group, error = %e, "consumer interrupted; resuming in 1 s");
+                tracing::warn!(log = cfg.log, group = cfg.group, error = %e, "consumer interrupted; resuming in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -152,7 +162,7 @@ where
     H: Fn(LogEntry) -> F,
     F: Future<Output = Result<(), HandlerError>>,
 {
-    ensure_group(conn, cfg).await?;
+    ensure_groups(conn, cfg).await?;
     // Own pending entries first (a restart of the same instance).
     loop {
         let entries = read_group(conn, cfg, "0", None).await?;
@@ -177,31 +187,36 @@ where
     }
 }
 
-async fn ensure_group(
+/// Creates the group on every stream (and the stream, when missing).
+async fn ensure_groups(
     conn: &mut ConnectionManager,
     cfg: &ConsumerConfig,
 ) -> redis::RedisResult<()> {
-    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(cfg.stream)
-        .arg(cfg.group)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await;
-    match created {
-        Ok(()) => Ok(()),
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        Err(e) => Err(e),
+    for stream in &cfg.streams {
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(cfg.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(conn)
+            .await;
+        match created {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(())
 }
 
+/// One `XREADGROUP` over every stream of the log (`from` = `0`: own pending; `>`: new).
 async fn read_group(
     conn: &mut ConnectionManager,
     cfg: &ConsumerConfig,
     from: &str,
     block: Option<Duration>,
-) -> redis::RedisResult<Vec<LogEntry>> {
+) -> redis::RedisResult<Vec<Delivered>> {
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP")
         .arg(cfg.group)
@@ -211,54 +226,72 @@ async fn read_group(
     if let Some(b) = block {
         cmd.arg("BLOCK").arg(b.as_millis() as u64);
     }
-    cmd.arg("STREAMS").arg(cfg.stream).arg(from);
+    cmd.arg("STREAMS").arg(&cfg.streams);
+    for _ in &cfg.streams {
+        cmd.arg(from);
+    }
     let reply: ReadReply = cmd.query_async(conn).await?;
     Ok(reply
         .unwrap_or_default()
         .into_iter()
-        .flat_map(|(_, entries)| entries)
-        .map(|(id, f)| entry(id, f))
+        .flat_map(|(stream, entries)| {
+            entries.into_iter().map(move |(id, f)| Delivered {
+                stream: stream.clone(),
+                entry: entry(id, f),
+            })
+        })
         .collect())
 }
 
-/// Handles entries concurrently, acknowledges those whose handler succeeded; returns how many.
+/// Handles entries concurrently, acknowledges those whose handler succeeded (one `XACK` per
+/// stream, pipelined); returns how many.
 async fn process<H, F>(
     conn: &mut ConnectionManager,
     cfg: &ConsumerConfig,
     metrics: &Metrics,
     handle: &H,
-    entries: Vec<LogEntry>,
+    delivered: Vec<Delivered>,
 ) -> redis::RedisResult<usize>
 where
     H: Fn(LogEntry) -> F,
     F: Future<Output = Result<(), HandlerError>>,
 {
-    let ids: Vec<String> = entries.iter().map(|e| e.stream_id.clone()).collect();
-    let results = futures::future::join_all(entries.into_iter().map(handle)).await;
-    let mut acked = Vec::new();
-    for (id, result) in ids.into_iter().zip(results) {
+    let ids: Vec<(String, String)> = delivered
+        .iter()
+        .map(|d| (d.stream.clone(), d.entry.stream_id.clone()))
+        .collect();
+    let results = futures::future::join_all(delivered.into_iter().map(|d| handle(d.entry))).await;
+    let mut acked: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut count = 0;
+    for ((stream, id), result) in ids.into_iter().zip(results) {
         match result {
-            Ok(()) => acked.push(id),
+            Ok(()) => {
+                acked.entry(stream).or_default().push(id);
+                count += 1;
+            }
             Err(e) => {
                 metrics.incr("handler_failures_total", 1);
-                tracing::warn!(stream = cfg.stream, entry = %id, error = %e, "handler failed; the entry stays pending and will be retried");
+                tracing::warn!(%stream, entry = %id, error = %e, "handler failed; the entry stays pending and will be retried");
             }
         }
     }
-    if !acked.is_empty() {
-        let _: i64 = redis::cmd("XACK")
-            .arg(cfg.stream)
-            .arg(cfg.group)
-            .arg(&acked)
-            .query_async(conn)
-            .await?;
-        metrics.incr("entries_handled_total", acked.len() as u64);
+    if count > 0 {
+        let mut pipe = redis::pipe();
+        for (stream, ids) in &acked {
+            pipe.cmd("XACK")
+                .arg(stream)
+                .arg(cfg.group)
+                .arg(ids)
+                .ignore();
+        }
+        pipe.query_async::<()>(conn).await?;
+        metrics.incr("entries_handled_total", count as u64);
     }
-    Ok(acked.len())
+    Ok(count)
 }
 
-/// Takes over entries idle for `claim_idle` (any consumer's), dead-letters those delivered too
-/// often, and handles the rest.
+/// Takes over entries idle for `claim_idle` (any consumer's) on every stream, dead-letters those
+/// delivered too often, and handles the rest.
 async fn claim<H, F>(
     conn: &mut ConnectionManager,
     cfg: &ConsumerConfig,
@@ -269,45 +302,48 @@ where
     H: Fn(LogEntry) -> F,
     F: Future<Output = Result<(), HandlerError>>,
 {
-    let (_, claimed, _deleted): ClaimReply = redis::cmd("XAUTOCLAIM")
-        .arg(cfg.stream)
-        .arg(cfg.group)
-        .arg(&cfg.name)
-        .arg(cfg.claim_idle.as_millis() as u64)
-        .arg("0-0")
-        .arg("COUNT")
-        .arg(cfg.batch)
-        .query_async(conn)
-        .await?;
-    if claimed.is_empty() {
-        return Ok(());
-    }
-    let first = claimed[0].0.clone();
-    let last = claimed[claimed.len() - 1].0.clone();
-    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-        .arg(cfg.stream)
-        .arg(cfg.group)
-        .arg(&first)
-        .arg(&last)
-        .arg(claimed.len())
-        .arg(&cfg.name)
-        .query_async(conn)
-        .await?;
-    let attempts: std::collections::HashMap<String, u64> =
-        pending.into_iter().map(|(id, _, _, n)| (id, n)).collect();
     let mut retry = Vec::new();
-    for (id, fields) in claimed {
-        let e = entry(id, fields);
-        let n = attempts.get(&e.stream_id).copied().unwrap_or(0);
-        if n > cfg.max_attempts {
-            dead_letter(conn, cfg, metrics, &e, n).await?;
-        } else {
-            retry.push(e);
+    for stream in &cfg.streams {
+        let (_, claimed, _deleted): ClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(stream)
+            .arg(cfg.group)
+            .arg(&cfg.name)
+            .arg(cfg.claim_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(cfg.batch)
+            .query_async(conn)
+            .await?;
+        let (Some(first), Some(last)) = (claimed.first(), claimed.last()) else {
+            continue;
+        };
+        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(cfg.group)
+            .arg(&first.0)
+            .arg(&last.0)
+            .arg(claimed.len())
+            .arg(&cfg.name)
+            .query_async(conn)
+            .await?;
+        let attempts: std::collections::HashMap<String, u64> =
+            pending.into_iter().map(|(id, _, _, n)| (id, n)).collect();
+        for (id, fields) in claimed {
+            let e = entry(id, fields);
+            let n = attempts.get(&e.stream_id).copied().unwrap_or(0);
+            if n > cfg.max_attempts {
+                dead_letter(conn, cfg, metrics, stream, &e, n).await?;
+            } else {
+                retry.push(Delivered {
+                    stream: stream.clone(),
+                    entry: e,
+                });
+            }
         }
     }
     if !retry.is_empty() {
         tracing::info!(
-            stream = cfg.stream,
+            log = cfg.log,
             group = cfg.group,
             entries = retry.len(),
             "took over idle pending entries"
@@ -322,12 +358,14 @@ async fn dead_letter(
     conn: &mut ConnectionManager,
     cfg: &ConsumerConfig,
     metrics: &Metrics,
+    stream: &str,
     e: &LogEntry,
     attempts: u64,
 ) -> redis::RedisResult<()> {
+    let dead = keys::dead_letter(cfg.group, stream);
     let mut add = redis::cmd("XADD");
-    add.arg(cfg.dead_letter_stream()).arg("*");
-    add.arg("source_stream").arg(cfg.stream);
+    add.arg(&dead).arg("*");
+    add.arg("source_stream").arg(stream);
     add.arg("source_id").arg(&e.stream_id);
     add.arg("attempts").arg(attempts);
     for (k, v) in &e.fields {
@@ -337,19 +375,19 @@ async fn dead_letter(
     pipe.atomic();
     pipe.add_command(add).ignore();
     pipe.cmd("XACK")
-        .arg(cfg.stream)
+        .arg(stream)
         .arg(cfg.group)
         .arg(&e.stream_id)
         .ignore();
     pipe.query_async::<()>(conn).await?;
     metrics.incr("dead_letters_total", 1);
     tracing::error!(
-        stream = cfg.stream,
+        %stream,
         group = cfg.group,
         entry = %e.stream_id,
         kind = e.kind(),
         attempts,
-        dead_letter = %cfg.dead_letter_stream(),
+        dead_letter = %dead,
         "entry failed too often; moved to the dead-letter stream (see docs/OPERATIONS.md, \"Dead letters\")"
     );
     Ok(())
@@ -412,6 +450,8 @@ pub struct SagaCtx {
     pub ids: Arc<crate::ids::IdPool>,
     /// Who takes part in the saga.
     pub parts: &'static [Participant],
+    /// The service's own partitions.
+    pub layout: crate::partition::Layout,
     /// The service's metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -463,11 +503,14 @@ where
     let url = urls
         .get(service)
         .ok_or_else(|| anyhow::anyhow!("no database URL for `{service}`"))?;
-    let db = crate::db::connect(url, &format!("{service}-db")).await?;
+    let mut db = crate::db::connect(url, &format!("{service}-db")).await?;
+    let layout = crate::partition::ensure(&mut db, service, config.partitions_of(service)).await?;
+    tracing::info!(%layout, "database layout checked");
     let ctx = SagaCtx {
         db,
         ids,
         parts,
+        layout,
         metrics: metrics.clone(),
     };
     let handler_ctx = ctx.clone();
@@ -503,13 +546,19 @@ where
         let url = urls.get(owner).cloned().ok_or_else(|| {
             anyhow::anyhow!("no database URL for `{owner}`, whose log `{stream}` {service} reads")
         })?;
-        let cfg = ConsumerConfig::from_config(stream, service, config);
         let (metrics, handle) = (metrics.clone(), handle.clone());
+        let config = config.clone();
         let what = format!("{service} (reading {stream})");
         let span = tracing::info_span!("consumer", group = service, stream);
         let consume = async move {
             match crate::db::connect(&url, &what).await {
-                Ok(conn) => run(cfg, conn, metrics, move |e| handle(stream, e)).await,
+                Ok(mut conn) => {
+                    // The log's partitions are as its owner initialised them.
+                    let layout = crate::partition::wait_stored(&mut conn, owner).await;
+                    let streams = crate::keys::logs(stream, &layout);
+                    let cfg = ConsumerConfig::from_config(stream, streams, service, &config);
+                    run(cfg, conn, metrics, move |e| handle(stream, e)).await
+                }
                 Err(e) => tracing::error!(error = %e, "consumer cannot start"),
             }
         };

@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::event::kind as event;
 use crate::http::{self, HandlerResult};
 use crate::keys::{self, PAYMENT_LOG, STOCK_LOG};
+use crate::partition::Layout;
 use crate::validate;
 
 static CREATE: LazyLock<Script> =
@@ -33,7 +34,7 @@ pub struct CounterSpec {
     /// Key prefix of the entity hashes (`item:`).
     pub key_prefix: &'static str,
     /// Formats an entity's key (from [`crate::keys`]).
-    pub key_of: fn(&str) -> String,
+    pub key_of: fn(&Layout, &str) -> String,
     /// The entity's name in log entries and messages (`item`).
     pub entity: &'static str,
     /// The counter field (`stock`).
@@ -105,9 +106,9 @@ pub enum Op {
 }
 
 impl CounterSpec {
-    /// The Redis key of entity `id`.
-    pub fn key(&self, id: &str) -> String {
-        (self.key_of)(id)
+    /// The Redis key of entity `id` (the service's layout `l`).
+    pub fn key(&self, l: &Layout, id: &str) -> String {
+        (self.key_of)(l, id)
     }
 
     /// Which transition an event type of this spec stands for.
@@ -122,16 +123,19 @@ impl CounterSpec {
         .find_map(|(k, op)| (k == kind).then_some(op))
     }
 
-    /// Creates entity `id` with counter 0 and the given extra fields, logged as `created`.
+    /// Creates entity `id` with counter 0 and the given extra fields, logged as `created` in its
+    /// partition's log.
     pub async fn create(
         &self,
         conn: &mut ConnectionManager,
+        l: &Layout,
         log_id: &str,
         id: &str,
         extra: &[(&str, i64)],
     ) -> Result<(), redis::RedisError> {
         let mut inv = CREATE.prepare_invoke();
-        inv.key(self.key(id)).key(self.log);
+        inv.key(self.key(l, id))
+            .key(keys::log(self.log, l, l.part(id)));
         inv.arg(log_id).arg(self.created).arg(self.entity).arg(id);
         inv.arg(self.field).arg(0);
         for (f, v) in extra {
@@ -144,11 +148,12 @@ impl CounterSpec {
     pub async fn add(
         &self,
         conn: &mut ConnectionManager,
+        l: &Layout,
         log_id: &str,
         id: &str,
         amount: i64,
     ) -> Result<Outcome, redis::RedisError> {
-        self.change(&ADD, self.added, conn, log_id, id, amount)
+        self.change(&ADD, self.added, conn, l, log_id, id, amount)
             .await
     }
 
@@ -156,26 +161,29 @@ impl CounterSpec {
     pub async fn subtract(
         &self,
         conn: &mut ConnectionManager,
+        l: &Layout,
         log_id: &str,
         id: &str,
         amount: i64,
     ) -> Result<Outcome, redis::RedisError> {
-        self.change(&SUBTRACT, self.subtracted, conn, log_id, id, amount)
+        self.change(&SUBTRACT, self.subtracted, conn, l, log_id, id, amount)
             .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn change(
         &self,
         script: &Script,
         kind: &str,
         conn: &mut ConnectionManager,
+        l: &Layout,
         log_id: &str,
         id: &str,
         amount: i64,
     ) -> Result<Outcome, redis::RedisError> {
         script
-            .key(self.key(id))
-            .key(self.log)
+            .key(self.key(l, id))
+            .key(keys::log(self.log, l, l.part(id)))
             .arg(log_id)
             .arg(kind)
             .arg(self.entity)
@@ -187,40 +195,62 @@ impl CounterSpec {
     }
 
     /// Creates or overwrites entities `"0"`..`"n-1"` with the counter at `start` and the extra
-    /// fields, logged as one `batch_init` entry.
+    /// fields: one script per partition, each setting that partition's entities and logging one
+    /// `batch_init` entry in that partition's log (replay regenerates the partition's ids).
     pub async fn batch_init(
         &self,
         conn: &mut ConnectionManager,
+        l: &Layout,
         log_id: &str,
         n: i64,
         start: i64,
         extra: &[(&str, i64)],
     ) -> Result<(), redis::RedisError> {
-        let mut inv = BATCH_INIT.prepare_invoke();
-        inv.key(self.log);
-        inv.arg(log_id)
-            .arg(self.batch_init)
-            .arg(self.key_prefix)
-            .arg(n);
-        inv.arg(self.field).arg(start);
-        for (f, v) in extra {
-            inv.arg(*f).arg(*v);
+        for (part, ids) in batch_partitions(l, n) {
+            let mut inv = BATCH_INIT.prepare_invoke();
+            inv.key(keys::log(self.log, l, part));
+            for id in &ids {
+                inv.key(self.key(l, id));
+            }
+            inv.arg(log_id).arg(self.batch_init).arg(n);
+            inv.arg(self.field).arg(start);
+            for (f, v) in extra {
+                inv.arg(*f).arg(*v);
+            }
+            inv.invoke_async::<Outcome>(conn).await?;
         }
-        inv.invoke_async::<Outcome>(conn).await.map(|_| ())
+        Ok(())
     }
 
     /// The fields of entity `id`, or `None` when it does not exist.
     pub async fn find(
         &self,
         conn: &mut ConnectionManager,
+        l: &Layout,
         id: &str,
     ) -> Result<Option<HashMap<String, i64>>, redis::RedisError> {
         let map: HashMap<String, i64> = redis::cmd("HGETALL")
-            .arg(self.key(id))
+            .arg(self.key(l, id))
             .query_async(conn)
             .await?;
         Ok(if map.is_empty() { None } else { Some(map) })
     }
+}
+
+/// The ids `"0"`..`"n-1"` of a `batch_init`, grouped by partition (partitions without any are
+/// left out), each group in id order.
+pub fn batch_partitions(l: &Layout, n: i64) -> Vec<(u32, Vec<String>)> {
+    let mut by_part: Vec<Vec<String>> = vec![Vec::new(); l.p as usize];
+    for i in 0..n.max(0) {
+        let id = i.to_string();
+        by_part[l.part(&id) as usize].push(id);
+    }
+    by_part
+        .into_iter()
+        .enumerate()
+        .filter(|(_, ids)| !ids.is_empty())
+        .map(|(k, ids)| (k as u32, ids))
+        .collect()
 }
 
 /// The HTTP-facing operations on counter entities, shared by the stock and payment services:
@@ -230,6 +260,8 @@ pub struct CounterService {
     pub spec: CounterSpec,
     /// The service's database.
     pub db: ConnectionManager,
+    /// Its partitions.
+    pub layout: Layout,
     /// Where log ids and entity ids come from.
     pub ids: std::sync::Arc<crate::ids::IdPool>,
 }
@@ -244,7 +276,7 @@ impl CounterService {
         let id = self.ids.next();
         let log_id = self.ids.next();
         self.spec
-            .create(&mut self.db.clone(), &log_id, &id, extra)
+            .create(&mut self.db.clone(), &self.layout, &log_id, &id, extra)
             .await?;
         let mut body = serde_json::Map::new();
         body.insert(format!("{}_id", self.spec.entity), id.into());
@@ -255,7 +287,7 @@ impl CounterService {
     pub async fn find(&self, raw_id: &str) -> Result<HashMap<String, i64>, ApiError> {
         let id = validate::existing_id(raw_id, self.spec.entity)?;
         self.spec
-            .find(&mut self.db.clone(), id)
+            .find(&mut self.db.clone(), &self.layout, id)
             .await?
             .ok_or_else(|| self.unknown(id))
     }
@@ -270,7 +302,7 @@ impl CounterService {
     ) -> Result<i64, ApiError> {
         entity.get(field).copied().ok_or_else(|| {
             ApiError::from(crate::db::RecordError {
-                key: self.spec.key(id),
+                key: self.spec.key(&self.layout, id),
                 field,
                 found: None,
             })
@@ -284,7 +316,7 @@ impl CounterService {
         let log_id = self.ids.next();
         let outcome = self
             .spec
-            .add(&mut self.db.clone(), &log_id, id, amount)
+            .add(&mut self.db.clone(), &self.layout, &log_id, id, amount)
             .await?;
         self.answer(id, amount, outcome)
     }
@@ -296,7 +328,7 @@ impl CounterService {
         let log_id = self.ids.next();
         let outcome = self
             .spec
-            .subtract(&mut self.db.clone(), &log_id, id, amount)
+            .subtract(&mut self.db.clone(), &self.layout, &log_id, id, amount)
             .await?;
         self.answer(id, amount, outcome)
     }
@@ -312,7 +344,7 @@ impl CounterService {
         let start = validate::non_negative(raw_start, self.spec.field)?;
         let log_id = self.ids.next();
         self.spec
-            .batch_init(&mut self.db.clone(), &log_id, n, start, extra)
+            .batch_init(&mut self.db.clone(), &self.layout, &log_id, n, start, extra)
             .await?;
         http::json(&serde_json::json!({
             "msg": format!("batch init for {} {}s successful", n, self.spec.entity)

@@ -40,10 +40,17 @@ pub mod kind {
 
     /// `order/lua/checkout_start.lua`: `user`, `items` (summed), `total`, `started_ms`.
     pub const CHECKOUT_STARTED: &str = "CheckoutStarted";
-    /// `stock/lua/reserve.lua`: `user`, `items`, `total` (what payment needs to charge).
+    /// `stock/lua/reserve.lua` (one partition) or `stock/lua/finish.lua` (several): `user`,
+    /// `items`, `total` (what payment needs to charge), `parts` (how many stock partitions).
     pub const STOCK_RESERVED: &str = "StockReserved";
-    /// `stock/lua/reserve.lua`: `reason`.
+    /// `stock/lua/reserve.lua` or `stock/lua/finish.lua`: `reason`, `parts`.
     pub const STOCK_REJECTED: &str = "StockRejected";
+    /// `stock/lua/reserve.lua`, one partition of several: `items` (that partition's lines).
+    pub const STOCK_PART_RESERVED: &str = "StockPartReserved";
+    /// `stock/lua/reserve.lua`, one partition of several: `reason`.
+    pub const STOCK_PART_REJECTED: &str = "StockPartRejected";
+    /// `stock/lua/release.lua`, one partition of several: `items`, `released`.
+    pub const STOCK_PART_RELEASED: &str = "StockPartReleased";
     /// `payment/lua/charge.lua`: `user`, `amount`.
     pub const PAYMENT_CHARGED: &str = "PaymentCharged";
     /// `payment/lua/charge.lua`: `user`, `reason`.
@@ -54,8 +61,9 @@ pub mod kind {
     /// `common/lua/saga_redrive.lua`): the decision `abort`, with `reason`, `user`, `items`, `total`
     /// (what the compensations need) and `pending` (the participants still to confirm).
     pub const CHECKOUT_ABORTED: &str = "CheckoutAborted";
-    /// `stock/lua/release.lua`: `items`, `released` (`1` when stock went back, `0` when the saga
-    /// held none and a tombstone now refuses its late reservation).
+    /// `stock/lua/release.lua` or `stock/lua/finish.lua`: `items`, `released` (`1` when stock
+    /// went back, `0` when the saga held none and tombstones now refuse its late reservation),
+    /// `parts`.
     pub const STOCK_RELEASED: &str = "StockReleased";
     /// `payment/lua/refund.lua`: `user`, `amount`, `refunded` (`1` or `0`, as for stock).
     pub const PAYMENT_REFUNDED: &str = "PaymentRefunded";
@@ -65,7 +73,7 @@ pub mod kind {
 
     /// Every type above: what the scripts can append (a test makes each script append its
     /// entries and decodes them all).
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 24] = [
         ITEM_CREATED,
         STOCK_ADDED,
         STOCK_SUBTRACTED,
@@ -80,6 +88,9 @@ pub mod kind {
         CHECKOUT_STARTED,
         STOCK_RESERVED,
         STOCK_REJECTED,
+        STOCK_PART_RESERVED,
+        STOCK_PART_REJECTED,
+        STOCK_PART_RELEASED,
         PAYMENT_CHARGED,
         PAYMENT_REJECTED,
         CHECKOUT_COMMITTED,
@@ -214,24 +225,52 @@ pub enum Event {
         part: String,
         reopened: bool,
     },
-    /// `reserve.lua`, reserved.
+    /// The stock side's outcome, reserved (`reserve.lua` or `finish.lua`).
     StockReserved {
         saga: String,
         order: String,
         user: String,
         total: i64,
         items: Items,
+        /// How many stock partitions the saga's items span (1: the fast path, whose entry also
+        /// made the reservation).
+        parts: u32,
     },
-    /// `reserve.lua`, refused.
+    /// The stock side's outcome, refused (`reserve.lua` or `finish.lua`).
     StockRejected {
         saga: String,
         order: String,
         reason: String,
+        /// See [`Event::StockReserved`].
+        parts: u32,
     },
-    /// `release.lua`.
+    /// The stock side's confirmation of a compensation (`release.lua` or `finish.lua`).
     StockReleased {
         saga: String,
         order: String,
+        items: Items,
+        released: bool,
+        /// See [`Event::StockReserved`].
+        parts: u32,
+    },
+    /// One partition's reservation of a multi-partition saga (`reserve.lua`, mode `part`).
+    StockPartReserved {
+        saga: String,
+        order: String,
+        /// That partition's lines.
+        items: Items,
+    },
+    /// One partition's refusal (`reserve.lua`, mode `part`).
+    StockPartRejected {
+        saga: String,
+        order: String,
+        reason: String,
+    },
+    /// One partition's compensation (`release.lua`, mode `part`).
+    StockPartReleased {
+        saga: String,
+        order: String,
+        /// That partition's lines.
         items: Items,
         released: bool,
     },
@@ -401,13 +440,32 @@ impl Event {
                 user: r.text("user")?,
                 total: r.int("total")?,
                 items: r.items()?,
+                parts: r.int("parts")?,
             },
             STOCK_REJECTED => Event::StockRejected {
                 saga: r.text("saga")?,
                 order: r.text("order")?,
                 reason: r.text("reason")?,
+                parts: r.int("parts")?,
             },
             STOCK_RELEASED => Event::StockReleased {
+                saga: r.text("saga")?,
+                order: r.text("order")?,
+                items: r.items()?,
+                released: r.flag("released")?,
+                parts: r.int("parts")?,
+            },
+            STOCK_PART_RESERVED => Event::StockPartReserved {
+                saga: r.text("saga")?,
+                order: r.text("order")?,
+                items: r.items()?,
+            },
+            STOCK_PART_REJECTED => Event::StockPartRejected {
+                saga: r.text("saga")?,
+                order: r.text("order")?,
+                reason: r.text("reason")?,
+            },
+            STOCK_PART_RELEASED => Event::StockPartReleased {
                 saga: r.text("saga")?,
                 order: r.text("order")?,
                 items: r.items()?,
@@ -467,6 +525,9 @@ impl Event {
             Event::StockReserved { .. } => STOCK_RESERVED,
             Event::StockRejected { .. } => STOCK_REJECTED,
             Event::StockReleased { .. } => STOCK_RELEASED,
+            Event::StockPartReserved { .. } => STOCK_PART_RESERVED,
+            Event::StockPartRejected { .. } => STOCK_PART_REJECTED,
+            Event::StockPartReleased { .. } => STOCK_PART_RELEASED,
             Event::PaymentCharged { .. } => PAYMENT_CHARGED,
             Event::PaymentRejected { .. } => PAYMENT_REJECTED,
             Event::PaymentRefunded { .. } => PAYMENT_REFUNDED,
@@ -484,6 +545,9 @@ impl Event {
             | Event::StockReserved { saga, order, .. }
             | Event::StockRejected { saga, order, .. }
             | Event::StockReleased { saga, order, .. }
+            | Event::StockPartReserved { saga, order, .. }
+            | Event::StockPartRejected { saga, order, .. }
+            | Event::StockPartReleased { saga, order, .. }
             | Event::PaymentCharged { saga, order, .. }
             | Event::PaymentRejected { saga, order, .. }
             | Event::PaymentRefunded { saga, order, .. }
@@ -497,6 +561,7 @@ impl Event {
         match self {
             Event::CheckoutAborted { reason, .. }
             | Event::StockRejected { reason, .. }
+            | Event::StockPartRejected { reason, .. }
             | Event::PaymentRejected { reason, .. } => Some(reason),
             Event::Step { reason, .. } => reason.as_deref(),
             _ => None,
@@ -511,6 +576,9 @@ impl Event {
             Event::CheckoutStarted { .. } => 0,
             Event::CheckoutCommitted { .. } | Event::CheckoutAborted { .. } => 100,
             Event::CompensationConfirmed { .. } => 102,
+            // A partition's part of stock's step, or of its compensation.
+            Event::StockPartReserved { .. } | Event::StockPartRejected { .. } => 1,
+            Event::StockPartReleased { .. } => 101,
             other => match crate::saga::step_of(parts, other.kind()) {
                 Some((p, StepKind::Done | StepKind::Refused)) => {
                     1 + parts.iter().position(|q| q == p).unwrap_or(0) as u8

@@ -1,21 +1,27 @@
 //! Every Redis key, stream and channel name shoplog uses — the one place that formats them.
 //!
 //! Scripts receive their keys in `KEYS` from these functions, the log parser scans by these
-//! prefixes, and the CLI reads by them; no other file builds a key, so a change of layout (the
-//! partitioned layout adds a hash tag to every key) changes this module and nothing else.
+//! prefixes, and the CLI reads by them; no other file builds a key.
+//!
+//! Every key of an entity, a saga record or a log lives in one partition of its service
+//! ([`crate::partition`]) and carries that partition as a Redis Cluster hash tag, so that all keys
+//! a transition touches fall in one hash slot:
 //!
 //! | key | database | holds |
 //! |---|---|---|
-//! | [`order`] `order:<id>` | order-db | an order (`store.rs`) |
-//! | [`item`] `item:<id>` | stock-db | an item's `stock` and `price` |
-//! | [`user`] `user:<id>` | payment-db | a user's `credit` |
-//! | [`saga`] `saga:<sid>` | order-db | the order side of a saga (decision, pending confirmations) |
-//! | [`crate::saga::Participant::record_key`] `ssaga:<sid>`, `psaga:<sid>` | the participant's | its side of a saga |
-//! | [`ORDER_LOG`], [`STOCK_LOG`], [`PAYMENT_LOG`] | the service's | the service log (a stream) |
-//! | [`dead_letter`] `dead:<group>:<stream>` | the stream's | entries a group gave up on |
+//! | [`order`] `order:{o3}:<id>` | order-db | an order (`store.rs`) |
+//! | [`item`] `item:{s3}:<id>` | stock-db | an item's `stock` and `price` |
+//! | [`user`] `user:{p3}:<id>` | payment-db | a user's `credit` |
+//! | [`saga`] `saga:{o3}:<sid>` | order-db | the order side of a saga, in its order's partition |
+//! | [`participant_saga`] `ssaga:{s3}:<sid>`, `psaga:{p3}:<sid>` | the participant's | its side of a saga, in the partition of what it changed |
+//! | [`log`] `log:order:{o3}` | the service's | one partition of the service log (a stream) |
+//! | [`dead_letter`] `dead:<group>:<stream>` | the stream's | entries a group gave up on (same slot as the stream) |
+//! | [`PARTITIONS_KEY`] `shoplog:partitions` | each service's | its number of partitions |
 //! | [`order_lock`] `lock:order:<id>` | lock nodes | the checkout admission Redlock |
 
-/// The order service's log, in order-db.
+use crate::partition::Layout;
+
+/// The order service's log (the base name of its partitions' streams), in order-db.
 pub const ORDER_LOG: &str = "log:order";
 /// The stock service's log, in stock-db.
 pub const STOCK_LOG: &str = "log:stock";
@@ -31,40 +37,69 @@ pub const USER_PREFIX: &str = "user:";
 /// Prefix of the order-side saga records.
 pub const SAGA_PREFIX: &str = "saga:";
 
+/// Key (each service's database) of its number of partitions.
+pub const PARTITIONS_KEY: &str = "shoplog:partitions";
+
 /// Channel (in order-db) on which the deciding scripts publish a saga id once the saga is final
 /// (committed, or aborted with every compensation confirmed).
 pub const DONE_CHANNEL: &str = "saga:done";
 
-/// Key (order-db) of the last `log:order` entry the log parser's passes have read.
-pub const LOGPARSER_CHECKPOINT: &str = "logparser:checkpoint";
-/// Key (order-db) of the set of sagas the log parser has seen start and not finish.
-pub const LOGPARSER_OPEN: &str = "logparser:open";
 /// Redlock resource of the log parser's lease (one active daemon).
 pub const LOGPARSER_LEASE: &str = "lock:logparser";
 
-/// Order `id`'s hash.
-pub fn order(id: &str) -> String {
-    format!("{ORDER_PREFIX}{id}")
+/// `<prefix><tag>:<id>`: a key of partition `part`.
+fn tagged(prefix: &str, l: &Layout, part: u32, id: &str) -> String {
+    format!("{prefix}{}:{id}", l.tag(part))
 }
 
-/// Item `id`'s hash.
-pub fn item(id: &str) -> String {
-    format!("{ITEM_PREFIX}{id}")
+/// Order `id`'s hash (order-db's layout `l`).
+pub fn order(l: &Layout, id: &str) -> String {
+    tagged(ORDER_PREFIX, l, l.part(id), id)
 }
 
-/// User `id`'s hash.
-pub fn user(id: &str) -> String {
-    format!("{USER_PREFIX}{id}")
+/// Item `id`'s hash (stock-db's layout `l`).
+pub fn item(l: &Layout, id: &str) -> String {
+    tagged(ITEM_PREFIX, l, l.part(id), id)
 }
 
-/// The order-side record of saga `sid` (see [`crate::saga::SagaRecord`]).
-pub fn saga(sid: &str) -> String {
-    format!("{SAGA_PREFIX}{sid}")
+/// User `id`'s hash (payment-db's layout `l`).
+pub fn user(l: &Layout, id: &str) -> String {
+    tagged(USER_PREFIX, l, l.part(id), id)
 }
 
-/// A participant's record of saga `sid`, under the participant's `prefix` (`ssaga:`).
-pub fn participant_saga(prefix: &str, sid: &str) -> String {
-    format!("{prefix}{sid}")
+/// The order-side record of saga `sid`, in partition `part` of order-db (its order's).
+pub fn saga(l: &Layout, part: u32, sid: &str) -> String {
+    tagged(SAGA_PREFIX, l, part, sid)
+}
+
+/// The order-side record of saga `sid` of order `order`.
+pub fn saga_of(l: &Layout, order: &str, sid: &str) -> String {
+    saga(l, l.part(order), sid)
+}
+
+/// A participant's record of saga `sid` in partition `part`, under its `prefix` (`ssaga:`).
+pub fn participant_saga(prefix: &str, l: &Layout, part: u32, sid: &str) -> String {
+    tagged(prefix, l, part, sid)
+}
+
+/// Partition `part` of the log `base` (`log:order` → `log:order:{o3}`).
+pub fn log(base: &str, l: &Layout, part: u32) -> String {
+    format!("{base}:{}", l.tag(part))
+}
+
+/// Every partition's stream of the log `base`, in partition order.
+pub fn logs(base: &str, l: &Layout) -> Vec<String> {
+    l.parts().map(|k| log(base, l, k)).collect()
+}
+
+/// Key (order-db partition `part`) of the last entry of that partition's log a recovery pass read.
+pub fn logparser_checkpoint(l: &Layout, part: u32) -> String {
+    format!("logparser:checkpoint:{}", l.tag(part))
+}
+
+/// Key (order-db partition `part`) of the sagas of that partition started and not finished.
+pub fn logparser_open(l: &Layout, part: u32) -> String {
+    format!("logparser:open:{}", l.tag(part))
 }
 
 /// The Redlock resource that serialises checkout admission of order `id`.
@@ -77,7 +112,25 @@ pub fn dead_letter(group: &str, stream: &str) -> String {
     format!("dead:{group}:{stream}")
 }
 
-/// The id after a key's `prefix`, when the key has it (`strip("saga:", "saga:01H…")`).
-pub fn strip<'a>(prefix: &str, key: &'a str) -> Option<&'a str> {
-    key.strip_prefix(prefix)
+/// The partition named by a tag of `l` (`{o3}` → 3).
+fn tag_part(l: &Layout, tag: &str) -> Option<u32> {
+    let inner = tag.strip_prefix('{')?.strip_suffix('}')?;
+    let mut chars = inner.chars();
+    let letter = chars.next()?;
+    let part: u32 = chars.as_str().parse().ok()?;
+    (l.tag(part).chars().nth(1) == Some(letter) && part < l.p).then_some(part)
+}
+
+/// A key's partition and id, when it has `prefix` and a tag of `l`
+/// (`parse("saga:", l, "saga:{o3}:01H…")` = `Some((3, "01H…"))`).
+pub fn parse<'a>(prefix: &str, l: &Layout, key: &'a str) -> Option<(u32, &'a str)> {
+    let rest = key.strip_prefix(prefix)?;
+    let (tag, id) = rest.split_once(':')?;
+    tag_part(l, tag).map(|k| (k, id))
+}
+
+/// The partition of a stream of `l` (`log:order:{o3}` → 3).
+pub fn partition_of_stream(l: &Layout, stream: &str) -> Option<u32> {
+    let (_, tag) = stream.rsplit_once(':')?;
+    tag_part(l, tag)
 }

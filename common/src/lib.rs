@@ -14,6 +14,7 @@
 //! | [`db`] | connecting to a service's Redis and running its Lua scripts |
 //! | [`consumer`] | consuming another service's log through a consumer group (the saga's delivery) |
 //! | [`keys`] | every Redis key, stream and channel name: the one place that formats them |
+//! | [`partition`] | which partition an id belongs to, `P` per service, the hash tags |
 //! | [`log`] | the service logs (Redis Streams): entries, paged reads |
 //! | [`event`] | the log entries decoded into one `Event` type |
 //! | [`counter`] | the shared "entity with a non-negative counter" scripts (stock, credit) |
@@ -37,6 +38,7 @@ pub mod lock;
 pub mod log;
 pub mod lua;
 pub mod metrics;
+pub mod partition;
 pub mod saga;
 pub mod telemetry;
 pub mod validate;

@@ -22,6 +22,7 @@ use crate::db::{Fields, RecordError, StoreError};
 use crate::error::ApiError;
 use crate::event::kind;
 use crate::keys;
+use crate::partition::Layout;
 
 /// One participant of the checkout saga: a service that does a step and can undo it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +43,19 @@ pub struct Participant {
     pub held: &'static str,
     /// Its record's `state` once it gave them back (`RELEASED`).
     pub released: &'static str,
+    /// Which of its partitions hold its records of a saga.
+    pub records_by: RecordsBy,
+}
+
+/// Where a participant keeps its records of a saga: in the partition of what its step changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordsBy {
+    /// One record in each partition holding one of the order's items (stock).
+    Items,
+    /// One record in the partition of the order's user (payment).
+    User,
+    /// One record in the partition of the order id.
+    Order,
 }
 
 /// Stock reserves every line of the order, all or nothing.
@@ -54,6 +68,7 @@ pub const STOCK: Participant = Participant {
     compensated: kind::STOCK_RELEASED,
     held: "RESERVED",
     released: "RELEASED",
+    records_by: RecordsBy::Items,
 };
 
 /// Payment charges the order's total to its user.
@@ -66,6 +81,7 @@ pub const PAYMENT: Participant = Participant {
     compensated: kind::PAYMENT_REFUNDED,
     held: "CHARGED",
     released: "REFUNDED",
+    records_by: RecordsBy::User,
 };
 
 /// The checkout saga's participants, in the order they act.
@@ -81,9 +97,25 @@ pub const TOMBSTONE: &str = "TOMBSTONE";
 pub const ORDER: &str = "order";
 
 impl Participant {
-    /// Its record of saga `sid`.
-    pub fn record_key(&self, sid: &str) -> String {
-        keys::participant_saga(self.record_prefix, sid)
+    /// Its record of saga `sid` in partition `part` of its database (layout `l`).
+    pub fn record_key(&self, l: &Layout, part: u32, sid: &str) -> String {
+        keys::participant_saga(self.record_prefix, l, part, sid)
+    }
+
+    /// The partitions (of its layout `l`) that hold its records of the saga `r`, in order.
+    pub fn record_parts(&self, l: &Layout, r: &SagaRecord) -> Vec<u32> {
+        let mut parts: Vec<u32> = match self.records_by {
+            RecordsBy::Items => decode_lines(&r.items)
+                .unwrap_or_default()
+                .iter()
+                .map(|(item, _)| l.part(item))
+                .collect(),
+            RecordsBy::User => vec![l.part(&r.user)],
+            RecordsBy::Order => vec![l.part(&r.order)],
+        };
+        parts.sort_unstable();
+        parts.dedup();
+        parts
     }
 
     /// The event this participant acts on, given the table it sits in: `CheckoutStarted` for the
@@ -294,12 +326,14 @@ impl SagaState {
     }
 }
 
-/// The order-side record of a saga, `saga:<sid>` in order-db — the one reader of that record
-/// (the waiting checkout, recovery, audit and the CLI all use it).
+/// The order-side record of a saga, `saga:{o<k>}:<sid>` in order-db — the one reader of that
+/// record (the waiting checkout, recovery, audit and the CLI all use it).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SagaRecord {
     /// The saga id.
     pub id: String,
+    /// Its partition of order-db (its order's).
+    pub part: u32,
     /// The order it decides.
     pub order: String,
     /// The order's user.
@@ -321,12 +355,18 @@ pub struct SagaRecord {
 }
 
 impl SagaRecord {
-    /// Reads a record from the hash stored at `saga:<id>`.
-    pub fn from_hash(id: &str, h: &HashMap<String, String>) -> Result<SagaRecord, RecordError> {
-        let key = keys::saga(id);
+    /// Reads a record from the hash stored at `saga:{o<part>}:<id>` (order-db's layout `l`).
+    pub fn from_hash(
+        l: &Layout,
+        part: u32,
+        id: &str,
+        h: &HashMap<String, String>,
+    ) -> Result<SagaRecord, RecordError> {
+        let key = keys::saga(l, part, id);
         let f = Fields::new(&key, h);
         Ok(SagaRecord {
             id: id.to_string(),
+            part,
             order: f.text("order")?.to_string(),
             user: f.text("user")?.to_string(),
             total: f.int("total")?,
@@ -363,16 +403,18 @@ pub fn split_pending(s: &str) -> Vec<String> {
 /// Reads saga `sid`'s record; `None` when there is none.
 pub async fn load(
     conn: &mut ConnectionManager,
+    l: &Layout,
+    part: u32,
     sid: &str,
 ) -> Result<Option<SagaRecord>, StoreError> {
     let h: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(keys::saga(sid))
+        .arg(keys::saga(l, part, sid))
         .query_async(conn)
         .await?;
     if h.is_empty() {
         return Ok(None);
     }
-    Ok(Some(SagaRecord::from_hash(sid, &h)?))
+    Ok(Some(SagaRecord::from_hash(l, part, sid, &h)?))
 }
 
 /// The part of a saga record a waiting checkout needs (read with one `HMGET`, the hot path).
@@ -389,9 +431,11 @@ pub struct Outcome {
 /// Reads saga `sid`'s decision; `None` when there is no such saga.
 pub async fn outcome(
     conn: &mut ConnectionManager,
+    l: &Layout,
+    order: &str,
     sid: &str,
 ) -> Result<Option<Outcome>, StoreError> {
-    let key = keys::saga(sid);
+    let key = keys::saga_of(l, order, sid);
     let (decision, reason, done): (Option<String>, Option<String>, Option<String>) =
         redis::cmd("HMGET")
             .arg(&key)
@@ -481,19 +525,42 @@ static ABORT: LazyLock<Script> =
 static REDRIVE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/saga_redrive.lua")));
 
+/// Where a saga's order-side record and log entries live: order-db's layout and the partition
+/// of the saga's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SagaHome<'a> {
+    /// order-db's layout.
+    pub layout: &'a Layout,
+    /// The partition of the saga's order.
+    pub part: u32,
+}
+
+impl SagaHome<'_> {
+    /// The saga's record.
+    pub fn record(&self, sid: &str) -> String {
+        keys::saga(self.layout, self.part, sid)
+    }
+
+    /// The log partition its entries go to.
+    pub fn log(&self) -> String {
+        keys::log(keys::ORDER_LOG, self.layout, self.part)
+    }
+}
+
 /// Decides `abort` with `reason` unless a decision was taken (`lua/saga_abort.lua`), recording
 /// every participant of `parts` as pending compensation. Used by the order service (refusals,
 /// checkout timeouts) and by the log parser (stuck sagas): one transition, one script.
 pub async fn abort(
     conn: &mut ConnectionManager,
+    home: SagaHome<'_>,
     parts: &[Participant],
     log_id: &str,
     saga: &str,
     reason: &str,
 ) -> Result<Reply, redis::RedisError> {
     ABORT
-        .key(keys::saga(saga))
-        .key(keys::ORDER_LOG)
+        .key(home.record(saga))
+        .key(home.log())
         .arg(log_id)
         .arg(saga)
         .arg(reason)
@@ -506,12 +573,13 @@ pub async fn abort(
 /// (`lua/saga_redrive.lua`), naming the participants still pending.
 pub async fn redrive(
     conn: &mut ConnectionManager,
+    home: SagaHome<'_>,
     log_id: &str,
     saga: &str,
 ) -> Result<Reply, redis::RedisError> {
     REDRIVE
-        .key(keys::saga(saga))
-        .key(keys::ORDER_LOG)
+        .key(home.record(saga))
+        .key(home.log())
         .arg(log_id)
         .arg(saga)
         .invoke_async(conn)
@@ -606,16 +674,17 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let r = SagaRecord::from_hash("s1", &h).unwrap();
+        let l = Layout::new("order", 16);
+        let r = SagaRecord::from_hash(&l, 3, "s1", &h).unwrap();
         assert_eq!(r.state(), SagaState::Compensating);
         assert_eq!(r.pending, ["stock", "payment"]);
         h.remove("started_ms");
-        let e = SagaRecord::from_hash("s1", &h).unwrap_err();
-        assert_eq!((e.key.as_str(), e.field), ("saga:s1", "started_ms"));
+        let e = SagaRecord::from_hash(&l, 3, "s1", &h).unwrap_err();
+        assert_eq!((e.key.as_str(), e.field), ("saga:{o3}:s1", "started_ms"));
         h.insert("started_ms".into(), "5".into());
         h.insert("decision".into(), "maybe".into());
-        let e = SagaRecord::from_hash("s1", &h).unwrap_err();
+        let e = SagaRecord::from_hash(&l, 3, "s1", &h).unwrap_err();
         assert_eq!(e.field, "decision");
-        assert!(e.to_string().contains("saga:s1"));
+        assert!(e.to_string().contains("saga:{o3}:s1"));
     }
 }

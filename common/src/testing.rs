@@ -21,15 +21,48 @@ impl RedisServer {
     /// # Panics
     /// When `redis-server` is missing or does not come up within 10 s — the test cannot run.
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts a one-node Redis Cluster that serves every hash slot. A script whose keys fall in
+    /// two slots fails there (`CROSSSLOT`), as does one that touches a key of another slot than
+    /// its declared keys: tests run the scripts against it to prove that each touches one slot.
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`], or when the node does not take the slots within 10 s.
+    pub fn start_cluster() -> RedisServer {
+        let server = Self::start_with(&["--cluster-enabled", "yes"]);
+        let cli = |args: &[&str]| {
+            Command::new("redis-cli")
+                .arg("-p")
+                .arg(server.port.to_string())
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                .unwrap_or_default()
+        };
+        cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
+        let started = Instant::now();
+        while !cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the one-node cluster did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn start_with(extra: &[&str]) -> RedisServer {
         for _ in 0..5 {
-            if let Some(server) = Self::try_start() {
+            if let Some(server) = Self::try_start(extra) {
                 return server;
             }
         }
         panic!("could not start redis-server (is it installed? apt-get install redis-server)");
     }
 
-    fn try_start() -> Option<RedisServer> {
+    fn try_start(extra: &[&str]) -> Option<RedisServer> {
         let port = TcpListener::bind("127.0.0.1:0")
             .ok()?
             .local_addr()
@@ -46,6 +79,7 @@ impl RedisServer {
                 "",
             ])
             .args(["--appendonly", "no"])
+            .args(extra)
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())

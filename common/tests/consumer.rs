@@ -23,7 +23,7 @@ async fn append(conn: &mut common::db::Conn, kind: &str) -> String {
 }
 
 fn config(name: &str) -> ConsumerConfig {
-    let mut c = ConsumerConfig::new(STREAM, "tests", name);
+    let mut c = ConsumerConfig::new(STREAM, vec![STREAM.to_string()], "tests", name);
     c.block = Duration::from_millis(50);
     c.claim_idle = Duration::from_millis(100);
     c.max_attempts = 3;
@@ -80,7 +80,7 @@ async fn a_failing_entry_is_retried_then_dead_lettered_and_the_rest_acknowledged
         },
     ));
 
-    let dead = config("c1").dead_letter_stream();
+    let dead = common::keys::dead_letter("tests", STREAM);
     let mut probe = redis.conn().await;
     let dead_lettered = until(async || {
         let n: u64 = redis::cmd("XLEN")
@@ -204,6 +204,15 @@ async fn a_stopped_consumer_makes_the_service_unhealthy() {
     let redis = RedisServer::start();
     let mut conn = redis.conn().await;
     let urls = common::consumer::DbUrls::from([("order", redis.url())]);
+    // order-db as its service initialised it: one partition.
+    common::partition::ensure(&mut conn, "order", 1)
+        .await
+        .unwrap();
+    let stream = common::keys::log(
+        common::keys::ORDER_LOG,
+        &common::partition::Layout::new("order", 1),
+        0,
+    );
     let config = common::config::Config::from_lookup(0, |_| None).unwrap();
     let consumers = consumer::spawn_for(
         "stock",
@@ -220,7 +229,7 @@ async fn a_stopped_consumer_makes_the_service_unhealthy() {
     assert!(consumers.alive());
     assert_eq!(common::http::health(&conn, Some(&consumers)).await, Ok(()));
     let _: String = redis::cmd("XADD")
-        .arg(common::keys::ORDER_LOG)
+        .arg(&stream)
         .arg("*")
         .arg("type")
         .arg("boom")

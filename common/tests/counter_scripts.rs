@@ -3,8 +3,14 @@
 
 use common::counter::{CREDIT, STOCK};
 use common::db::Outcome;
+use common::keys::{self, PAYMENT_LOG, STOCK_LOG};
 use common::log::{self, LogEntry};
+use common::partition::Layout;
 use common::testing::RedisServer;
+
+/// Four partitions each: the scripts' keys and log entries land in the entity's partition.
+const SL: Layout = Layout::new("stock", 4);
+const PL: Layout = Layout::new("payment", 4);
 
 fn id() -> String {
     ulid::Ulid::new().to_string()
@@ -20,22 +26,25 @@ async fn create_add_subtract_are_logged_with_their_state_change() {
     let mut conn = redis.conn().await;
     let item = id();
     STOCK
-        .create(&mut conn, "L1", &item, &[("price", 7)])
+        .create(&mut conn, &SL, "L1", &item, &[("price", 7)])
         .await
         .unwrap();
     assert_eq!(
-        STOCK.add(&mut conn, "L2", &item, 10).await.unwrap(),
+        STOCK.add(&mut conn, &SL, "L2", &item, 10).await.unwrap(),
         Outcome::Ok(vec!["10".into()])
     );
     assert_eq!(
-        STOCK.subtract(&mut conn, "L3", &item, 4).await.unwrap(),
+        STOCK
+            .subtract(&mut conn, &SL, "L3", &item, 4)
+            .await
+            .unwrap(),
         Outcome::Ok(vec!["6".into()])
     );
-    let found = STOCK.find(&mut conn, &item).await.unwrap().unwrap();
+    let found = STOCK.find(&mut conn, &SL, &item).await.unwrap().unwrap();
     assert_eq!(found["stock"], 6);
     assert_eq!(found["price"], 7);
 
-    let log = entries(&mut conn, common::keys::STOCK_LOG).await;
+    let log = entries(&mut conn, &keys::log(STOCK_LOG, &SL, SL.part(&item))).await;
     let kinds: Vec<&str> = log.iter().map(|e| e.kind()).collect();
     assert_eq!(kinds, ["ItemCreated", "StockAdded", "StockSubtracted"]);
     let log_ids: Vec<&str> = log.iter().map(|e| e.get("log_id").unwrap()).collect();
@@ -49,35 +58,52 @@ async fn refused_changes_change_nothing_and_log_nothing() {
     let redis = RedisServer::start();
     let mut conn = redis.conn().await;
     let user = id();
-    CREDIT.create(&mut conn, "L1", &user, &[]).await.unwrap();
-    CREDIT.add(&mut conn, "L2", &user, 5).await.unwrap();
+    CREDIT
+        .create(&mut conn, &PL, "L1", &user, &[])
+        .await
+        .unwrap();
+    CREDIT.add(&mut conn, &PL, "L2", &user, 5).await.unwrap();
 
     // Not enough credit.
     assert_eq!(
-        CREDIT.subtract(&mut conn, "L3", &user, 6).await.unwrap(),
+        CREDIT
+            .subtract(&mut conn, &PL, "L3", &user, 6)
+            .await
+            .unwrap(),
         Outcome::Insufficient("5".into())
     );
     // Overflow past i64::MAX.
     assert_eq!(
-        CREDIT.add(&mut conn, "L4", &user, i64::MAX).await.unwrap(),
+        CREDIT
+            .add(&mut conn, &PL, "L4", &user, i64::MAX)
+            .await
+            .unwrap(),
         Outcome::Overflow
     );
     // Unknown entity.
     assert_eq!(
-        CREDIT.add(&mut conn, "L5", "nobody", 1).await.unwrap(),
+        CREDIT.add(&mut conn, &PL, "L5", "nobody", 1).await.unwrap(),
         Outcome::NotFound
     );
     assert_eq!(
-        CREDIT.subtract(&mut conn, "L6", "nobody", 1).await.unwrap(),
+        CREDIT
+            .subtract(&mut conn, &PL, "L6", "nobody", 1)
+            .await
+            .unwrap(),
         Outcome::NotFound
     );
 
     assert_eq!(
-        CREDIT.find(&mut conn, &user).await.unwrap().unwrap()["credit"],
+        CREDIT.find(&mut conn, &PL, &user).await.unwrap().unwrap()["credit"],
         5
     );
-    assert!(CREDIT.find(&mut conn, "nobody").await.unwrap().is_none());
-    assert_eq!(entries(&mut conn, common::keys::PAYMENT_LOG).await.len(), 2);
+    assert!(CREDIT
+        .find(&mut conn, &PL, "nobody")
+        .await
+        .unwrap()
+        .is_none());
+    let stream = keys::log(PAYMENT_LOG, &PL, PL.part(&user));
+    assert_eq!(entries(&mut conn, &stream).await.len(), 2);
 }
 
 #[tokio::test]
@@ -87,24 +113,36 @@ async fn subtract_compares_exactly_near_i64_max() {
     let mut conn = redis.conn().await;
     let item = id();
     STOCK
-        .create(&mut conn, "L1", &item, &[("price", 1)])
+        .create(&mut conn, &SL, "L1", &item, &[("price", 1)])
         .await
         .unwrap();
     let big = (1i64 << 53) + 1;
-    STOCK.add(&mut conn, "L2", &item, big - 1).await.unwrap();
-    assert_eq!(
-        STOCK.subtract(&mut conn, "L3", &item, big).await.unwrap(),
-        Outcome::Insufficient((big - 1).to_string())
-    );
-    STOCK.add(&mut conn, "L4", &item, 1).await.unwrap();
-    assert_eq!(
-        STOCK.subtract(&mut conn, "L5", &item, big).await.unwrap(),
-        Outcome::Ok(vec!["0".into()])
-    );
-    STOCK.add(&mut conn, "L6", &item, i64::MAX).await.unwrap();
+    STOCK
+        .add(&mut conn, &SL, "L2", &item, big - 1)
+        .await
+        .unwrap();
     assert_eq!(
         STOCK
-            .subtract(&mut conn, "L7", &item, i64::MAX)
+            .subtract(&mut conn, &SL, "L3", &item, big)
+            .await
+            .unwrap(),
+        Outcome::Insufficient((big - 1).to_string())
+    );
+    STOCK.add(&mut conn, &SL, "L4", &item, 1).await.unwrap();
+    assert_eq!(
+        STOCK
+            .subtract(&mut conn, &SL, "L5", &item, big)
+            .await
+            .unwrap(),
+        Outcome::Ok(vec!["0".into()])
+    );
+    STOCK
+        .add(&mut conn, &SL, "L6", &item, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        STOCK
+            .subtract(&mut conn, &SL, "L7", &item, i64::MAX)
             .await
             .unwrap(),
         Outcome::Ok(vec!["0".into()])
@@ -112,24 +150,40 @@ async fn subtract_compares_exactly_near_i64_max() {
 }
 
 #[tokio::test]
-async fn batch_init_creates_and_overwrites_with_one_log_entry() {
+async fn batch_init_creates_and_overwrites_with_one_log_entry_per_partition() {
     let redis = RedisServer::start();
     let mut conn = redis.conn().await;
     STOCK
-        .batch_init(&mut conn, "L1", 1000, 3, &[("price", 9)])
+        .batch_init(&mut conn, &SL, "L1", 1000, 3, &[("price", 9)])
         .await
         .unwrap();
-    STOCK.subtract(&mut conn, "L2", "999", 3).await.unwrap();
     STOCK
-        .batch_init(&mut conn, "L3", 1000, 5, &[("price", 2)])
+        .subtract(&mut conn, &SL, "L2", "999", 3)
         .await
         .unwrap();
-    let last = STOCK.find(&mut conn, "999").await.unwrap().unwrap();
+    STOCK
+        .batch_init(&mut conn, &SL, "L3", 1000, 5, &[("price", 2)])
+        .await
+        .unwrap();
+    let last = STOCK.find(&mut conn, &SL, "999").await.unwrap().unwrap();
     assert_eq!((last["stock"], last["price"]), (5, 2));
-    assert!(STOCK.find(&mut conn, "1000").await.unwrap().is_none());
-    let log = entries(&mut conn, common::keys::STOCK_LOG).await;
-    assert_eq!(log.len(), 3);
-    assert_eq!(log[2].kind(), "StockBatchInit");
+    assert!(STOCK.find(&mut conn, &SL, "1000").await.unwrap().is_none());
+    // "999"'s partition: its two batch entries and the subtraction between them.
+    let log = entries(&mut conn, &keys::log(STOCK_LOG, &SL, SL.part("999"))).await;
+    let kinds: Vec<&str> = log.iter().map(|e| e.kind()).collect();
+    assert_eq!(
+        kinds,
+        ["StockBatchInit", "StockSubtracted", "StockBatchInit"]
+    );
+    // Every other partition: one entry per batch.
+    for part in SL.parts().filter(|k| *k != SL.part("999")) {
+        assert_eq!(
+            entries(&mut conn, &keys::log(STOCK_LOG, &SL, part))
+                .await
+                .len(),
+            2
+        );
+    }
     assert_eq!(
         (
             log[2].get("n").unwrap().parse::<i64>().unwrap(),
@@ -146,7 +200,7 @@ async fn scripts_are_reloaded_after_script_flush() {
     let mut conn = redis.conn().await;
     let item = id();
     STOCK
-        .create(&mut conn, "L1", &item, &[("price", 1)])
+        .create(&mut conn, &SL, "L1", &item, &[("price", 1)])
         .await
         .unwrap();
     let _: () = redis::cmd("SCRIPT")
@@ -155,7 +209,7 @@ async fn scripts_are_reloaded_after_script_flush() {
         .await
         .unwrap();
     assert_eq!(
-        STOCK.add(&mut conn, "L2", &item, 1).await.unwrap(),
+        STOCK.add(&mut conn, &SL, "L2", &item, 1).await.unwrap(),
         Outcome::Ok(vec!["1".into()])
     );
 }

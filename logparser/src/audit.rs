@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use common::keys;
+use common::partition::Layout;
 use common::saga::{
     participant, OrderStatus, Participant, SagaRecord, SagaState, ORDER, TOMBSTONE,
 };
@@ -91,7 +92,9 @@ pub async fn audit(
     let started = Instant::now();
     let mut report = AuditReport::default();
     let mut live: BTreeMap<&'static str, State> = BTreeMap::new();
-    for (name, log, mut conn) in dbs.logs() {
+    let mut layouts: BTreeMap<&'static str, Layout> = BTreeMap::new();
+    for (name, log, mut conn, layout) in dbs.logs() {
+        layouts.insert(name, layout);
         let Some(service) = ServiceLog::parse(name) else {
             // A participant this version cannot replay: its saga records are still checked.
             let prefixes: Vec<&str> = participant(dbs.parts, name)
@@ -102,7 +105,7 @@ pub async fn audit(
             continue;
         };
         progress(&format!("replaying {log}"));
-        let rebuilt = replay::rebuild(&mut conn, service).await;
+        let rebuilt = replay::rebuild(&mut conn, service, &layout).await;
         progress(&format!("reading {name}-db"));
         let state = replay::dump_prefixes(&mut conn, &service.key_prefixes()).await?;
         match rebuilt {
@@ -152,16 +155,20 @@ pub async fn audit(
         live.insert(name, state);
     }
     progress("checking sagas");
-    check_sagas(&live, dbs.parts, &mut report);
+    check_sagas(&live, &layouts, dbs.parts, &mut report);
     report.violations.sort_by(|a, b| a.entity.cmp(&b.entity));
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
 
-/// The saga a record key belongs to (an order-side or a participant's saga record).
+/// The saga a record key belongs to (an order-side or a participant's saga record): the id after
+/// the partition's tag.
 fn saga_of_key<'a>(parts: &[Participant], key: &'a str) -> Option<&'a str> {
-    keys::strip(keys::SAGA_PREFIX, key)
-        .or_else(|| parts.iter().find_map(|p| keys::strip(p.record_prefix, key)))
+    let is_record = key.starts_with(keys::SAGA_PREFIX)
+        || parts.iter().any(|p| key.starts_with(p.record_prefix));
+    is_record
+        .then(|| key.rsplit_once(':').map(|(_, id)| id))
+        .flatten()
 }
 
 fn state_of<'a>(s: &'a State, key: &str) -> Option<&'a str> {
@@ -175,19 +182,23 @@ fn state_of<'a>(s: &'a State, key: &str) -> Option<&'a str> {
 /// by state.
 pub fn check_sagas(
     live: &BTreeMap<&'static str, State>,
+    layouts: &BTreeMap<&'static str, Layout>,
     parts: &[Participant],
     report: &mut AuditReport,
 ) {
     let empty = State::new();
     let order_db = live.get(ORDER).unwrap_or(&empty);
+    let Some(ol) = layouts.get(ORDER).copied() else {
+        return;
+    };
     const ATOMIC: &str = "saga atomicity";
     let end = format!("{};", keys::SAGA_PREFIX.trim_end_matches(':'));
     for (key, h) in order_db.range(keys::SAGA_PREFIX.to_string()..end) {
-        let Some(sid) = keys::strip(keys::SAGA_PREFIX, key) else {
+        let Some((part, sid)) = keys::parse(keys::SAGA_PREFIX, &ol, key) else {
             continue;
         };
         let hash: HashMap<String, String> = h.clone().into_iter().collect();
-        let r = match SagaRecord::from_hash(sid, &hash) {
+        let r = match SagaRecord::from_hash(&ol, part, sid, &hash) {
             Ok(r) => r,
             Err(e) => {
                 report.violations.push(violation(
@@ -202,7 +213,7 @@ pub fn check_sagas(
         };
         let state = r.state();
         *report.sagas.entry(state.name()).or_default() += 1;
-        let okey = keys::order(&r.order);
+        let okey = keys::order(&ol, &r.order);
         let order = order_db.get(&okey);
         let held_by_this = order.is_some_and(|o| o.get("saga").map(String::as_str) == Some(sid));
         let paid_by_this = held_by_this
@@ -236,26 +247,31 @@ pub fn check_sagas(
             SagaState::InFlight | SagaState::Compensating => continue,
         }
         for p in parts {
-            let pkey = p.record_key(sid);
-            let found = live.get(p.name).and_then(|db| state_of(db, &pkey));
-            let shown = format!("state={}", found.unwrap_or("(absent)"));
-            if state == SagaState::Committed {
-                check(
-                    found == Some(p.held),
-                    &pkey,
-                    format!("state={} (done by {}, never undone)", p.held, p.name),
-                    shown,
-                );
-            } else {
-                check(
-                    found == Some(p.released) || found == Some(TOMBSTONE),
-                    &pkey,
-                    format!(
-                        "state={} or {TOMBSTONE} (nothing held after the abort)",
-                        p.released
-                    ),
-                    shown,
-                );
+            let Some(pl) = layouts.get(p.name) else {
+                continue;
+            };
+            for ppart in p.record_parts(pl, &r) {
+                let pkey = p.record_key(pl, ppart, sid);
+                let found = live.get(p.name).and_then(|db| state_of(db, &pkey));
+                let shown = format!("state={}", found.unwrap_or("(absent)"));
+                if state == SagaState::Committed {
+                    check(
+                        found == Some(p.held),
+                        &pkey,
+                        format!("state={} (done by {}, never undone)", p.held, p.name),
+                        shown,
+                    );
+                } else {
+                    check(
+                        found == Some(p.released) || found == Some(TOMBSTONE),
+                        &pkey,
+                        format!(
+                            "state={} or {TOMBSTONE} (nothing held after the abort)",
+                            p.released
+                        ),
+                        shown,
+                    );
+                }
             }
         }
     }
@@ -264,11 +280,17 @@ pub fn check_sagas(
             continue;
         };
         let end = format!("{};", p.record_prefix.trim_end_matches(':'));
+        let Some(pl) = layouts.get(p.name) else {
+            continue;
+        };
         for (key, h) in db.range(p.record_prefix.to_string()..end) {
-            let Some(sid) = keys::strip(p.record_prefix, key) else {
+            let Some((_, sid)) = keys::parse(p.record_prefix, pl, key) else {
                 continue;
             };
-            if !order_db.contains_key(&keys::saga(sid)) {
+            let started = h
+                .get("order")
+                .is_some_and(|order| order_db.contains_key(&keys::saga_of(&ol, order, sid)));
+            if !started {
                 report.violations.push(violation(
                     "saga atomicity (a participant acted for a saga the order service never started)",
                     Some(sid),
@@ -293,12 +315,32 @@ mod tests {
             .collect()
     }
 
+    /// Two items in different stock partitions.
+    fn items() -> (String, String) {
+        let l = layouts()["stock"];
+        let a = "a".to_string();
+        let b = (0..100)
+            .map(|i| format!("b{i}"))
+            .find(|b| l.part(b) != l.part(&a))
+            .unwrap_or_default();
+        (a, b)
+    }
+
+    fn layouts() -> BTreeMap<&'static str, Layout> {
+        ["order", "stock", "payment"]
+            .into_iter()
+            .map(|s| (s, Layout::new(s, 4)))
+            .collect()
+    }
+
     fn saga(decision: &str, done: &str) -> BTreeMap<String, String> {
+        let (a, b) = items();
+        let items = common::saga::encode_lines(&[(a, 1), (b, 1)]);
         hash(&[
             ("order", "o"),
             ("user", "u"),
             ("total", "5"),
-            ("items", "[]"),
+            ("items", &items),
             ("decision", decision),
             ("reason", ""),
             ("started_ms", "1"),
@@ -307,27 +349,46 @@ mod tests {
         ])
     }
 
-    /// order-db with saga `s` and order `o` (held by `s` with `status`); stock and payment records
-    /// of `s` in the given states.
+    /// The keys of saga `s`'s records: order-side, order, stock (one per item), payment.
+    fn record_keys() -> (String, String, Vec<String>, String) {
+        let l = layouts();
+        let (a, b) = items();
+        let (sl, pl) = (l["stock"], l["payment"]);
+        (
+            keys::saga_of(&l["order"], "o", "s"),
+            keys::order(&l["order"], "o"),
+            vec![
+                STOCK.record_key(&sl, sl.part(&a), "s"),
+                STOCK.record_key(&sl, sl.part(&b), "s"),
+            ],
+            PAYMENT.record_key(&pl, pl.part("u"), "s"),
+        )
+    }
+
+    /// order-db with saga `s` and order `o` (held by `s` with `status`); stock records of `s` (one
+    /// per item's partition) and its payment record in the given states.
     fn live(
         decision: &str,
         status: &str,
         stock: &str,
         payment: &str,
     ) -> BTreeMap<&'static str, State> {
+        let (skey, okey, stock_keys, pkey) = record_keys();
         let mut order = State::new();
-        order.insert("saga:s".into(), saga(decision, "1"));
-        order.insert("order:o".into(), hash(&[("status", status), ("saga", "s")]));
+        order.insert(skey, saga(decision, "1"));
+        order.insert(okey, hash(&[("status", status), ("saga", "s")]));
         let mut s = State::new();
-        s.insert(STOCK.record_key("s"), hash(&[("state", stock)]));
+        for k in stock_keys {
+            s.insert(k, hash(&[("state", stock), ("order", "o")]));
+        }
         let mut p = State::new();
-        p.insert(PAYMENT.record_key("s"), hash(&[("state", payment)]));
+        p.insert(pkey, hash(&[("state", payment), ("order", "o")]));
         BTreeMap::from([("order", order), ("stock", s), ("payment", p)])
     }
 
     fn check(live: &BTreeMap<&'static str, State>) -> AuditReport {
         let mut report = AuditReport::default();
-        check_sagas(live, PARTICIPANTS, &mut report);
+        check_sagas(live, &layouts(), PARTICIPANTS, &mut report);
         report
     }
 
@@ -343,42 +404,53 @@ mod tests {
 
     #[test]
     fn a_committed_saga_with_a_released_step_is_a_violation_naming_the_record() {
-        let r = check(&live("commit", "PAID", "RELEASED", "CHARGED"));
+        let (_, _, stock_keys, _) = record_keys();
+        let mut l = live("commit", "PAID", "RESERVED", "CHARGED");
+        if let Some(s) = l.get_mut("stock") {
+            s.insert(
+                stock_keys[1].clone(),
+                hash(&[("state", "RELEASED"), ("order", "o")]),
+            );
+        }
+        let r = check(&l);
         assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
-        assert_eq!(r.violations[0].entity, "ssaga:s");
+        assert_eq!(r.violations[0].entity, stock_keys[1]);
         assert_eq!(r.violations[0].saga.as_deref(), Some("s"));
     }
 
     #[test]
     fn an_aborted_saga_that_still_holds_or_paid_is_a_violation() {
+        let (_, okey, _, pkey) = record_keys();
         let r = check(&live("abort", "PAID", "RELEASED", "CHARGED"));
         let entities: Vec<&str> = r.violations.iter().map(|v| v.entity.as_str()).collect();
-        assert_eq!(entities, ["order:o", "psaga:s"]);
+        assert_eq!(entities, [okey.as_str(), pkey.as_str()]);
     }
 
     #[test]
     fn a_participant_record_without_an_order_saga_is_a_violation() {
+        let sl = layouts()["stock"];
+        let ghost = STOCK.record_key(&sl, 0, "ghost");
         let mut l = live("commit", "PAID", "RESERVED", "CHARGED");
         if let Some(s) = l.get_mut("stock") {
-            s.insert(STOCK.record_key("ghost"), hash(&[("state", "RESERVED")]));
+            s.insert(
+                ghost.clone(),
+                hash(&[("state", "RESERVED"), ("order", "o")]),
+            );
         }
         let r = check(&l);
         assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
-        assert_eq!(r.violations[0].entity, "ssaga:ghost");
+        assert_eq!(r.violations[0].entity, ghost);
     }
 
     #[test]
     fn a_malformed_saga_record_is_reported_not_defaulted() {
+        let bad = keys::saga(&layouts()["order"], 1, "bad");
         let mut l = live("commit", "PAID", "RESERVED", "CHARGED");
         if let Some(o) = l.get_mut("order") {
-            o.insert("saga:bad".into(), hash(&[("decision", "commit")]));
+            o.insert(bad.clone(), hash(&[("decision", "commit")]));
         }
         let r = check(&l);
         assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
-        assert!(
-            r.violations[0].found.contains("saga:bad"),
-            "{:?}",
-            r.violations
-        );
+        assert!(r.violations[0].found.contains(&bad), "{:?}", r.violations);
     }
 }

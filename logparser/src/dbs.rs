@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::config::Config;
 use common::consumer::DbUrls;
+use common::partition::Layout;
 use common::saga::{Participant, ORDER, PARTICIPANTS};
 use redis::aio::ConnectionManager;
 
@@ -18,7 +19,9 @@ pub struct Dbs {
     pub order: ConnectionManager,
     /// The saga's participants.
     pub parts: &'static [Participant],
-    by_name: BTreeMap<&'static str, ConnectionManager>,
+    /// order-db's partitions.
+    pub order_layout: Layout,
+    by_name: BTreeMap<&'static str, (ConnectionManager, Layout)>,
 }
 
 impl Dbs {
@@ -36,23 +39,47 @@ impl Dbs {
             let url = urls
                 .get(name)
                 .ok_or_else(|| anyhow::anyhow!("no database URL for `{name}`"))?;
-            let conn = common::db::connect_once(url, &format!("{name}-db"), t).await?;
-            by_name.insert(name, conn);
+            let mut conn = common::db::connect_once(url, &format!("{name}-db"), t).await?;
+            let p = common::partition::stored(&mut conn, name).await?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{name}-db has no partitions yet: its service has never started on it (is the stack up? `shoplog status`)"
+                )
+            })?;
+            by_name.insert(name, (conn, Layout::new(name, p)));
         }
-        let order = by_name
+        let (order, order_layout) = by_name
             .get(ORDER)
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("no order-db connection"))?;
         Ok(Dbs {
             order,
             parts,
+            order_layout,
             by_name,
         })
     }
 
     /// The database of the service named `name` (`order` or a participant's name).
     pub fn by_name(&self, name: &str) -> Option<ConnectionManager> {
-        self.by_name.get(name).cloned()
+        self.by_name.get(name).map(|(c, _)| c.clone())
+    }
+
+    /// The partitions of the service named `name`.
+    pub fn layout(&self, name: &str) -> Option<Layout> {
+        self.by_name.get(name).map(|(_, l)| *l)
+    }
+
+    /// The database and partitions of a service that has a replayable log.
+    pub fn of_with_layout(
+        &self,
+        service: ServiceLog,
+    ) -> anyhow::Result<(ConnectionManager, Layout)> {
+        self.by_name.get(service.name()).cloned().ok_or_else(|| {
+            anyhow::anyhow!(
+                "`{}` is not in this saga's participants table",
+                service.name()
+            )
+        })
     }
 
     /// The database of a service that has a replayable log.
@@ -66,11 +93,15 @@ impl Dbs {
     }
 
     /// Every service with a log: order, then the participants in table order, as
-    /// `(name, log, database)`.
-    pub fn logs(&self) -> Vec<(&'static str, &'static str, ConnectionManager)> {
+    /// `(name, log, database, partitions)`.
+    pub fn logs(&self) -> Vec<(&'static str, &'static str, ConnectionManager, Layout)> {
         std::iter::once((ORDER, common::keys::ORDER_LOG))
             .chain(self.parts.iter().map(|p| (p.name, p.log)))
-            .filter_map(|(name, log)| self.by_name(name).map(|c| (name, log, c)))
+            .filter_map(|(name, log)| {
+                self.by_name
+                    .get(name)
+                    .map(|(c, l)| (name, log, c.clone(), *l))
+            })
             .collect()
     }
 }

@@ -14,10 +14,12 @@ const LAG_PAGE: usize = 1000;
 /// Consumers idle this long with entries pending are reported as stuck.
 pub const STUCK_IDLE_MS: i64 = 30_000;
 
-/// One consumer group's state.
+/// One consumer group's state on one partition of a log.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GroupReport {
-    /// The stream (`log:order`).
+    /// The log (`log:order`).
+    pub log: String,
+    /// The partition's stream (`log:order:{o3}`).
     pub stream: String,
     /// The group (`stock`).
     pub group: String,
@@ -70,54 +72,68 @@ async fn infos(
 pub async fn report(dbs: &Dbs) -> Result<Vec<GroupReport>, redis::RedisError> {
     let mut out = Vec::new();
     for g in common::saga::groups(dbs.parts) {
-        let (stream, group) = (g.stream, g.group);
-        let Some(mut conn) = dbs.by_name(g.owner) else {
+        let (Some(mut conn), Some(layout)) = (dbs.by_name(g.owner), dbs.layout(g.owner)) else {
             continue;
         };
-        let groups = infos(&mut conn, &["GROUPS", stream]).await?;
-        let Some(g) = groups.iter().find(|g| text(g.get("name")) == group) else {
-            continue;
-        };
-        let consumers = infos(&mut conn, &["CONSUMERS", stream, group]).await?;
-        let stuck = consumers
-            .iter()
-            .filter(|c| int(c.get("pending")) > 0 && int(c.get("idle")) > STUCK_IDLE_MS)
-            .map(|c| {
-                (
-                    text(c.get("name")),
-                    int(c.get("pending")),
-                    int(c.get("idle")),
-                )
-            })
-            .collect();
-        // Redis's own `lag` counter is best effort (it is wrong after an AOF reload, for one):
-        // count the entries past the group's last delivered id instead, up to a page.
-        let last_delivered = text(g.get("last-delivered-id"));
-        let after: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(stream)
-            .arg(format!("({last_delivered}"))
-            .arg("+")
-            .arg("COUNT")
-            .arg(LAG_PAGE)
-            .query_async(&mut conn)
-            .await?;
-        let lag = if after.len() < LAG_PAGE {
-            after.len() as i64
-        } else {
-            int(g.get("lag")).max(LAG_PAGE as i64)
-        };
-        let dead_letters: i64 = redis::cmd("XLEN")
-            .arg(keys::dead_letter(group, stream))
-            .query_async(&mut conn)
-            .await?;
-        out.push(GroupReport {
-            stream: stream.to_string(),
-            group: group.to_string(),
-            lag,
-            pending: int(g.get("pending")),
-            stuck,
-            dead_letters,
-        });
+        for stream in common::keys::logs(g.stream, &layout) {
+            if let Some(r) = report_one(&mut conn, g.stream, &stream, g.group).await? {
+                out.push(r);
+            }
+        }
     }
     Ok(out)
+}
+
+/// One group on one stream; `None` when the group does not exist there yet.
+async fn report_one(
+    conn: &mut redis::aio::ConnectionManager,
+    log: &str,
+    stream: &str,
+    group: &str,
+) -> Result<Option<GroupReport>, redis::RedisError> {
+    let groups = infos(conn, &["GROUPS", stream]).await?;
+    let Some(g) = groups.iter().find(|g| text(g.get("name")) == group) else {
+        return Ok(None);
+    };
+    let consumers = infos(conn, &["CONSUMERS", stream, group]).await?;
+    let stuck = consumers
+        .iter()
+        .filter(|c| int(c.get("pending")) > 0 && int(c.get("idle")) > STUCK_IDLE_MS)
+        .map(|c| {
+            (
+                text(c.get("name")),
+                int(c.get("pending")),
+                int(c.get("idle")),
+            )
+        })
+        .collect();
+    // Redis's own `lag` counter is best effort (it is wrong after an AOF reload, for one):
+    // count the entries past the group's last delivered id instead, up to a page.
+    let last_delivered = text(g.get("last-delivered-id"));
+    let after: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg(format!("({last_delivered}"))
+        .arg("+")
+        .arg("COUNT")
+        .arg(LAG_PAGE)
+        .query_async(conn)
+        .await?;
+    let lag = if after.len() < LAG_PAGE {
+        after.len() as i64
+    } else {
+        int(g.get("lag")).max(LAG_PAGE as i64)
+    };
+    let dead_letters: i64 = redis::cmd("XLEN")
+        .arg(keys::dead_letter(group, stream))
+        .query_async(conn)
+        .await?;
+    Ok(Some(GroupReport {
+        log: log.to_string(),
+        stream: stream.to_string(),
+        group: group.to_string(),
+        lag,
+        pending: int(g.get("pending")),
+        stuck,
+        dead_letters,
+    }))
 }

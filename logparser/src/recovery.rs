@@ -7,9 +7,10 @@
 //! - A saga decided `abort` whose compensations are still unconfirmed `REDRIVE_AFTER` later gets
 //!   `CheckoutAborted` re-appended (`common::saga::redrive`): compensations are idempotent.
 //!
-//! The daemon's passes are incremental: the parser keeps a checkpoint in `log:order` and the set of
-//! sagas it has seen start but not finish (`logparser:checkpoint`, `logparser:open` in order-db), so
-//! a pass reads only the new entries and the records of open sagas. A full pass (`shoplog recover`,
+//! The daemon's passes are incremental: the parser keeps, per partition of `log:order`, a
+//! checkpoint and the set of sagas it has seen start but not finish (`logparser:checkpoint:{o<k>}`,
+//! `logparser:open:{o<k>}` in order-db), so a pass reads only the new entries and the records of
+//! open sagas. A full pass (`shoplog recover`,
 //! or a daemon starting without a checkpoint) scans every saga record instead.
 
 use std::collections::{BTreeSet, HashMap};
@@ -22,16 +23,12 @@ use common::keys::{self, ORDER_LOG};
 use common::lock::Redlock;
 use common::log;
 use common::metrics::Metrics;
-use common::saga::{Reply, SagaRecord, SagaState};
+use common::saga::{Reply, SagaHome, SagaRecord, SagaState};
 
 use crate::dbs::Dbs;
 use crate::delivery::{self, GroupReport};
 use crate::sagas::{self, now_ms};
 
-/// Key (order-db) of the last `log:order` entry a pass has read.
-pub const CHECKPOINT_KEY: &str = keys::LOGPARSER_CHECKPOINT;
-/// Key (order-db) of the set of sagas started and not yet done.
-pub const OPEN_KEY: &str = keys::LOGPARSER_OPEN;
 /// The reason recorded on sagas the parser aborts.
 pub const TIMEOUT_REASON: &str = "checkout stalled past SAGA_TIMEOUT; aborted by the log parser";
 
@@ -114,8 +111,10 @@ pub struct Recovery {
     ids: Arc<IdPool>,
     settings: Settings,
     metrics: Arc<Metrics>,
-    open: BTreeSet<String>,
-    checkpoint: Option<String>,
+    /// Sagas started and not done, as `(partition, saga id)`.
+    open: BTreeSet<(u32, String)>,
+    /// Per partition of `log:order`, the last entry read (all `None` before the first pass).
+    checkpoints: Vec<Option<String>>,
     redriven_at: HashMap<String, Instant>,
 }
 
@@ -135,7 +134,7 @@ impl Recovery {
             settings,
             metrics,
             open: BTreeSet::new(),
-            checkpoint: None,
+            checkpoints: Vec::new(),
             redriven_at: HashMap::new(),
         }
     }
@@ -144,21 +143,27 @@ impl Recovery {
     /// full pass that establishes it.
     pub async fn startup(&mut self) -> Result<PassReport, RecoveryError> {
         let mut conn = self.dbs.order.clone();
-        let checkpoint: Option<String> = redis::cmd("GET")
-            .arg(CHECKPOINT_KEY)
-            .query_async(&mut conn)
-            .await?;
-        match checkpoint {
-            Some(cp) => {
-                let open: Vec<String> = redis::cmd("SMEMBERS")
-                    .arg(OPEN_KEY)
-                    .query_async(&mut conn)
-                    .await?;
-                self.open = open.into_iter().collect();
-                self.checkpoint = Some(cp);
-                self.incremental_pass().await
-            }
-            None => self.full_pass(false).await,
+        let l = self.dbs.order_layout;
+        let mut checkpoints = Vec::new();
+        let mut open = BTreeSet::new();
+        for part in l.parts() {
+            let cp: Option<String> = redis::cmd("GET")
+                .arg(keys::logparser_checkpoint(&l, part))
+                .query_async(&mut conn)
+                .await?;
+            let members: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(keys::logparser_open(&l, part))
+                .query_async(&mut conn)
+                .await?;
+            checkpoints.push(cp);
+            open.extend(members.into_iter().map(|s| (part, s)));
+        }
+        if checkpoints.iter().all(Option::is_some) {
+            self.checkpoints = checkpoints;
+            self.open = open;
+            self.incremental_pass().await
+        } else {
+            self.full_pass(false).await
         }
     }
 
@@ -171,11 +176,17 @@ impl Recovery {
             ..PassReport::default()
         };
         let mut conn = self.dbs.order.clone();
-        // The checkpoint is taken before the scan: sagas started during it are read next pass.
-        let last = last_id(&mut conn).await?;
+        let l = self.dbs.order_layout;
+        // The checkpoints are taken before the scan: sagas started during it are read next pass.
+        let mut last = Vec::new();
+        for part in l.parts() {
+            last.push(Some(
+                last_id(&mut conn, &keys::log(ORDER_LOG, &l, part)).await?,
+            ));
+        }
         let mut records = Vec::new();
         let mut malformed = Vec::new();
-        sagas::scan(&mut conn, |r| match r {
+        sagas::scan(&mut conn, &l, |r| match r {
             Ok(r) if matches!(r.state(), SagaState::InFlight | SagaState::Compensating) => {
                 records.push(r)
             }
@@ -188,59 +199,36 @@ impl Recovery {
         let still_open = self.act(records, dry_run, &mut report).await;
         if !dry_run {
             self.open = still_open;
-            self.checkpoint = Some(last);
+            self.checkpoints = last;
             self.persist().await?;
         }
         self.finish(&mut report, started).await;
         Ok(report)
     }
 
-    /// Reads `log:order` past the checkpoint, then examines the open sagas.
+    /// Reads every partition of `log:order` past its checkpoint, then examines the open sagas.
     pub async fn incremental_pass(&mut self) -> Result<PassReport, RecoveryError> {
-        let Some(mut after) = self.checkpoint.clone() else {
+        let l = self.dbs.order_layout;
+        if self.checkpoints.len() != l.p as usize || self.checkpoints.iter().any(Option::is_none) {
             return self.full_pass(false).await;
-        };
+        }
         let started = Instant::now();
         let mut report = PassReport {
             mode: "incremental",
             ..PassReport::default()
         };
         let mut conn = self.dbs.order.clone();
-        loop {
-            let page = log::read_page(&mut conn, ORDER_LOG, &after, 10_000).await?;
-            let Some(last) = page.last() else { break };
-            after = last.stream_id.clone();
-            report.entries_read += page.len() as u64;
-            for e in &page {
-                let event = match e.decode() {
-                    Ok(event) => event,
-                    Err(err) => {
-                        report.errors.push(err.to_string());
-                        continue;
-                    }
-                };
-                match event {
-                    Event::CheckoutStarted { saga, .. } => {
-                        self.metrics.incr("sagas_seen_total", 1);
-                        self.open.insert(saga);
-                    }
-                    Event::CheckoutCommitted { .. } => {
-                        self.metrics.incr("sagas_committed_total", 1)
-                    }
-                    // A re-driven abort repeats the entry: count each saga's abort once.
-                    Event::CheckoutAborted { saga, .. }
-                        if !self.redriven_at.contains_key(&saga) =>
-                    {
-                        self.metrics.incr("sagas_aborted_total", 1)
-                    }
-                    _ => {}
-                }
-            }
+        for part in l.parts() {
+            let stream = keys::log(ORDER_LOG, &l, part);
+            let after = self.checkpoints[part as usize].clone().unwrap_or_default();
+            let after = self
+                .read_partition(&mut conn, &stream, part, after, &mut report)
+                .await?;
+            self.checkpoints[part as usize] = Some(after);
         }
-        self.checkpoint = Some(after);
-        let ids: Vec<String> = self.open.iter().cloned().collect();
+        let ids: Vec<(u32, String)> = self.open.iter().cloned().collect();
         let mut records: Vec<SagaRecord> = Vec::new();
-        for loaded in sagas::load_many(&mut conn, &ids)
+        for loaded in sagas::load_many(&mut conn, &l, &ids)
             .await?
             .into_iter()
             .flatten()
@@ -257,20 +245,64 @@ impl Recovery {
         Ok(report)
     }
 
+    /// Reads one partition of `log:order` past `after`, counting sagas and noting the started
+    /// ones as open; returns the id of the last entry read.
+    async fn read_partition(
+        &mut self,
+        conn: &mut redis::aio::ConnectionManager,
+        stream: &str,
+        part: u32,
+        mut after: String,
+        report: &mut PassReport,
+    ) -> Result<String, RecoveryError> {
+        loop {
+            let page = log::read_page(conn, stream, &after, 10_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.stream_id.clone();
+            report.entries_read += page.len() as u64;
+            for e in &page {
+                let event = match e.decode() {
+                    Ok(event) => event,
+                    Err(err) => {
+                        report.errors.push(err.to_string());
+                        continue;
+                    }
+                };
+                match event {
+                    Event::CheckoutStarted { saga, .. } => {
+                        self.metrics.incr("sagas_seen_total", 1);
+                        self.open.insert((part, saga));
+                    }
+                    Event::CheckoutCommitted { .. } => {
+                        self.metrics.incr("sagas_committed_total", 1)
+                    }
+                    // A re-driven abort repeats the entry: count each saga's abort once.
+                    Event::CheckoutAborted { saga, .. }
+                        if !self.redriven_at.contains_key(&saga) =>
+                    {
+                        self.metrics.incr("sagas_aborted_total", 1)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(after)
+    }
+
     /// Acts on each record; returns the sagas still open afterwards.
     async fn act(
         &mut self,
         records: Vec<SagaRecord>,
         dry_run: bool,
         report: &mut PassReport,
-    ) -> BTreeSet<String> {
+    ) -> BTreeSet<(u32, String)> {
         let now = now_ms();
         let mut open = BTreeSet::new();
         for r in records {
             if r.state() == SagaState::Committed || r.state() == SagaState::Aborted {
                 continue;
             }
-            open.insert(r.id.clone());
+            open.insert((r.part, r.id.clone()));
             match decide(&r, now, &self.settings) {
                 Some(Action::Abort) => {
                     if dry_run {
@@ -300,7 +332,11 @@ impl Recovery {
                         continue;
                     }
                     let mut conn = self.dbs.order.clone();
-                    match common::saga::redrive(&mut conn, &self.ids.next(), &r.id).await {
+                    let home = SagaHome {
+                        layout: &self.dbs.order_layout,
+                        part: r.part,
+                    };
+                    match common::saga::redrive(&mut conn, home, &self.ids.next(), &r.id).await {
                         Ok(Reply::Ok(_)) => {
                             self.redriven_at.insert(r.id.clone(), Instant::now());
                             self.metrics.incr("sagas_redriven_total", 1);
@@ -316,7 +352,8 @@ impl Recovery {
                 None => {}
             }
         }
-        self.redriven_at.retain(|id, _| open.contains(id));
+        let still: BTreeSet<&str> = open.iter().map(|(_, id)| id.as_str()).collect();
+        self.redriven_at.retain(|id, _| still.contains(id.as_str()));
         open
     }
 
@@ -332,8 +369,19 @@ impl Recovery {
             .await?;
         let mut conn = self.dbs.order.clone();
         let parts = self.dbs.parts;
-        let reply =
-            common::saga::abort(&mut conn, parts, &self.ids.next(), &r.id, TIMEOUT_REASON).await;
+        let home = SagaHome {
+            layout: &self.dbs.order_layout,
+            part: r.part,
+        };
+        let reply = common::saga::abort(
+            &mut conn,
+            home,
+            parts,
+            &self.ids.next(),
+            &r.id,
+            TIMEOUT_REASON,
+        )
+        .await;
         self.locks.release(lease).await;
         let reply = reply?;
         if !reply.applied() {
@@ -342,21 +390,33 @@ impl Recovery {
         Ok(reply.applied())
     }
 
+    /// Stores each partition's checkpoint and open set (one atomic pipeline per partition: its
+    /// keys share the partition's slot).
     async fn persist(&self) -> Result<(), RecoveryError> {
         let mut conn = self.dbs.order.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("DEL").arg(OPEN_KEY).ignore();
-        if !self.open.is_empty() {
-            pipe.cmd("SADD")
-                .arg(OPEN_KEY)
-                .arg(self.open.iter().collect::<Vec<_>>())
-                .ignore();
+        let l = self.dbs.order_layout;
+        for part in l.parts() {
+            let open_key = keys::logparser_open(&l, part);
+            let members: Vec<&str> = self
+                .open
+                .iter()
+                .filter(|(p, _)| *p == part)
+                .map(|(_, id)| id.as_str())
+                .collect();
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            pipe.cmd("DEL").arg(&open_key).ignore();
+            if !members.is_empty() {
+                pipe.cmd("SADD").arg(&open_key).arg(members).ignore();
+            }
+            if let Some(Some(cp)) = self.checkpoints.get(part as usize) {
+                pipe.cmd("SET")
+                    .arg(keys::logparser_checkpoint(&l, part))
+                    .arg(cp)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
         }
-        if let Some(cp) = &self.checkpoint {
-            pipe.cmd("SET").arg(CHECKPOINT_KEY).arg(cp).ignore();
-        }
-        pipe.query_async::<()>(&mut conn).await?;
         Ok(())
     }
 
@@ -394,10 +454,13 @@ impl Recovery {
     }
 }
 
-/// The id of the last entry of `log:order` (`0-0` when empty).
-async fn last_id(conn: &mut redis::aio::ConnectionManager) -> Result<String, redis::RedisError> {
+/// The id of the last entry of `stream` (`0-0` when empty).
+async fn last_id(
+    conn: &mut redis::aio::ConnectionManager,
+    stream: &str,
+) -> Result<String, redis::RedisError> {
     let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
-        .arg(ORDER_LOG)
+        .arg(stream)
         .arg("+")
         .arg("-")
         .arg("COUNT")
@@ -419,6 +482,7 @@ mod tests {
     fn record(decision: Decision, done: bool, started_ms: u64) -> SagaRecord {
         SagaRecord {
             id: "s".into(),
+            part: 0,
             order: "o".into(),
             user: "u".into(),
             total: 1,

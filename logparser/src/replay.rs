@@ -12,6 +12,7 @@ use common::counter::{CounterSpec, CREDIT, STOCK};
 use common::event::{CounterOp, Event, EventError};
 use common::keys::{self, ORDER_LOG, PAYMENT_LOG, STOCK_LOG};
 use common::log::{self, LogEntry, LogError};
+use common::partition::Layout;
 use common::saga::{self as saga_vocab, Decision, OrderStatus, Participant, TOMBSTONE};
 use redis::aio::ConnectionManager;
 
@@ -121,9 +122,14 @@ impl From<EventError> for ReplayError {
 }
 
 /// Applies one entry of `service`'s log to `state`.
-pub fn apply(service: ServiceLog, state: &mut State, e: &LogEntry) -> Result<(), ReplayError> {
+pub fn apply(
+    service: ServiceLog,
+    at: Where,
+    state: &mut State,
+    e: &LogEntry,
+) -> Result<(), ReplayError> {
     let event = e.decode()?;
-    let r = Replayer { e, state };
+    let r = Replayer { e, state, at };
     match (service, &event) {
         (ServiceLog::Stock, Event::Counter { spec, op }) if **spec == STOCK => r.counter(spec, op),
         (ServiceLog::Payment, Event::Counter { spec, op }) if **spec == CREDIT => {
@@ -131,7 +137,12 @@ pub fn apply(service: ServiceLog, state: &mut State, e: &LogEntry) -> Result<(),
         }
         (
             ServiceLog::Stock,
-            Event::StockReserved { .. } | Event::StockRejected { .. } | Event::StockReleased { .. },
+            Event::StockReserved { .. }
+            | Event::StockRejected { .. }
+            | Event::StockReleased { .. }
+            | Event::StockPartReserved { .. }
+            | Event::StockPartRejected { .. }
+            | Event::StockPartReleased { .. },
         ) => r.stock_saga(&event),
         (
             ServiceLog::Payment,
@@ -158,10 +169,21 @@ pub fn apply(service: ServiceLog, state: &mut State, e: &LogEntry) -> Result<(),
     }
 }
 
+/// Which log an entry comes from: the service's layout and the partition of its stream. Every
+/// key an entry changes is in that partition.
+#[derive(Debug, Clone, Copy)]
+pub struct Where {
+    /// The service's layout.
+    pub layout: Layout,
+    /// The partition of the stream.
+    pub part: u32,
+}
+
 /// Applies one decoded entry to the model.
 struct Replayer<'a> {
     e: &'a LogEntry,
     state: &'a mut State,
+    at: Where,
 }
 
 impl Replayer<'_> {
@@ -208,10 +230,11 @@ impl Replayer<'_> {
         };
         match op {
             CounterOp::Created { id, fields } => {
-                self.state.insert(spec.key(id), with(fields));
+                self.state
+                    .insert(spec.key(&self.at.layout, id), with(fields));
             }
             CounterOp::Added { id, amount } | CounterOp::Subtracted { id, amount } => {
-                let hash = self.existing(&spec.key(id))?;
+                let hash = self.existing(&spec.key(&self.at.layout, id))?;
                 let current: i64 = hash
                     .get(spec.field)
                     .and_then(|v| v.parse().ok())
@@ -223,12 +246,17 @@ impl Replayer<'_> {
                 hash.insert(spec.field.to_string(), next.unwrap_or(current).to_string());
             }
             CounterOp::BatchInit { n, fields } => {
+                // This partition's entry covers this partition's ids only.
                 let fields = with(fields);
+                let (l, part) = (self.at.layout, self.at.part);
                 for i in 0..*n {
-                    self.state
-                        .entry(spec.key(&i.to_string()))
-                        .or_default()
-                        .extend(fields.clone());
+                    let id = i.to_string();
+                    if l.part(&id) == part {
+                        self.state
+                            .entry(spec.key(&l, &id))
+                            .or_default()
+                            .extend(fields.clone());
+                    }
                 }
             }
         }
@@ -237,18 +265,33 @@ impl Replayer<'_> {
 
     fn stock_saga(mut self, event: &Event) -> Result<(), ReplayError> {
         let p = &saga_vocab::STOCK;
+        let (l, part) = (self.at.layout, self.at.part);
+        let record = |saga: &str| p.record_key(&l, part, saga);
         match event {
+            // A multi-partition saga's outcome (finish.lua): recorded in its home partition only;
+            // the partitions' own entries made the changes.
+            Event::StockReserved { saga, parts, .. }
+            | Event::StockRejected { saga, parts, .. }
+            | Event::StockReleased { saga, parts, .. }
+                if *parts > 1 =>
+            {
+                self.set(record(saga), &[("outcome", event.kind())]);
+            }
             Event::StockReserved {
+                saga, order, items, ..
+            }
+            | Event::StockPartReserved {
                 saga, order, items, ..
             } => {
                 for (item, qty) in &items.lines {
-                    self.add(&STOCK.key(item), STOCK.field, -qty)?;
+                    self.add(&STOCK.key(&l, item), STOCK.field, -qty)?;
                 }
                 let fields = [("state", p.held), ("order", order), ("items", &items.json)];
-                self.set(p.record_key(saga), &fields);
+                self.set(record(saga), &fields);
             }
-            Event::StockRejected { saga, order, .. } => self.set(
-                p.record_key(saga),
+            Event::StockRejected { saga, order, .. }
+            | Event::StockPartRejected { saga, order, .. } => self.set(
+                record(saga),
                 &[("state", saga_vocab::REJECTED), ("order", order)],
             ),
             Event::StockReleased {
@@ -256,15 +299,21 @@ impl Replayer<'_> {
                 order,
                 items,
                 released,
+                ..
+            }
+            | Event::StockPartReleased {
+                saga,
+                order,
+                items,
+                released,
             } => {
                 if *released {
                     for (item, qty) in &items.lines {
-                        self.add(&STOCK.key(item), STOCK.field, *qty)?;
+                        self.add(&STOCK.key(&l, item), STOCK.field, *qty)?;
                     }
                 }
-                let key = p.record_key(saga);
-                let next = self.compensated(p, &key);
-                if let Some(next) = next {
+                let key = record(saga);
+                if let Some(next) = self.compensated(p, &key) {
                     self.set(key, &[("state", next), ("order", order)]);
                 }
             }
@@ -292,7 +341,7 @@ impl Replayer<'_> {
                 user,
                 amount,
             } => {
-                self.add(&CREDIT.key(user), CREDIT.field, -amount)?;
+                self.add(&CREDIT.key(&self.at.layout, user), CREDIT.field, -amount)?;
                 let amount = amount.to_string();
                 let fields = [
                     ("state", p.held),
@@ -300,7 +349,7 @@ impl Replayer<'_> {
                     ("user", user.as_str()),
                     ("amount", &amount),
                 ];
-                self.set(p.record_key(saga), &fields);
+                self.set(p.record_key(&self.at.layout, self.at.part, saga), &fields);
             }
             Event::PaymentRejected {
                 saga, order, user, ..
@@ -311,7 +360,7 @@ impl Replayer<'_> {
                     ("user", user.as_str()),
                     ("amount", "0"),
                 ];
-                self.set(p.record_key(saga), &fields);
+                self.set(p.record_key(&self.at.layout, self.at.part, saga), &fields);
             }
             Event::PaymentRefunded {
                 saga,
@@ -321,9 +370,9 @@ impl Replayer<'_> {
                 refunded,
             } => {
                 if *refunded {
-                    self.add(&CREDIT.key(user), CREDIT.field, *amount)?;
+                    self.add(&CREDIT.key(&self.at.layout, user), CREDIT.field, *amount)?;
                 }
-                let key = p.record_key(saga);
+                let key = p.record_key(&self.at.layout, self.at.part, saga);
                 if let Some(next) = self.compensated(p, &key) {
                     self.set(key, &[("state", next), ("order", order), ("user", user)]);
                 }
@@ -345,7 +394,7 @@ impl Replayer<'_> {
             } => {
                 let (total, started_ms) = (total.to_string(), started_ms.to_string());
                 self.set(
-                    keys::order(order),
+                    keys::order(&self.at.layout, order),
                     &[
                         ("status", OrderStatus::CheckingOut.as_str()),
                         ("saga", saga),
@@ -362,15 +411,15 @@ impl Replayer<'_> {
                     ("pending", ""),
                     ("done", "0"),
                 ];
-                self.set(keys::saga(saga), &fields);
+                self.set(keys::saga(&self.at.layout, self.at.part, saga), &fields);
             }
             Event::CheckoutCommitted { saga, order } => {
                 self.set(
-                    keys::saga(saga),
+                    keys::saga(&self.at.layout, self.at.part, saga),
                     &[("decision", Decision::Commit.as_str()), ("done", "1")],
                 );
                 self.set(
-                    keys::order(order),
+                    keys::order(&self.at.layout, order),
                     &[("status", OrderStatus::Paid.as_str())],
                 );
             }
@@ -386,7 +435,7 @@ impl Replayer<'_> {
                     ("reason", reason.as_str()),
                     ("pending", &pending),
                 ];
-                self.set(keys::saga(saga), &fields);
+                self.set(keys::saga(&self.at.layout, self.at.part, saga), &fields);
             }
             Event::CompensationConfirmed {
                 saga,
@@ -394,7 +443,7 @@ impl Replayer<'_> {
                 part,
                 reopened,
             } => {
-                let key = keys::saga(saga);
+                let key = keys::saga(&self.at.layout, self.at.part, saga);
                 let pending = self
                     .existing(&key)?
                     .get("pending")
@@ -408,7 +457,7 @@ impl Replayer<'_> {
                 }
                 if *reopened {
                     self.set(
-                        keys::order(order),
+                        keys::order(&self.at.layout, order),
                         &[("status", OrderStatus::Open.as_str()), ("saga", "")],
                     );
                 }
@@ -433,8 +482,10 @@ impl Replayer<'_> {
         };
         match event {
             Event::OrderCreated { order, user } => {
-                self.state
-                    .insert(keys::order(order), open(user, "0".into(), "[]".into()));
+                self.state.insert(
+                    keys::order(&self.at.layout, order),
+                    open(user, "0".into(), "[]".into()),
+                );
             }
             Event::ItemAdded {
                 order,
@@ -445,7 +496,7 @@ impl Replayer<'_> {
             } => {
                 let line = saga_vocab::encode_lines(&[(item.clone(), *quantity)]);
                 let line = &line[1..line.len() - 1];
-                let hash = self.existing(&keys::order(order))?;
+                let hash = self.existing(&keys::order(&self.at.layout, order))?;
                 let items = hash.entry("items".into()).or_insert_with(|| "[]".into());
                 *items = if items == "[]" {
                     format!("[{line}]")
@@ -472,8 +523,12 @@ impl Replayer<'_> {
                         (o.items[0].to_string(), 1),
                         (o.items[1].to_string(), 1),
                     ]);
+                    let id = i.to_string();
+                    if self.at.layout.part(&id) != self.at.part {
+                        continue; // another partition's entry covers it
+                    }
                     self.state
-                        .entry(keys::order(&i.to_string()))
+                        .entry(keys::order(&self.at.layout, &id))
                         .or_default()
                         .extend(open(&o.user.to_string(), total.clone(), items));
                 }
@@ -488,15 +543,59 @@ impl Replayer<'_> {
 pub async fn rebuild(
     conn: &mut ConnectionManager,
     service: ServiceLog,
+    l: &Layout,
 ) -> Result<State, ReplayError> {
     let mut state = State::new();
-    log::for_each(conn, service.log(), PAGE, |e| apply(service, &mut state, e)).await?;
+    for part in l.parts() {
+        rebuild_into(conn, service, l, part, &mut state).await?;
+    }
     Ok(state)
+}
+
+/// Rebuilds partition `part` of `service`'s state from that partition's log alone.
+pub async fn rebuild_part(
+    conn: &mut ConnectionManager,
+    service: ServiceLog,
+    l: &Layout,
+    part: u32,
+) -> Result<State, ReplayError> {
+    let mut state = State::new();
+    rebuild_into(conn, service, l, part, &mut state).await?;
+    Ok(state)
+}
+
+async fn rebuild_into(
+    conn: &mut ConnectionManager,
+    service: ServiceLog,
+    l: &Layout,
+    part: u32,
+    state: &mut State,
+) -> Result<(), ReplayError> {
+    let at = Where { layout: *l, part };
+    let stream = keys::log(service.log(), l, part);
+    log::for_each(conn, &stream, PAGE, |e| apply(service, at, state, e)).await?;
+    Ok(())
 }
 
 /// Reads `service`'s entity hashes from its database (SCAN, so the database keeps serving).
 pub async fn dump(conn: &mut ConnectionManager, service: ServiceLog) -> Result<State, ReplayError> {
     Ok(dump_prefixes(conn, &service.key_prefixes()).await?)
+}
+
+/// Reads the hashes of partition `part` of `service` (its keys carry the partition's tag).
+pub async fn dump_part(
+    conn: &mut ConnectionManager,
+    service: ServiceLog,
+    l: &Layout,
+    part: u32,
+) -> Result<State, ReplayError> {
+    let prefixes: Vec<String> = service
+        .key_prefixes()
+        .iter()
+        .map(|p| format!("{p}{}:", l.tag(part)))
+        .collect();
+    let prefixes: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    Ok(dump_prefixes(conn, &prefixes).await?)
 }
 
 /// Reads every hash whose key starts with one of `prefixes` (SCAN, then pipelined `HGETALL`).

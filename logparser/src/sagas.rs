@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use common::db::RecordError;
 use common::keys;
+use common::partition::Layout;
 use common::saga::SagaRecord;
 use redis::aio::ConnectionManager;
 
@@ -22,28 +23,42 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Loads the records of `ids` (pipelined); `None` for ids without a record.
+/// Loads the records of `ids` (`(partition, saga id)`, pipelined); `None` for ids without a
+/// record.
 pub async fn load_many(
     conn: &mut ConnectionManager,
-    ids: &[String],
+    l: &Layout,
+    ids: &[(u32, String)],
 ) -> Result<Vec<Option<Loaded>>, redis::RedisError> {
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
         let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.cmd("HGETALL").arg(keys::saga(id));
+        for (part, id) in chunk {
+            pipe.cmd("HGETALL").arg(keys::saga(l, *part, id));
         }
         let hashes: Vec<HashMap<String, String>> = pipe.query_async(conn).await?;
-        for (id, h) in chunk.iter().zip(hashes) {
-            out.push((!h.is_empty()).then(|| SagaRecord::from_hash(id, &h)));
+        for ((part, id), h) in chunk.iter().zip(hashes) {
+            out.push((!h.is_empty()).then(|| SagaRecord::from_hash(l, *part, id, &h)));
         }
     }
     Ok(out)
 }
 
+/// Finds saga `sid`'s record in whichever partition holds it (one pipelined look-up per
+/// partition: a saga id alone does not name its order's partition).
+pub async fn find(
+    conn: &mut ConnectionManager,
+    l: &Layout,
+    sid: &str,
+) -> Result<Option<Loaded>, redis::RedisError> {
+    let ids: Vec<(u32, String)> = l.parts().map(|k| (k, sid.to_string())).collect();
+    Ok(load_many(conn, l, &ids).await?.into_iter().flatten().next())
+}
+
 /// Calls `f` on every saga record, scanning order-db in pages (SCAN; the database keeps serving).
 pub async fn scan(
     conn: &mut ConnectionManager,
+    l: &Layout,
     mut f: impl FnMut(Loaded),
 ) -> Result<u64, redis::RedisError> {
     let mut cursor: u64 = 0;
@@ -58,12 +73,12 @@ pub async fn scan(
             .arg(1000)
             .query_async(conn)
             .await?;
-        // `saga:done` is the wake-up channel's name, not a key; any key under the prefix is a record.
-        let ids: Vec<String> = found
+        let ids: Vec<(u32, String)> = found
             .iter()
-            .filter_map(|k| keys::strip(keys::SAGA_PREFIX, k).map(String::from))
+            .filter_map(|k| keys::parse(keys::SAGA_PREFIX, l, k))
+            .map(|(part, id)| (part, id.to_string()))
             .collect();
-        for r in load_many(conn, &ids).await?.into_iter().flatten() {
+        for r in load_many(conn, l, &ids).await?.into_iter().flatten() {
             seen += 1;
             f(r);
         }

@@ -1,8 +1,9 @@
 -- Records that one participant finished compensating an aborted saga (on its compensation event,
 -- e.g. StockReleased): removes it from the saga's pending set. When none is left, the saga is done:
 -- the order opens again (if this saga still holds it) and waiting checkouts are woken.
--- KEYS[1]  saga:<sid>   KEYS[2] order:<id>   KEYS[3] log:order   KEYS[4] the wake-up channel
+-- KEYS[1]  saga:{o<k>}:<sid>   KEYS[2] order:{o<k>}:<id>   KEYS[3] log:order:{o<k>}
 -- ARGV[1]  log_id   ARGV[2] saga id   ARGV[3] the participant's name
+-- ARGV[4]  the wake-up channel (not a key: no slot)
 -- Answers {'OK', reopened} | {'DUP'} | {'IGNORED', decision} | {'UNKNOWN'}.
 local s = redis.call('HMGET', KEYS[1], 'decision', 'order', 'pending')
 if not s[1] then
@@ -36,6 +37,6 @@ end
 redis.call('XADD', KEYS[3], '*', 'log_id', ARGV[1], 'type', 'CompensationConfirmed', 'saga', ARGV[2],
   'order', s[2], 'part', ARGV[3], 'reopened', reopened)
 if left == '' then
-  redis.call('PUBLISH', KEYS[4], ARGV[2])
+  redis.call('PUBLISH', ARGV[4], ARGV[2])
 end
 return {'OK', reopened}

@@ -35,7 +35,7 @@ impl Order {
         let id = common::validate::existing_id(raw_id, "order")?;
         let mut conn = self.db.clone();
         let saga = loop {
-            let order = store::find(&mut conn, id)
+            let order = store::find(&mut conn, &self.layout, id)
                 .await?
                 .ok_or_else(|| ApiError::NotFound(format!("unknown order `{id}`")))?;
             if order.paid() {
@@ -59,7 +59,7 @@ impl Order {
             }
         };
         tracing::Span::current().record("saga", saga.as_str());
-        let outcome = self.await_outcome(&saga).await?;
+        let outcome = self.await_outcome(id, &saga).await?;
         self.answer(id, &saga, outcome)
     }
 
@@ -87,6 +87,7 @@ impl Order {
             .unwrap_or(0);
         let started = saga::start(
             &mut self.db.clone(),
+            &self.layout,
             &self.ids.next(),
             id,
             sid,
@@ -101,9 +102,9 @@ impl Order {
 
     /// Waits for saga `sid` to be done; aborts it on timeout. Answers the final view (or, when a
     /// timeout abort's compensations are still running, the abort decision).
-    async fn await_outcome(&self, sid: &str) -> Result<Outcome, ApiError> {
+    async fn await_outcome(&self, id: &str, sid: &str) -> Result<Outcome, ApiError> {
         if let Some(done) = self
-            .wait_done(sid, Instant::now() + self.checkout_timeout)
+            .wait_done(id, sid, Instant::now() + self.checkout_timeout)
             .await?
         {
             return Ok(done);
@@ -113,8 +114,13 @@ impl Order {
             saga = sid,
             "checkout undecided after the timeout; aborting it"
         );
+        let home = common::saga::SagaHome {
+            layout: &self.layout,
+            part: self.layout.part(id),
+        };
         let reply = common::saga::abort(
             &mut self.db.clone(),
+            home,
             self.parts,
             &self.ids.next(),
             sid,
@@ -123,21 +129,28 @@ impl Order {
         .await?;
         tracing::debug!(saga = sid, reply = reply.name(), "timeout abort");
         if let Some(done) = self
-            .wait_done(sid, Instant::now() + self.checkout_timeout)
+            .wait_done(id, sid, Instant::now() + self.checkout_timeout)
             .await?
         {
             return Ok(done);
         }
         // Decided, compensations still running (a participant is down): answer the decision.
-        common::saga::outcome(&mut self.db.clone(), sid)
+        common::saga::outcome(&mut self.db.clone(), &self.layout, id, sid)
             .await?
             .ok_or_else(|| ApiError::Internal(format!("saga `{sid}` vanished")))
     }
 
-    async fn wait_done(&self, sid: &str, deadline: Instant) -> Result<Option<Outcome>, ApiError> {
+    async fn wait_done(
+        &self,
+        id: &str,
+        sid: &str,
+        deadline: Instant,
+    ) -> Result<Option<Outcome>, ApiError> {
         loop {
             let woken = self.waiters.register(sid);
-            if let Some(v) = common::saga::outcome(&mut self.db.clone(), sid).await? {
+            if let Some(v) =
+                common::saga::outcome(&mut self.db.clone(), &self.layout, id, sid).await?
+            {
                 if v.done {
                     return Ok(Some(v));
                 }

@@ -36,6 +36,7 @@ pub struct Order {
     waiters: Arc<waiters::Waiters>,
     checkout_timeout: std::time::Duration,
     parts: &'static [Participant],
+    layout: common::partition::Layout,
     consumers: Arc<Consumers>,
     metrics: Arc<Metrics>,
 }
@@ -72,6 +73,7 @@ impl Order {
             waiters,
             checkout_timeout: config.checkout_timeout,
             parts,
+            layout: ctx.layout,
             consumers,
             metrics: ctx.metrics,
         }))
@@ -80,13 +82,20 @@ impl Order {
     async fn create(&self, user: &str) -> HandlerResult {
         let user = validate::new_id(user, "user_id")?;
         let id = self.ids.next();
-        store::create(&mut self.db.clone(), &self.ids.next(), &id, user).await?;
+        store::create(
+            &mut self.db.clone(),
+            &self.layout,
+            &self.ids.next(),
+            &id,
+            user,
+        )
+        .await?;
         http::json(&serde_json::json!({ "order_id": id }))
     }
 
     async fn find(&self, id: &str) -> HandlerResult {
         let id = validate::existing_id(id, "order")?;
-        let order = store::find(&mut self.db.clone(), id)
+        let order = store::find(&mut self.db.clone(), &self.layout, id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("unknown order `{id}`")))?;
         http::json(&serde_json::json!({
@@ -111,6 +120,7 @@ impl Order {
         })?;
         let outcome = store::add_item(
             &mut self.db.clone(),
+            &self.layout,
             &self.ids.next(),
             id,
             item,
@@ -159,7 +169,7 @@ impl Order {
             price,
             seed,
         };
-        store::batch_init(&mut self.db.clone(), &self.ids.next(), params).await?;
+        store::batch_init(&mut self.db.clone(), &self.layout, &self.ids.next(), params).await?;
         http::json(&serde_json::json!({ "msg": format!("batch init for {n} orders successful") }))
     }
 }

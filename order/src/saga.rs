@@ -13,7 +13,8 @@ use common::consumer::{HandlerError, SagaCtx};
 use common::event::Event;
 use common::keys::{self, DONE_CHANNEL, ORDER_LOG};
 use common::log::LogEntry;
-use common::saga::{Participant, Reply, StepKind};
+use common::partition::Layout;
+use common::saga::{Participant, Reply, SagaHome, StepKind};
 use redis::aio::ConnectionManager;
 use redis::Script;
 use tracing::Instrument;
@@ -59,8 +60,10 @@ impl redis::FromRedisValue for Admission {
 }
 
 /// Starts saga `saga` for order `order` if it is open and its items are still `items_read`.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     conn: &mut ConnectionManager,
+    l: &Layout,
     log_id: &str,
     order: &str,
     saga: &str,
@@ -69,9 +72,9 @@ pub async fn start(
     now_ms: u64,
 ) -> Result<Admission, redis::RedisError> {
     START
-        .key(keys::order(order))
-        .key(keys::saga(saga))
-        .key(ORDER_LOG)
+        .key(keys::order(l, order))
+        .key(keys::saga_of(l, order, saga))
+        .key(keys::log(ORDER_LOG, l, l.part(order)))
         .arg(log_id)
         .arg(order)
         .arg(saga)
@@ -85,17 +88,18 @@ pub async fn start(
 /// Decides `commit` unless a decision was taken.
 pub async fn commit(
     conn: &mut ConnectionManager,
+    l: &Layout,
     log_id: &str,
     saga: &str,
     order: &str,
 ) -> Result<Reply, redis::RedisError> {
     COMMIT
-        .key(keys::saga(saga))
-        .key(keys::order(order))
-        .key(ORDER_LOG)
-        .key(DONE_CHANNEL)
+        .key(keys::saga_of(l, order, saga))
+        .key(keys::order(l, order))
+        .key(keys::log(ORDER_LOG, l, l.part(order)))
         .arg(log_id)
         .arg(saga)
+        .arg(DONE_CHANNEL)
         .invoke_async(conn)
         .await
 }
@@ -103,19 +107,20 @@ pub async fn commit(
 /// Records that participant `part` finished compensating.
 pub async fn confirm(
     conn: &mut ConnectionManager,
+    l: &Layout,
     log_id: &str,
     saga: &str,
     order: &str,
     part: &str,
 ) -> Result<Reply, redis::RedisError> {
     CONFIRM
-        .key(keys::saga(saga))
-        .key(keys::order(order))
-        .key(ORDER_LOG)
-        .key(DONE_CHANNEL)
+        .key(keys::saga_of(l, order, saga))
+        .key(keys::order(l, order))
+        .key(keys::log(ORDER_LOG, l, l.part(order)))
         .arg(log_id)
         .arg(saga)
         .arg(part)
+        .arg(DONE_CHANNEL)
         .invoke_async(conn)
         .await
 }
@@ -157,8 +162,9 @@ impl Decider {
         let mut conn = self.ctx.db.clone();
         let log_id = self.ctx.ids.next();
         let last = self.ctx.parts.last() == Some(part);
+        let l = &self.ctx.layout;
         let reply = match step {
-            StepKind::Done if last => commit(&mut conn, &log_id, saga, order).await?,
+            StepKind::Done if last => commit(&mut conn, l, &log_id, saga, order).await?,
             StepKind::Done => {
                 tracing::debug!(
                     participant = part.name,
@@ -170,9 +176,13 @@ impl Decider {
                 let reason = event
                     .reason()
                     .map_or_else(|| format!("{} refused", part.name), str::to_string);
-                common::saga::abort(&mut conn, self.ctx.parts, &log_id, saga, &reason).await?
+                let home = SagaHome {
+                    layout: l,
+                    part: l.part(order),
+                };
+                common::saga::abort(&mut conn, home, self.ctx.parts, &log_id, saga, &reason).await?
             }
-            StepKind::Compensated => confirm(&mut conn, &log_id, saga, order, part.name).await?,
+            StepKind::Compensated => confirm(&mut conn, l, &log_id, saga, order, part.name).await?,
         };
         match &reply {
             Reply::Ok(_) => tracing::debug!(participant = part.name, ?step, "saga advanced"),

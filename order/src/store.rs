@@ -10,6 +10,7 @@ use std::sync::LazyLock;
 use common::batch::batch_orders;
 use common::db::{Fields, Outcome, StoreError};
 use common::keys::{self, ORDER_LOG};
+use common::partition::Layout;
 use common::saga::{decode_lines, Lines, OrderStatus};
 use redis::aio::ConnectionManager;
 use redis::Script;
@@ -49,13 +50,14 @@ impl OrderRecord {
 /// Creates an open, empty order `id` for `user`.
 pub async fn create(
     conn: &mut ConnectionManager,
+    l: &Layout,
     log_id: &str,
     id: &str,
     user: &str,
 ) -> Result<(), redis::RedisError> {
     CREATE
-        .key(keys::order(id))
-        .key(ORDER_LOG)
+        .key(keys::order(l, id))
+        .key(keys::log(ORDER_LOG, l, l.part(id)))
         .arg(log_id)
         .arg(id)
         .arg(user)
@@ -66,8 +68,10 @@ pub async fn create(
 
 /// Adds `quantity` of `item` at `price` to order `id`. `cost` is `quantity * price` (the caller
 /// checks it fits). Answers `NotFound`, `Conflict(status)` when not open, or `Overflow`.
+#[allow(clippy::too_many_arguments)]
 pub async fn add_item(
     conn: &mut ConnectionManager,
+    l: &Layout,
     log_id: &str,
     id: &str,
     item: &str,
@@ -77,8 +81,8 @@ pub async fn add_item(
 ) -> Result<Outcome, redis::RedisError> {
     let line = serde_json::json!([item, quantity]).to_string();
     ADD_ITEM
-        .key(keys::order(id))
-        .key(ORDER_LOG)
+        .key(keys::order(l, id))
+        .key(keys::log(ORDER_LOG, l, l.part(id)))
         .arg(log_id)
         .arg(id)
         .arg(item)
@@ -105,36 +109,51 @@ pub struct BatchInit {
     pub seed: u64,
 }
 
-/// Creates or overwrites orders `"0"`..`"n-1"` as [`common::batch::batch_orders`] describes.
-/// The caller checks that `2 * price` fits in `i64`.
+/// Creates or overwrites orders `"0"`..`"n-1"` as [`common::batch::batch_orders`] describes: one
+/// script per partition, each logging one entry in that partition's log. The caller checks that
+/// `2 * price` fits in `i64`.
 pub async fn batch_init(
     conn: &mut ConnectionManager,
+    l: &Layout,
     log_id: &str,
     b: BatchInit,
 ) -> Result<(), redis::RedisError> {
-    let mut inv = BATCH_INIT.prepare_invoke();
-    inv.key(ORDER_LOG);
-    inv.arg(log_id)
-        .arg(b.n)
-        .arg(b.n_items)
-        .arg(b.n_users)
-        .arg(b.price)
-        .arg(b.seed)
-        .arg(b.price.saturating_mul(2))
-        .arg(keys::ORDER_PREFIX);
-    for o in batch_orders(b.seed, b.n, b.n_items, b.n_users) {
-        inv.arg(o.user).arg(o.items[0]).arg(o.items[1]);
+    let mut by_part: Vec<Vec<(u64, common::batch::BatchOrder)>> = vec![Vec::new(); l.p as usize];
+    for (i, o) in batch_orders(b.seed, b.n, b.n_items, b.n_users).enumerate() {
+        by_part[l.part(&i.to_string()) as usize].push((i as u64, o));
     }
-    inv.invoke_async::<Outcome>(conn).await.map(|_| ())
+    for (part, orders) in by_part.into_iter().enumerate() {
+        if orders.is_empty() {
+            continue;
+        }
+        let mut inv = BATCH_INIT.prepare_invoke();
+        inv.key(keys::log(ORDER_LOG, l, part as u32));
+        for (i, _) in &orders {
+            inv.key(keys::order(l, &i.to_string()));
+        }
+        inv.arg(log_id)
+            .arg(b.n)
+            .arg(b.n_items)
+            .arg(b.n_users)
+            .arg(b.price)
+            .arg(b.seed)
+            .arg(b.price.saturating_mul(2));
+        for (_, o) in &orders {
+            inv.arg(o.user).arg(o.items[0]).arg(o.items[1]);
+        }
+        inv.invoke_async::<Outcome>(conn).await?;
+    }
+    Ok(())
 }
 
 /// Reads order `id`; `None` when it does not exist. A malformed field is an error naming the key
 /// and the field, never a default (an unreadable `items` must not look like an empty order).
 pub async fn find(
     conn: &mut ConnectionManager,
+    l: &Layout,
     id: &str,
 ) -> Result<Option<OrderRecord>, StoreError> {
-    let key = keys::order(id);
+    let key = keys::order(l, id);
     let map: HashMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(conn).await?;
     if map.is_empty() {
         return Ok(None);

@@ -20,7 +20,8 @@ use common::counter::{CREDIT, STOCK};
 use common::event::Event;
 use common::keys;
 use common::log::{read_page, LogEntry};
-use common::saga::{Decision, OrderStatus, Participant, StepKind, PAYMENT};
+use common::partition::Layout;
+use common::saga::{Decision, OrderStatus, Participant, RecordsBy, StepKind, PAYMENT};
 use common::testing::RedisServer;
 use redis::aio::ConnectionManager;
 use redis::Script;
@@ -35,7 +36,14 @@ const SHIPPING: Participant = Participant {
     compensated: "ShippingCancelled",
     held: "BOOKED",
     released: "CANCELLED",
+    records_by: RecordsBy::Order,
 };
+
+/// Every service initialises its database with the default number of partitions.
+const P: u32 = common::partition::DEFAULT;
+const OL: Layout = Layout::new("order", P);
+const SL: Layout = Layout::new("stock", P);
+const PL: Layout = Layout::new("payment", P);
 
 static THREE: [Participant; 3] = [common::saga::STOCK, PAYMENT, SHIPPING];
 
@@ -78,9 +86,10 @@ async fn shipping_on_entry(ctx: SagaCtx, e: LogEntry) -> Result<(), HandlerError
         Event::CheckoutAborted { saga, order, .. } => ("cancel", saga, order),
         _ => return Ok(()),
     };
+    let (l, part) = (&ctx.layout, ctx.layout.part(&order));
     let _: Vec<String> = SHIP
-        .key(SHIPPING.record_key(&saga))
-        .key(SHIPPING.log)
+        .key(SHIPPING.record_key(l, part, &saga))
+        .key(keys::log(SHIPPING.log, l, part))
         .arg(&saga)
         .arg(&order)
         .arg(op)
@@ -195,20 +204,26 @@ impl Stack {
     /// Item `a` (price 5, stock 10), user `u` (credit 100), and `orders` each with 2 × `a`.
     async fn seed(&mut self, orders: &[&str]) {
         STOCK
-            .create(&mut self.stock, "l1", "a", &[("price", 5)])
+            .create(&mut self.stock, &SL, "l1", "a", &[("price", 5)])
             .await
             .unwrap();
-        STOCK.add(&mut self.stock, "l2", "a", 10).await.unwrap();
+        STOCK
+            .add(&mut self.stock, &SL, "l2", "a", 10)
+            .await
+            .unwrap();
         CREDIT
-            .create(&mut self.payment, "l3", "u", &[])
+            .create(&mut self.payment, &PL, "l3", "u", &[])
             .await
             .unwrap();
-        CREDIT.add(&mut self.payment, "l4", "u", 100).await.unwrap();
+        CREDIT
+            .add(&mut self.payment, &PL, "l4", "u", 100)
+            .await
+            .unwrap();
         for o in orders {
-            order::store::create(&mut self.order, "l5", o, "u")
+            order::store::create(&mut self.order, &OL, "l5", o, "u")
                 .await
                 .unwrap();
-            order::store::add_item(&mut self.order, "l6", o, "a", 2, 5, 10)
+            order::store::add_item(&mut self.order, &OL, "l6", o, "a", 2, 5, 10)
                 .await
                 .unwrap();
         }
@@ -224,18 +239,26 @@ impl Stack {
         (status, resp.json().await.unwrap())
     }
 
-    async fn kinds(&self, conn: &ConnectionManager, stream: &str) -> Vec<String> {
-        read_page(&mut conn.clone(), stream, "-", 10_000)
+    /// The types of every entry of every partition of the log `base`.
+    async fn kinds(&self, conn: &ConnectionManager, base: &str) -> Vec<String> {
+        entries(conn, base)
             .await
-            .unwrap()
             .iter()
             .map(|e| e.kind().to_string())
             .collect()
     }
 
     async fn levels(&mut self) -> (i64, i64) {
-        let stock = STOCK.find(&mut self.stock, "a").await.unwrap().unwrap()["stock"];
-        let credit = CREDIT.find(&mut self.payment, "u").await.unwrap().unwrap()["credit"];
+        let stock = STOCK
+            .find(&mut self.stock, &SL, "a")
+            .await
+            .unwrap()
+            .unwrap()["stock"];
+        let credit = CREDIT
+            .find(&mut self.payment, &PL, "u")
+            .await
+            .unwrap()
+            .unwrap()["credit"];
         (stock, credit)
     }
 }
@@ -259,6 +282,25 @@ fn the_table_wires_the_third_participant() {
         Some((&THREE[2], StepKind::Refused))
     );
     assert_eq!(common::saga::step_of(&THREE, "CheckoutStarted"), None);
+}
+
+/// Every entry of every partition of the log `base`.
+async fn entries(conn: &ConnectionManager, base: &str) -> Vec<LogEntry> {
+    let mut all = Vec::new();
+    let l = match base {
+        keys::ORDER_LOG => OL,
+        keys::STOCK_LOG => SL,
+        keys::PAYMENT_LOG => PL,
+        _ => Layout::new(SHIPPING.name, P),
+    };
+    for stream in keys::logs(base, &l) {
+        all.extend(
+            read_page(&mut conn.clone(), &stream, "-", 10_000)
+                .await
+                .unwrap(),
+        );
+    }
+    all
 }
 
 async fn until(check: impl AsyncFnMut() -> bool) -> bool {
@@ -292,7 +334,7 @@ async fn a_third_participant_is_one_table_row() {
         "payment never charged"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let o1 = order::store::find(&mut s.order, "o1")
+    let o1 = order::store::find(&mut s.order, &OL, "o1")
         .await
         .unwrap()
         .unwrap();
@@ -301,7 +343,7 @@ async fn a_third_participant_is_one_table_row() {
         OrderStatus::CheckingOut,
         "committed without shipping"
     );
-    let outcome = common::saga::outcome(&mut s.order, &o1.saga)
+    let outcome = common::saga::outcome(&mut s.order, &OL, "o1", &o1.saga)
         .await
         .unwrap()
         .unwrap();
@@ -324,16 +366,14 @@ async fn a_third_participant_is_one_table_row() {
             .is_some_and(|e| e.contains("no carrier for this order")),
         "{body}"
     );
-    let aborted = read_page(&mut s.order, keys::ORDER_LOG, "-", 1000)
+    let aborted = entries(&s.order, keys::ORDER_LOG)
         .await
-        .unwrap()
         .into_iter()
         .find(|e| e.kind() == "CheckoutAborted")
         .expect("a CheckoutAborted entry");
     assert_eq!(aborted.get("pending"), Some("stock payment shipping"));
-    let confirmed: Vec<String> = read_page(&mut s.order, keys::ORDER_LOG, "-", 1000)
+    let confirmed: Vec<String> = entries(&s.order, keys::ORDER_LOG)
         .await
-        .unwrap()
         .iter()
         .filter(|e| e.kind() == "CompensationConfirmed")
         .filter_map(|e| e.get("part").map(String::from))
@@ -341,7 +381,7 @@ async fn a_third_participant_is_one_table_row() {
     let mut sorted = confirmed.clone();
     sorted.sort();
     assert_eq!(sorted, ["payment", "shipping", "stock"], "{confirmed:?}");
-    let refused = order::store::find(&mut s.order, "refuse1")
+    let refused = order::store::find(&mut s.order, &OL, "refuse1")
         .await
         .unwrap()
         .unwrap();
@@ -352,7 +392,11 @@ async fn a_third_participant_is_one_table_row() {
         "the refused saga's stock and credit came back"
     );
     let shipping_state: Option<String> = redis::cmd("HGET")
-        .arg(SHIPPING.record_key(aborted.get("saga").unwrap_or_default()))
+        .arg(SHIPPING.record_key(
+            &Layout::new(SHIPPING.name, P),
+            Layout::new(SHIPPING.name, P).part("refuse1"),
+            aborted.get("saga").unwrap_or_default(),
+        ))
         .arg("state")
         .query_async(&mut s.shipping)
         .await
@@ -370,5 +414,9 @@ async fn a_third_participant_is_one_table_row() {
     let groups = common::saga::groups(&THREE);
     assert_eq!(groups.len(), 8);
     let lag = logparser::delivery::report(&dbs).await.unwrap();
-    assert_eq!(lag.len(), 8, "every group of the table reported");
+    assert_eq!(
+        lag.len(),
+        8 * P as usize,
+        "every group of the table, on every partition"
+    );
 }

@@ -3,16 +3,59 @@
 //! that overtake the step they cancel, a late charge after a timeout abort, all-or-nothing
 //! reservations, and fencing.
 
+use common::consumer::SagaCtx;
 use common::counter::{CREDIT, STOCK};
 use common::event::Event;
-use common::keys::{self as log, ORDER_LOG};
+use common::keys::{self as log, ORDER_LOG, PAYMENT_LOG, STOCK_LOG};
 use common::log::{read_page, LogEntry};
-use common::saga::{encode_lines, sum_lines, Reply, PARTICIPANTS};
+use common::partition::Layout;
+use common::saga::{encode_lines, sum_lines, Reply, SagaHome, PARTICIPANTS};
 use common::testing::RedisServer;
 use logparser::replay::{self, ServiceLog};
 use order::saga::Admission;
 use order::store;
 use redis::aio::ConnectionManager;
+
+/// Four partitions per service: items `a` and `b` live in different stock partitions, so every
+/// saga over both takes the multi-partition path.
+const OL: Layout = Layout::new("order", 4);
+const SL: Layout = Layout::new("stock", 4);
+const PL: Layout = Layout::new("payment", 4);
+
+/// The stock side's context over `conn` (log ids leased locally: no ID service here).
+fn stock_ctx(conn: &ConnectionManager) -> SagaCtx {
+    let metrics = std::sync::Arc::new(common::metrics::Metrics::new("test"));
+    SagaCtx {
+        db: conn.clone(),
+        ids: common::ids::IdPool::new("http://127.0.0.1:1", 10, metrics.clone()),
+        parts: PARTICIPANTS,
+        layout: SL,
+        metrics,
+    }
+}
+
+/// The layout of the service whose log is `base`.
+fn layout_of(base: &str) -> Layout {
+    match base {
+        ORDER_LOG => OL,
+        STOCK_LOG => SL,
+        _ => PL,
+    }
+}
+
+/// Every entry of every partition of the log `base`, oldest first.
+async fn all_entries(conn: &mut ConnectionManager, base: &str) -> Vec<LogEntry> {
+    let mut all = Vec::new();
+    for stream in log::logs(base, &layout_of(base)) {
+        all.extend(read_page(conn, &stream, "-", 10_000).await.unwrap());
+    }
+    let key = |e: &LogEntry| -> (u64, u64) {
+        let (ms, seq) = e.stream_id.split_once('-').unwrap_or(("0", "0"));
+        (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+    };
+    all.sort_by_key(key);
+    all
+}
 
 /// A script's typed answer as the words it is made of (`["OK", "1"]`, `["DUP", "TOMBSTONE"]`).
 fn words(reply: Reply) -> Vec<String> {
@@ -51,7 +94,8 @@ mod step {
         else {
             panic!("not a CheckoutStarted: {e:?}")
         };
-        stock::saga::reserve(c, l, &saga, &order, &user, total, &items)
+        let _ = l; // stock's log ids come from its id pool
+        stock::saga::reserve_all(&stock_ctx(c), &saga, &order, &user, total, &items)
             .await
             .map(words)
     }
@@ -67,7 +111,8 @@ mod step {
         else {
             panic!("not a CheckoutAborted: {e:?}")
         };
-        stock::saga::release(c, l, &saga, &order, &items)
+        let _ = l;
+        stock::saga::release_all(&stock_ctx(c), &saga, &order, &items)
             .await
             .map(words)
     }
@@ -87,7 +132,7 @@ mod step {
         else {
             panic!("not a StockReserved: {e:?}")
         };
-        payment::saga::charge(c, l, &saga, &order, &user, total)
+        payment::saga::charge(c, &PL, l, &saga, &order, &user, total)
             .await
             .map(words)
     }
@@ -103,7 +148,7 @@ mod step {
         else {
             panic!("not a CheckoutAborted: {e:?}")
         };
-        payment::saga::refund(c, l, &saga, &order, &user)
+        payment::saga::refund(c, &PL, l, &saga, &order, &user)
             .await
             .map(words)
     }
@@ -120,7 +165,7 @@ mod saga {
         sid: &str,
         o: &str,
     ) -> redis::RedisResult<Vec<String>> {
-        order::saga::commit(c, l, sid, o).await.map(words)
+        order::saga::commit(c, &OL, l, sid, o).await.map(words)
     }
 
     pub async fn confirm(
@@ -130,7 +175,9 @@ mod saga {
         o: &str,
         part: &str,
     ) -> redis::RedisResult<Vec<String>> {
-        order::saga::confirm(c, l, sid, o, part).await.map(words)
+        order::saga::confirm(c, &OL, l, sid, o, part)
+            .await
+            .map(words)
     }
 
     pub async fn abort(
@@ -139,16 +186,44 @@ mod saga {
         sid: &str,
         reason: &str,
     ) -> redis::RedisResult<Vec<String>> {
-        common::saga::abort(c, PARTICIPANTS, l, sid, reason)
+        let home = home(c, sid).await;
+        common::saga::abort(c, home, PARTICIPANTS, l, sid, reason)
             .await
             .map(words)
+    }
+
+    pub async fn redrive(
+        c: &mut ConnectionManager,
+        l: &str,
+        sid: &str,
+    ) -> redis::RedisResult<Reply> {
+        let home = home(c, sid).await;
+        common::saga::redrive(c, home, l, sid).await
+    }
+
+    /// Where saga `sid`'s record lives (found by looking in every partition).
+    async fn home(c: &mut ConnectionManager, sid: &str) -> SagaHome<'static> {
+        let r = logparser::sagas::find(c, &OL, sid)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        SagaHome {
+            layout: &OL,
+            part: r.part,
+        }
     }
 
     pub async fn view(
         c: &mut ConnectionManager,
         sid: &str,
     ) -> Result<Option<common::saga::Outcome>, common::db::StoreError> {
-        common::saga::outcome(c, sid).await
+        let r = logparser::sagas::find(c, &OL, sid).await?.transpose()?;
+        Ok(r.map(|r| common::saga::Outcome {
+            decision: r.decision,
+            reason: r.reason,
+            done: r.done,
+        }))
     }
 }
 
@@ -162,11 +237,25 @@ struct Dbs {
 
 impl Dbs {
     async fn new() -> Dbs {
-        let servers = [
+        Dbs::with([
             RedisServer::start(),
             RedisServer::start(),
             RedisServer::start(),
-        ];
+        ])
+        .await
+    }
+
+    /// Three one-node clusters: a script touching two hash slots fails there.
+    async fn cluster() -> Dbs {
+        Dbs::with([
+            RedisServer::start_cluster(),
+            RedisServer::start_cluster(),
+            RedisServer::start_cluster(),
+        ])
+        .await
+    }
+
+    async fn with(servers: [RedisServer; 3]) -> Dbs {
         let (order, stock, payment) = (
             servers[0].conn().await,
             servers[1].conn().await,
@@ -192,50 +281,84 @@ impl Dbs {
         for (item, price, stock) in [("a", 5, 10), ("b", 3, 1)] {
             let (l1, l2) = (self.log_id(), self.log_id());
             STOCK
-                .create(&mut self.stock, &l1, item, &[("price", price)])
+                .create(&mut self.stock, &SL, &l1, item, &[("price", price)])
                 .await
                 .unwrap();
-            STOCK.add(&mut self.stock, &l2, item, stock).await.unwrap();
+            STOCK
+                .add(&mut self.stock, &SL, &l2, item, stock)
+                .await
+                .unwrap();
         }
         let (l1, l2) = (self.log_id(), self.log_id());
         CREDIT
-            .create(&mut self.payment, &l1, "u", &[])
+            .create(&mut self.payment, &PL, &l1, "u", &[])
             .await
             .unwrap();
         CREDIT
-            .add(&mut self.payment, &l2, "u", credit)
+            .add(&mut self.payment, &PL, &l2, "u", credit)
             .await
             .unwrap();
         let l = self.log_id();
-        store::create(&mut self.order, &l, "o", "u").await.unwrap();
+        store::create(&mut self.order, &OL, &l, "o", "u")
+            .await
+            .unwrap();
         for (item, qty) in lines {
             let price = if *item == "a" { 5 } else { 3 };
             let l = self.log_id();
-            store::add_item(&mut self.order, &l, "o", item, *qty, price, qty * price)
-                .await
-                .unwrap();
+            store::add_item(
+                &mut self.order,
+                &OL,
+                &l,
+                "o",
+                item,
+                *qty,
+                price,
+                qty * price,
+            )
+            .await
+            .unwrap();
         }
     }
 
     async fn start(&mut self, sid: &str) -> Admission {
-        let o = store::find(&mut self.order, "o").await.unwrap().unwrap();
-        let summed = encode_lines(&sum_lines(&o.items).unwrap());
-        let l = self.log_id();
-        saga::start(&mut self.order, &l, "o", sid, &o.items_json, &summed, 1)
+        let o = store::find(&mut self.order, &OL, "o")
             .await
             .unwrap()
+            .unwrap();
+        let summed = encode_lines(&sum_lines(&o.items).unwrap());
+        let l = self.log_id();
+        saga::start(
+            &mut self.order,
+            &OL,
+            &l,
+            "o",
+            sid,
+            &o.items_json,
+            &summed,
+            1,
+        )
+        .await
+        .unwrap()
     }
 
     async fn stock_of(&mut self, item: &str) -> i64 {
-        STOCK.find(&mut self.stock, item).await.unwrap().unwrap()["stock"]
+        STOCK
+            .find(&mut self.stock, &SL, item)
+            .await
+            .unwrap()
+            .unwrap()["stock"]
     }
 
     async fn credit(&mut self) -> i64 {
-        CREDIT.find(&mut self.payment, "u").await.unwrap().unwrap()["credit"]
+        CREDIT
+            .find(&mut self.payment, &PL, "u")
+            .await
+            .unwrap()
+            .unwrap()["credit"]
     }
 
     async fn status(&mut self) -> String {
-        store::find(&mut self.order, "o")
+        store::find(&mut self.order, &OL, "o")
             .await
             .unwrap()
             .unwrap()
@@ -252,7 +375,8 @@ impl Dbs {
             (ServiceLog::Stock, &mut self.stock),
             (ServiceLog::Payment, &mut self.payment),
         ] {
-            let rebuilt = replay::rebuild(conn, service).await.unwrap();
+            let l = layout_of(service.log());
+            let rebuilt = replay::rebuild(conn, service, &l).await.unwrap();
             let live = replay::dump(conn, service).await.unwrap();
             let diff = replay::diff(&rebuilt, &live);
             assert!(diff.is_empty(), "{}: {diff:#?}", service.name());
@@ -261,7 +385,7 @@ impl Dbs {
 }
 
 async fn last(conn: &mut ConnectionManager, stream: &str, kind: &str) -> LogEntry {
-    let all = read_page(conn, stream, "-", 10_000).await.unwrap();
+    let all = all_entries(conn, stream).await;
     all.into_iter()
         .rev()
         .find(|e| e.kind() == kind)
@@ -433,6 +557,7 @@ async fn an_abort_that_overtakes_the_start_leaves_tombstones() {
             ("user", "u"),
             ("total", "5"),
             ("items", r#"[["a",1]]"#),
+            ("parts", "1"),
             ("type", "StockReserved"),
         ]
         .into_iter()
@@ -452,9 +577,7 @@ async fn an_abort_that_overtakes_the_start_leaves_tombstones() {
     let l = d.log_id();
     let reply = step::release(&mut d.stock, &l, &aborted).await.unwrap();
     assert_eq!(status(&reply), "DUP");
-    let all = read_page(&mut d.stock, log::STOCK_LOG, "-", 1000)
-        .await
-        .unwrap();
+    let all = all_entries(&mut d.stock, STOCK_LOG).await;
     let confirmations: Vec<&str> = all
         .iter()
         .filter(|e| e.kind() == "StockReleased")
@@ -529,7 +652,7 @@ async fn commit_is_fenced_by_the_saga_id() {
     d.start("s1").await;
     // Forge a second saga record for the same order, as an expired lock might allow.
     let _: () = redis::cmd("HSET")
-        .arg("saga:s2")
+        .arg(log::saga_of(&OL, "o", "s2"))
         .arg("decision")
         .arg("none")
         .arg("order")
@@ -544,7 +667,7 @@ async fn commit_is_fenced_by_the_saga_id() {
     );
     assert_eq!(d.status().await, "CHECKING_OUT");
     // The forged record was written behind the log's back: replay shows exactly that.
-    let rebuilt = replay::rebuild(&mut d.order, ServiceLog::Order)
+    let rebuilt = replay::rebuild(&mut d.order, ServiceLog::Order, &OL)
         .await
         .unwrap();
     let live = replay::dump(&mut d.order, ServiceLog::Order).await.unwrap();
@@ -552,7 +675,7 @@ async fn commit_is_fenced_by_the_saga_id() {
     assert_eq!(diff.len(), 1);
     assert_eq!(
         (diff[0].key.as_str(), diff[0].from_log.is_none()),
-        ("saga:s2", true)
+        (log::saga_of(&OL, "o", "s2").as_str(), true)
     );
 }
 
@@ -560,15 +683,15 @@ async fn commit_is_fenced_by_the_saga_id() {
 async fn an_item_added_during_admission_makes_the_caller_reread() {
     let mut d = Dbs::new().await;
     d.setup(100, &[("a", 1)]).await;
-    let o = store::find(&mut d.order, "o").await.unwrap().unwrap();
+    let o = store::find(&mut d.order, &OL, "o").await.unwrap().unwrap();
     let l = d.log_id();
-    store::add_item(&mut d.order, &l, "o", "b", 1, 3, 3)
+    store::add_item(&mut d.order, &OL, &l, "o", "b", 1, 3, 3)
         .await
         .unwrap();
     let l = d.log_id();
     let summed = encode_lines(&sum_lines(&o.items).unwrap());
     assert_eq!(
-        saga::start(&mut d.order, &l, "o", "s1", &o.items_json, &summed, 1)
+        saga::start(&mut d.order, &OL, &l, "o", "s1", &o.items_json, &summed, 1)
             .await
             .unwrap(),
         Admission::Changed
@@ -579,33 +702,42 @@ async fn an_item_added_during_admission_makes_the_caller_reread() {
 
 /// Starts saga `sid` for order `order` (what the checkout does under the order's lock).
 async fn start_order(d: &mut Dbs, order: &str, sid: &str) -> Admission {
-    let o = store::find(&mut d.order, order).await.unwrap().unwrap();
+    let o = store::find(&mut d.order, &OL, order)
+        .await
+        .unwrap()
+        .unwrap();
     let summed = encode_lines(&sum_lines(&o.items).unwrap());
     let l = d.log_id();
-    saga::start(&mut d.order, &l, order, sid, &o.items_json, &summed, 1)
+    saga::start(&mut d.order, &OL, &l, order, sid, &o.items_json, &summed, 1)
         .await
         .unwrap()
 }
 
 /// Every script appends its entries, and every entry of every log decodes into an `Event`: the
-/// wire format the scripts write and the one `Event::decode` reads cannot drift apart.
+/// wire format the scripts write and the one `Event::decode` reads cannot drift apart. The
+/// databases are Redis Cluster nodes, so every script also proves that its keys share one hash
+/// slot (a script touching two fails with `CROSSSLOT`).
 #[tokio::test]
-async fn every_event_every_script_appends_decodes() {
+async fn every_event_every_script_appends_decodes_within_one_slot() {
     use common::event::kind;
-    let mut d = Dbs::new().await;
-    d.setup(100, &[("a", 2)]).await; // created, added (item, user), order created, item added
+    let mut d = Dbs::cluster().await;
+    // created, added (item, user), order created, item added; a and b in two stock partitions
+    d.setup(100, &[("a", 2), ("b", 1)]).await;
     let l = d.log_id();
-    STOCK.subtract(&mut d.stock, &l, "a", 1).await.unwrap();
+    STOCK.subtract(&mut d.stock, &SL, &l, "a", 1).await.unwrap();
     let l = d.log_id();
-    CREDIT.subtract(&mut d.payment, &l, "u", 1).await.unwrap();
+    CREDIT
+        .subtract(&mut d.payment, &PL, &l, "u", 1)
+        .await
+        .unwrap();
     let l = d.log_id();
     STOCK
-        .batch_init(&mut d.stock, &l, 2, 5, &[("price", 1)])
+        .batch_init(&mut d.stock, &SL, &l, 2, 5, &[("price", 1)])
         .await
         .unwrap();
     let l = d.log_id();
     CREDIT
-        .batch_init(&mut d.payment, &l, 2, 5, &[])
+        .batch_init(&mut d.payment, &PL, &l, 2, 5, &[])
         .await
         .unwrap();
     let l = d.log_id();
@@ -616,7 +748,7 @@ async fn every_event_every_script_appends_decodes() {
         price: 1,
         seed: 7,
     };
-    store::batch_init(&mut d.order, &l, b).await.unwrap();
+    store::batch_init(&mut d.order, &OL, &l, b).await.unwrap();
 
     // A committed saga.
     start_order(&mut d, "o", "s1").await;
@@ -635,13 +767,15 @@ async fn every_event_every_script_appends_decodes() {
     // A saga refused by payment (a user without credit), aborted, re-driven, compensated.
     let l = d.log_id();
     CREDIT
-        .create(&mut d.payment, &l, "poor", &[])
+        .create(&mut d.payment, &PL, &l, "poor", &[])
         .await
         .unwrap();
     let l = d.log_id();
-    store::create(&mut d.order, &l, "o2", "poor").await.unwrap();
+    store::create(&mut d.order, &OL, &l, "o2", "poor")
+        .await
+        .unwrap();
     let l = d.log_id();
-    store::add_item(&mut d.order, &l, "o2", "a", 1, 5, 5)
+    store::add_item(&mut d.order, &OL, &l, "o2", "a", 1, 5, 5)
         .await
         .unwrap();
     start_order(&mut d, "o2", "s2").await;
@@ -659,7 +793,7 @@ async fn every_event_every_script_appends_decodes() {
         .await
         .unwrap();
     let l = d.log_id();
-    let redriven = common::saga::redrive(&mut d.order, &l, "s2").await.unwrap();
+    let redriven = saga::redrive(&mut d.order, &l, "s2").await.unwrap();
     assert_eq!(redriven, Reply::Ok(vec![]));
     let aborted = last(&mut d.order, ORDER_LOG, kind::CHECKOUT_ABORTED).await;
     let l = d.log_id();
@@ -673,11 +807,18 @@ async fn every_event_every_script_appends_decodes() {
             .unwrap();
     }
 
-    // A saga refused by stock (b has 1, the order wants 2).
+    // A saga refused by stock in one of its two partitions (b has none left): a is reserved,
+    // then released before the refusal is logged.
     let l = d.log_id();
-    store::create(&mut d.order, &l, "o3", "u").await.unwrap();
+    store::create(&mut d.order, &OL, &l, "o3", "u")
+        .await
+        .unwrap();
     let l = d.log_id();
-    store::add_item(&mut d.order, &l, "o3", "b", 2, 3, 6)
+    store::add_item(&mut d.order, &OL, &l, "o3", "a", 1, 5, 5)
+        .await
+        .unwrap();
+    let l = d.log_id();
+    store::add_item(&mut d.order, &OL, &l, "o3", "b", 2, 3, 6)
         .await
         .unwrap();
     start_order(&mut d, "o3", "s3").await;
@@ -691,10 +832,10 @@ async fn every_event_every_script_appends_decodes() {
     let mut seen = std::collections::BTreeSet::new();
     for (stream, conn) in [
         (ORDER_LOG, &mut d.order),
-        (log::STOCK_LOG, &mut d.stock),
-        (log::PAYMENT_LOG, &mut d.payment),
+        (STOCK_LOG, &mut d.stock),
+        (PAYMENT_LOG, &mut d.payment),
     ] {
-        for e in read_page(conn, stream, "-", 10_000).await.unwrap() {
+        for e in all_entries(conn, stream).await {
             let event = e.decode().unwrap_or_else(|err| panic!("{stream}: {err}"));
             assert_eq!(event.kind(), e.kind());
             assert!(

@@ -38,6 +38,7 @@ impl Payment {
             users: CounterService {
                 spec: CREDIT,
                 db: ctx.db,
+                layout: ctx.layout,
                 ids: ctx.ids,
             },
             consumers,

@@ -9,6 +9,7 @@ use common::consumer::{run_step, HandlerError, SagaCtx, StepFuture};
 use common::event::Event;
 use common::keys::{self, PAYMENT_LOG};
 use common::log::LogEntry;
+use common::partition::Layout;
 use common::saga::{Reply, PAYMENT};
 use redis::aio::ConnectionManager;
 use redis::Script;
@@ -26,7 +27,7 @@ pub async fn on_entry(ctx: SagaCtx, e: LogEntry) -> Result<(), HandlerError> {
     ) {
         return Ok(()); // not for payment; no log id spent on it
     }
-    let (mut conn, log_id) = (ctx.db.clone(), ctx.ids.next());
+    let (mut conn, log_id, l) = (ctx.db.clone(), ctx.ids.next(), &ctx.layout);
     let step: StepFuture = match &event {
         Event::StockReserved {
             saga,
@@ -34,43 +35,49 @@ pub async fn on_entry(ctx: SagaCtx, e: LogEntry) -> Result<(), HandlerError> {
             user,
             total,
             ..
-        } => Box::pin(charge(&mut conn, &log_id, saga, order, user, *total)),
+        } => Box::pin(charge(&mut conn, l, &log_id, saga, order, user, *total)),
         Event::CheckoutAborted {
             saga, order, user, ..
-        } => Box::pin(refund(&mut conn, &log_id, saga, order, user)),
+        } => Box::pin(refund(&mut conn, l, &log_id, saga, order, user)),
         _ => return Ok(()),
     };
     run_step(PAYMENT.name, &e, &event, step).await
 }
 
 /// Charges the saga's total; answers `Ok`, `Rejected(reason)` or `Dup(state)`.
+#[allow(clippy::too_many_arguments)]
 pub async fn charge(
     conn: &mut ConnectionManager,
+    l: &Layout,
     log_id: &str,
     saga: &str,
     order: &str,
     user: &str,
     total: i64,
 ) -> Result<Reply, redis::RedisError> {
-    run(&CHARGE, conn, log_id, saga, order, user, Some(total)).await
+    run(&CHARGE, conn, l, log_id, saga, order, user, Some(total)).await
 }
 
 /// Refunds the saga's charge (or leaves a tombstone); answers `Ok([refunded])` or `Dup(state)`.
 pub async fn refund(
     conn: &mut ConnectionManager,
+    l: &Layout,
     log_id: &str,
     saga: &str,
     order: &str,
     user: &str,
 ) -> Result<Reply, redis::RedisError> {
-    run(&REFUND, conn, log_id, saga, order, user, None).await
+    run(&REFUND, conn, l, log_id, saga, order, user, None).await
 }
 
-/// Runs a payment saga script: keys `psaga:<sid>`, `user:<id>`, `log:payment`; arguments the log
-/// id, the saga, the order, the user and, for a charge, the total.
+/// Runs a payment saga script in the user's partition: keys `psaga:{p<k>}:<sid>`,
+/// `user:{p<k>}:<id>`, `log:payment:{p<k>}`; arguments the log id, the saga, the order, the user
+/// and, for a charge, the total.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     script: &Script,
     conn: &mut ConnectionManager,
+    l: &Layout,
     log_id: &str,
     saga: &str,
     order: &str,
@@ -78,9 +85,10 @@ async fn run(
     total: Option<i64>,
 ) -> Result<Reply, redis::RedisError> {
     let mut inv = script.prepare_invoke();
-    inv.key(PAYMENT.record_key(saga))
-        .key(keys::user(user))
-        .key(PAYMENT_LOG);
+    let part = l.part(user);
+    inv.key(PAYMENT.record_key(l, part, saga))
+        .key(keys::user(l, user))
+        .key(keys::log(PAYMENT_LOG, l, part));
     inv.arg(log_id).arg(saga).arg(order).arg(user);
     if let Some(total) = total {
         inv.arg(total);

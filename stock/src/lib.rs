@@ -39,6 +39,7 @@ impl Stock {
             items: CounterService {
                 spec: STOCK,
                 db: ctx.db,
+                layout: ctx.layout,
                 ids: ctx.ids,
             },
             consumers,

@@ -1,14 +1,29 @@
 //! The stock side of the checkout saga, the first participant ([`common::saga::STOCK`]): reacts to
 //! `log:order` (read through the consumer group `stock`). `CheckoutStarted` → reserve all lines or
-//! none (`lua/reserve.lua`); `CheckoutAborted` → release, or leave a tombstone (`lua/release.lua`).
+//! none; `CheckoutAborted` → release, or leave tombstones.
+//!
+//! An order's items may live in several stock partitions, and one script touches one partition
+//! (one hash slot). So:
+//! - **one partition** (the fast path): one script reserves everything and logs the outcome
+//!   (`lua/reserve.lua`, mode `whole`), as a release does (`lua/release.lua`);
+//! - **several partitions**: each partition's lines are reserved atomically by that partition's
+//!   script, in partition order, each logging `StockPartReserved` with the saga id; if one refuses,
+//!   every partition already reserved is released (`StockPartReleased`) before the outcome
+//!   `StockRejected` is logged (`lua/finish.lua`, in the saga's home partition, the lowest);
+//!   otherwise `StockReserved` is. Every step is idempotent, so a crash anywhere is finished by the
+//!   redelivery of `CheckoutStarted` (or by the abort the log parser decides), and tombstones make
+//!   a reservation that an abort overtook in some partition refuse there.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use common::consumer::{run_step, HandlerError, SagaCtx, StepFuture};
 use common::event::{Event, Items};
+use common::ids::IdPool;
 use common::keys::{self, STOCK_LOG};
 use common::log::LogEntry;
-use common::saga::{Reply, STOCK};
+use common::partition::Layout;
+use common::saga::{encode_lines, Lines, Reply, STOCK};
 use redis::aio::ConnectionManager;
 use redis::Script;
 
@@ -16,17 +31,20 @@ static RESERVE: LazyLock<Script> =
     LazyLock::new(|| common::lua::with_decimal(include_str!("../lua/reserve.lua")));
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
+static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/finish.lua")));
+
+/// Test-only: `SHOPLOG_TEST_PAUSE_BETWEEN_PARTITIONS_MS` makes a multi-partition reservation pause
+/// after each partition but the last, so that a test can kill the process in between.
+static TEST_PAUSE: LazyLock<Option<Duration>> = LazyLock::new(|| {
+    std::env::var("SHOPLOG_TEST_PAUSE_BETWEEN_PARTITIONS_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+});
 
 /// Handles one `log:order` entry; entries that are not for stock are acknowledged as they are.
 pub async fn on_entry(ctx: SagaCtx, e: LogEntry) -> Result<(), HandlerError> {
     let event = e.decode()?;
-    if !matches!(
-        event,
-        Event::CheckoutStarted { .. } | Event::CheckoutAborted { .. }
-    ) {
-        return Ok(()); // not for stock; no log id spent on it
-    }
-    let (mut conn, log_id) = (ctx.db.clone(), ctx.ids.next());
     let step: StepFuture = match &event {
         Event::CheckoutStarted {
             saga,
@@ -35,63 +53,270 @@ pub async fn on_entry(ctx: SagaCtx, e: LogEntry) -> Result<(), HandlerError> {
             total,
             items,
             ..
-        } => Box::pin(reserve(
-            &mut conn, &log_id, saga, order, user, *total, items,
-        )),
+        } => Box::pin(reserve_all(&ctx, saga, order, user, *total, items)),
         Event::CheckoutAborted {
             saga, order, items, ..
-        } => Box::pin(release(&mut conn, &log_id, saga, order, items)),
+        } => Box::pin(release_all(&ctx, saga, order, items)),
         _ => return Ok(()),
     };
     run_step(STOCK.name, &e, &event, step).await
 }
 
-/// Reserves the saga's lines, all or nothing; answers `Ok`, `Rejected(reason)` or `Dup(state)`.
-pub async fn reserve(
-    conn: &mut ConnectionManager,
-    log_id: &str,
+/// A saga's lines grouped by stock partition, in partition order.
+pub fn by_partition(l: &Layout, lines: &Lines) -> Vec<(u32, Items)> {
+    let mut groups: Vec<(u32, Lines)> = Vec::new();
+    for (item, qty) in lines {
+        let part = l.part(item);
+        match groups.iter_mut().find(|(p, _)| *p == part) {
+            Some((_, g)) => g.push((item.clone(), *qty)),
+            None => groups.push((part, vec![(item.clone(), *qty)])),
+        }
+    }
+    groups.sort_by_key(|(p, _)| *p);
+    groups
+        .into_iter()
+        .map(|(p, lines)| {
+            let json = encode_lines(&lines);
+            (p, Items { json, lines })
+        })
+        .collect()
+}
+
+/// Reserves every line of the saga, all or nothing, across its partitions; answers the outcome
+/// (`Ok`, `Rejected(reason)`, or `Dup` when it was decided before).
+pub async fn reserve_all(
+    ctx: &SagaCtx,
     saga: &str,
     order: &str,
     user: &str,
     total: i64,
     items: &Items,
 ) -> Result<Reply, redis::RedisError> {
-    let total = total.to_string();
-    run(&RESERVE, conn, log_id, saga, &[order, user, &total], items).await
+    let (l, ids, mut conn) = (&ctx.layout, &ctx.ids, ctx.db.clone());
+    let groups = by_partition(l, &items.lines);
+    let total_s = total.to_string();
+    if let [(part, _)] = groups.as_slice() {
+        let args = [order, user, &total_s];
+        return run(
+            &RESERVE,
+            &mut conn,
+            l,
+            *part,
+            &ids.next(),
+            saga,
+            &args,
+            items,
+            "whole",
+        )
+        .await;
+    }
+    let home = groups.first().map_or(0, |(p, _)| *p);
+    let mut reserved: Vec<&(u32, Items)> = Vec::new();
+    let mut refused: Option<String> = None;
+    for (i, group) in groups.iter().enumerate() {
+        let (part, lines) = group;
+        let args = [order, user, &total_s];
+        let reply = run(
+            &RESERVE,
+            &mut conn,
+            l,
+            *part,
+            &ids.next(),
+            saga,
+            &args,
+            lines,
+            "part",
+        )
+        .await?;
+        match reply {
+            Reply::Ok(_) => reserved.push(group),
+            // Redelivered after a crash: this partition reserved the first time.
+            Reply::Dup(state) if state == STOCK.held => reserved.push(group),
+            Reply::Rejected(reason) => refused = Some(reason),
+            // Refused before a crash, or an abort overtook the reservation here (tombstone).
+            Reply::Dup(state) => {
+                refused = Some(format!(
+                    "the stock of this order was already {} (partition {part}) when the checkout was delivered again",
+                    state.to_lowercase()
+                ))
+            }
+            other => {
+                return Err(redis::RedisError::from(std::io::Error::other(format!(
+                    "reserve.lua answered {other:?}"
+                ))))
+            }
+        }
+        if refused.is_some() {
+            break;
+        }
+        if let (Some(pause), true) = (*TEST_PAUSE, i + 1 < groups.len()) {
+            tracing::warn!(saga, part, ?pause, "test pause between partitions");
+            tokio::time::sleep(pause).await;
+        }
+    }
+    let parts = groups.len().to_string();
+    match refused {
+        None => {
+            let fields = [
+                ("order", order),
+                ("user", user),
+                ("total", &total_s),
+                ("items", &items.json),
+            ];
+            finish(
+                &mut conn,
+                l,
+                home,
+                ids,
+                saga,
+                "StockReserved",
+                &parts,
+                &fields,
+            )
+            .await
+        }
+        Some(reason) => {
+            for (part, lines) in reserved {
+                run(
+                    &RELEASE,
+                    &mut conn,
+                    l,
+                    *part,
+                    &ids.next(),
+                    saga,
+                    &[order],
+                    lines,
+                    "part",
+                )
+                .await?;
+            }
+            let fields = [("order", order), ("reason", &reason)];
+            finish(
+                &mut conn,
+                l,
+                home,
+                ids,
+                saga,
+                "StockRejected",
+                &parts,
+                &fields,
+            )
+            .await?;
+            Ok(Reply::Rejected(reason))
+        }
+    }
 }
 
-/// Releases the saga's reservation (or leaves a tombstone); answers `Ok([released])` or
-/// `Dup(state)`.
-pub async fn release(
-    conn: &mut ConnectionManager,
-    log_id: &str,
+/// Releases the saga's reservations in every partition of its items (tombstones where it holds
+/// none), then confirms with `StockReleased`; answers `Ok([released])` or `Dup(state)`.
+pub async fn release_all(
+    ctx: &SagaCtx,
     saga: &str,
     order: &str,
     items: &Items,
 ) -> Result<Reply, redis::RedisError> {
-    run(&RELEASE, conn, log_id, saga, &[order], items).await
+    let (l, ids, mut conn) = (&ctx.layout, &ctx.ids, ctx.db.clone());
+    let groups = by_partition(l, &items.lines);
+    if let [(part, _)] = groups.as_slice() {
+        return run(
+            &RELEASE,
+            &mut conn,
+            l,
+            *part,
+            &ids.next(),
+            saga,
+            &[order],
+            items,
+            "whole",
+        )
+        .await;
+    }
+    let home = groups.first().map_or(0, |(p, _)| *p);
+    let mut released = false;
+    for (part, lines) in &groups {
+        let reply = run(
+            &RELEASE,
+            &mut conn,
+            l,
+            *part,
+            &ids.next(),
+            saga,
+            &[order],
+            lines,
+            "part",
+        )
+        .await?;
+        released |= reply == Reply::Ok(vec!["1".to_string()]);
+    }
+    let released = if released { "1" } else { "0" };
+    let parts = groups.len().to_string();
+    let fields = [
+        ("order", order),
+        ("items", &items.json),
+        ("released", released),
+    ];
+    finish(
+        &mut conn,
+        l,
+        home,
+        ids,
+        saga,
+        "StockReleased",
+        &parts,
+        &fields,
+    )
+    .await?;
+    Ok(Reply::Ok(vec![released.to_string()]))
 }
 
-/// Runs a stock saga script: keys `ssaga:<sid>`, `log:stock` and every line's item; arguments the
-/// log id, the saga id, `args`, the lines' JSON, then every line's quantity.
+/// Logs a multi-partition saga's outcome `kind` in its home partition (`lua/finish.lua`).
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    conn: &mut ConnectionManager,
+    l: &Layout,
+    home: u32,
+    ids: &std::sync::Arc<IdPool>,
+    saga: &str,
+    kind: &str,
+    parts: &str,
+    fields: &[(&str, &str)],
+) -> Result<Reply, redis::RedisError> {
+    let mut inv = FINISH.prepare_invoke();
+    inv.key(STOCK.record_key(l, home, saga))
+        .key(keys::log(STOCK_LOG, l, home));
+    inv.arg(ids.next()).arg(saga).arg(kind).arg(parts);
+    for (k, v) in fields {
+        inv.arg(*k).arg(*v);
+    }
+    inv.invoke_async(conn).await
+}
+
+/// Runs `reserve.lua` or `release.lua` on partition `part`: keys the saga record, the partition's
+/// log and every line's item; arguments the log id, the saga id, `args`, the lines' JSON, `mode`,
+/// then every line's quantity.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     script: &Script,
     conn: &mut ConnectionManager,
+    l: &Layout,
+    part: u32,
     log_id: &str,
     saga: &str,
     args: &[&str],
     items: &Items,
+    mode: &str,
 ) -> Result<Reply, redis::RedisError> {
     let mut inv = script.prepare_invoke();
-    inv.key(STOCK.record_key(saga)).key(STOCK_LOG);
+    inv.key(STOCK.record_key(l, part, saga))
+        .key(keys::log(STOCK_LOG, l, part));
     for (item, _) in &items.lines {
-        inv.key(keys::item(item));
+        inv.key(keys::item(l, item));
     }
     inv.arg(log_id).arg(saga);
     for a in args {
         inv.arg(*a);
     }
-    inv.arg(&items.json);
+    inv.arg(&items.json).arg(mode);
     for (_, qty) in &items.lines {
         inv.arg(*qty);
     }

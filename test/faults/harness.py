@@ -250,7 +250,9 @@ def settle_and_verify(stack: OperatedStack, storm: Storm, result: StormResult, q
         if stack.unfinished_sagas() != 0:
             return False
         groups = stack.groups()
-        return len(groups) == 5 and all(g["pending"] == 0 and g["lag"] == 0 for g in groups)
+        # The saga's five consumer groups, each reported on every partition of the log it reads.
+        logs_and_groups = {(g["log"], g["group"]) for g in groups}
+        return len(logs_and_groups) == 5 and all(g["pending"] == 0 and g["lag"] == 0 for g in groups)
 
     try:
         wait_for(quiet, "the system to be quiet (sagas done, consumer groups drained)", timeout=quiet_timeout,

@@ -62,21 +62,32 @@ pub async fn run(args: RecoverArgs) -> anyhow::Result<u8> {
     for s in &report.redriven {
         println!("  re-drive {s}");
     }
-    let rows: Vec<Vec<String>> = report
-        .groups
-        .iter()
-        .map(|g| {
+    // One row per log and group, summed over its partitions (`--json` has each partition).
+    /// Lag, pending, stuck consumers and dead letters of one log and group.
+    type Sums = (i64, i64, Vec<String>, i64);
+    let mut summed: std::collections::BTreeMap<(&str, &str), Sums> =
+        std::collections::BTreeMap::new();
+    for g in &report.groups {
+        let row = summed.entry((&g.log, &g.group)).or_default();
+        row.0 += g.lag;
+        row.1 += g.pending;
+        row.2.extend(
+            g.stuck
+                .iter()
+                .map(|(n, p, _)| format!("{n}:{p}@{}", g.stream)),
+        );
+        row.3 += g.dead_letters;
+    }
+    let rows: Vec<Vec<String>> = summed
+        .into_iter()
+        .map(|((log, group), (lag, pending, stuck, dead))| {
             vec![
-                g.stream.clone(),
-                g.group.clone(),
-                g.lag.to_string(),
-                g.pending.to_string(),
-                g.stuck
-                    .iter()
-                    .map(|(n, p, _)| format!("{n}:{p}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                g.dead_letters.to_string(),
+                log.to_string(),
+                group.to_string(),
+                lag.to_string(),
+                pending.to_string(),
+                stuck.join(" "),
+                dead.to_string(),
             ]
         })
         .collect();

@@ -9,7 +9,8 @@ use logparser::replay::{self, ServiceLog};
 #[command(after_help = "Examples:\n  \
     shoplog replay stock                 rebuild stock-db's state from log:stock; print a summary\n  \
     shoplog replay stock --diff          list every entity whose live state differs (exit 1 if any)\n  \
-    shoplog replay payment --into redis://127.0.0.1:6500/\n                                       write the rebuilt state into another Redis")]
+    shoplog replay payment --into redis://127.0.0.1:6500/\n                                       write the rebuilt state into another Redis\n  \
+    shoplog replay order --partition 3 --diff\n                                       one partition only (log:order:{o3} against its keys)")]
 pub struct ReplayArgs {
     /// `order`, `stock` or `payment`.
     pub service: String,
@@ -19,6 +20,9 @@ pub struct ReplayArgs {
     /// Write the rebuilt state into the Redis at this URL (its other keys are left alone).
     #[arg(long, value_name = "URL")]
     pub into: Option<String>,
+    /// Only this partition of the service (0 to P-1; `shoplog status` shows P).
+    #[arg(long, value_name = "K")]
+    pub partition: Option<u32>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -38,8 +42,19 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u8> {
     let (_, dbs) = ops::connect(&args.stack).await?;
     let progress = ops::Progress::new(args.json);
     progress.say(&format!("replaying {}", service.log()));
-    let mut conn = dbs.of(service)?;
-    let rebuilt = replay::rebuild(&mut conn, service).await?;
+    let (mut conn, layout) = dbs.of_with_layout(service)?;
+    if let Some(k) = args.partition.filter(|k| *k >= layout.p) {
+        eprintln!(
+            "error: {} has partitions 0 to {}, not {k}",
+            service.name(),
+            layout.p - 1
+        );
+        return Ok(exit::CANNOT_RUN);
+    }
+    let rebuilt = match args.partition {
+        Some(k) => replay::rebuild_part(&mut conn, service, &layout, k).await?,
+        None => replay::rebuild(&mut conn, service, &layout).await?,
+    };
     let mut code = exit::OK;
     if let Some(url) = &args.into {
         progress.say(&format!("writing into {url}"));
@@ -47,13 +62,23 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u8> {
             common::db::connect_once(url, "the --into Redis", std::time::Duration::from_secs(3))
                 .await?;
         replay::write(&mut target, &rebuilt).await?;
+        // The copy is a database of the same layout: record its partitions, as the service does.
+        let _: Option<String> = redis::cmd("SET")
+            .arg(common::keys::PARTITIONS_KEY)
+            .arg(layout.p)
+            .arg("NX")
+            .query_async(&mut target)
+            .await?;
         if !args.json {
             println!("wrote {} records into {url}", rebuilt.len());
         }
     }
     if args.diff {
         progress.say(&format!("reading {}-db", service.name()));
-        let live = replay::dump(&mut conn, service).await?;
+        let live = match args.partition {
+            Some(k) => replay::dump_part(&mut conn, service, &layout, k).await?,
+            None => replay::dump(&mut conn, service).await?,
+        };
         let diff = replay::diff(&rebuilt, &live);
         progress.done();
         if args.json {

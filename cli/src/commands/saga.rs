@@ -26,20 +26,30 @@ pub async fn run_one(args: SagaArgs) -> anyhow::Result<u8> {
     let (_, dbs) = ops::connect(&args.stack).await?;
     let progress = ops::Progress::new(args.json);
     progress.say("scanning the logs");
-    let mut ids = vec![args.id.clone()];
-    let first = sagas::load_many(&mut dbs.order.clone(), &ids).await?;
-    if first.first().is_none_or(Option::is_none) {
-        ids = timeline::sagas_of_order(&dbs, &args.id).await?;
+    let l = dbs.order_layout;
+    let mut records = Vec::new();
+    match sagas::find(&mut dbs.order.clone(), &l, &args.id).await? {
+        Some(record) => records.push((args.id.clone(), Some(record))),
+        None => {
+            // An order id: its sagas live in its partition.
+            let ids: Vec<(u32, String)> = timeline::sagas_of_order(&dbs, &args.id)
+                .await?
+                .into_iter()
+                .map(|s| (l.part(&args.id), s))
+                .collect();
+            let loaded = sagas::load_many(&mut dbs.order.clone(), &l, &ids).await?;
+            records.extend(ids.into_iter().map(|(_, id)| id).zip(loaded));
+        }
     }
-    if ids.is_empty() {
+    if records.is_empty() {
         progress.done();
         eprintln!("no saga or order with the id `{}`", args.id);
         return Ok(exit::PROBLEM);
     }
-    let records = sagas::load_many(&mut dbs.order.clone(), &ids).await?;
     let mut out = Vec::new();
-    for (id, record) in ids.iter().zip(records) {
-        out.push((id.clone(), record, timeline::timeline(&dbs, id).await?));
+    for (id, record) in records {
+        let steps = timeline::timeline(&dbs, &id).await?;
+        out.push((id, record, steps));
     }
     progress.done();
     if args.json {
@@ -142,7 +152,7 @@ pub async fn run_list(args: SagasArgs) -> anyhow::Result<u8> {
     let min_age = args.older_than.map(|d| d.as_millis() as u64).unwrap_or(0);
     let mut found = Vec::new();
     let mut malformed = Vec::new();
-    sagas::scan(&mut dbs.order.clone(), |r| match r {
+    sagas::scan(&mut dbs.order.clone(), &dbs.order_layout, |r| match r {
         Ok(r) if args.state.is_none_or(|s| r.state() == s) && r.age_ms(now) >= min_age => {
             found.push(r)
         }

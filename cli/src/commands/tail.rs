@@ -39,9 +39,11 @@ pub async fn run(args: TailArgs) -> anyhow::Result<u8> {
     let mut tasks = Vec::new();
     for service in services {
         // A dedicated connection: XREAD BLOCK would stall a shared one.
-        let mut conn = dbs.of(service)?;
+        let (mut conn, layout) = dbs.of_with_layout(service)?;
+        // Every partition's stream, read in one XREAD, each from its own last id.
+        let streams = common::keys::logs(service.log(), &layout);
         tasks.push(tokio::spawn(async move {
-            let mut after = "$".to_string();
+            let mut afters: Vec<String> = vec!["$".to_string(); streams.len()];
             loop {
                 let reply: Result<Reply, _> = redis::cmd("XREAD")
                     .arg("COUNT")
@@ -49,8 +51,8 @@ pub async fn run(args: TailArgs) -> anyhow::Result<u8> {
                     .arg("BLOCK")
                     .arg(1000)
                     .arg("STREAMS")
-                    .arg(service.log())
-                    .arg(&after)
+                    .arg(&streams)
+                    .arg(&afters)
                     .query_async(&mut conn)
                     .await;
                 let Ok(reply) = reply else {
@@ -58,7 +60,10 @@ pub async fn run(args: TailArgs) -> anyhow::Result<u8> {
                     continue;
                 };
                 let mut out = std::io::stdout().lock();
-                for (_, entries) in reply.unwrap_or_default() {
+                for (stream, entries) in reply.unwrap_or_default() {
+                    let Some(i) = streams.iter().position(|s| *s == stream) else {
+                        continue;
+                    };
                     for (id, fields) in entries {
                         let kind = fields
                             .iter()
@@ -72,7 +77,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<u8> {
                             .collect();
                         let _ =
                             writeln!(out, "{:<7} {id} {kind} {}", service.name(), rest.join(" "));
-                        after = id;
+                        afters[i] = id;
                     }
                 }
                 let _ = out.flush();

@@ -1,0 +1,67 @@
+//! A database's number of partitions against a real redis-server: stored when the database is
+//! new, kept, and any other number refused with both values named; the single-stream layout of
+//! earlier versions refused with what to do.
+
+use common::partition::{self, LayoutError};
+use common::testing::RedisServer;
+
+#[tokio::test]
+async fn a_new_database_stores_its_partitions_and_refuses_another_number() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn().await;
+    assert_eq!(partition::stored(&mut conn, "stock").await.unwrap(), None);
+    let l = partition::ensure(&mut conn, "stock", 16).await.unwrap();
+    assert_eq!((l.service, l.p), ("stock", 16));
+    assert_eq!(
+        partition::stored(&mut conn, "stock").await.unwrap(),
+        Some(16)
+    );
+    // The same number again (a restart, a second replica): fine.
+    assert_eq!(
+        partition::ensure(&mut conn, "stock", 16).await.unwrap().p,
+        16
+    );
+    // Another number: refused, naming both and the variable.
+    let err = partition::ensure(&mut conn, "stock", 8).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LayoutError::Mismatch {
+                stored: 16,
+                configured: 8,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("initialised with 16 partitions")
+            && msg.contains("started with 8")
+            && msg.contains("STOCK_PARTITIONS=16"),
+        "{msg}"
+    );
+    assert_eq!(
+        partition::stored(&mut conn, "stock").await.unwrap(),
+        Some(16)
+    );
+}
+
+#[tokio::test]
+async fn the_single_stream_layout_of_earlier_versions_is_refused() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn().await;
+    let _: String = redis::cmd("XADD")
+        .arg("log:order")
+        .arg("*")
+        .arg("type")
+        .arg("OrderCreated")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = partition::ensure(&mut conn, "order", 16).await.unwrap_err();
+    assert!(matches!(err, LayoutError::Legacy { .. }), "{err:?}");
+    assert!(err.to_string().contains("`log:order` exists"), "{err}");
+    // Nothing was stored: the database stays as it was.
+    assert_eq!(partition::stored(&mut conn, "order").await.unwrap(), None);
+}
