@@ -82,6 +82,113 @@ pub fn by_partition(l: &Layout, lines: &Lines) -> Vec<(u32, Items)> {
         .collect()
 }
 
+/// One saga's stock side at work: the database, the partitions, the log ids, the saga and its
+/// order — what every script call of the saga shares.
+struct Steps<'a> {
+    conn: ConnectionManager,
+    l: &'a Layout,
+    ids: &'a std::sync::Arc<IdPool>,
+    saga: &'a str,
+    order: &'a str,
+}
+
+impl<'a> Steps<'a> {
+    /// The steps of saga `saga` of `order` over `ctx`, the saga's lines grouped by partition, and
+    /// its home partition (the lowest, where a multi-partition outcome is logged).
+    fn start(
+        ctx: &'a SagaCtx,
+        saga: &'a str,
+        order: &'a str,
+        items: &Items,
+    ) -> (Steps<'a>, Vec<(u32, Items)>, u32) {
+        let groups = by_partition(&ctx.layout, &items.lines);
+        let home = groups.first().map_or(0, |(p, _)| *p);
+        let steps = Steps {
+            conn: ctx.db.clone(),
+            l: &ctx.layout,
+            ids: &ctx.ids,
+            saga,
+            order,
+        };
+        (steps, groups, home)
+    }
+
+    /// `reserve.lua` on partition `part`, in `mode` (`whole` | `part`).
+    async fn reserve(
+        &mut self,
+        part: u32,
+        items: &Items,
+        mode: &str,
+        user: &str,
+        total: &str,
+    ) -> Result<Reply, redis::RedisError> {
+        let args = [self.order, user, total];
+        self.run(&RESERVE, part, &args, items, mode).await
+    }
+
+    /// `release.lua` on partition `part`, in `mode`.
+    async fn release(
+        &mut self,
+        part: u32,
+        items: &Items,
+        mode: &str,
+    ) -> Result<Reply, redis::RedisError> {
+        let args = [self.order];
+        self.run(&RELEASE, part, &args, items, mode).await
+    }
+
+    /// Runs `reserve.lua` or `release.lua` on partition `part`: keys the saga record, the
+    /// partition's log and every line's item; arguments the log id, the saga id, `args`, the
+    /// lines' JSON, `mode`, then every line's quantity.
+    async fn run(
+        &mut self,
+        script: &Script,
+        part: u32,
+        args: &[&str],
+        items: &Items,
+        mode: &str,
+    ) -> Result<Reply, redis::RedisError> {
+        let mut inv = script.prepare_invoke();
+        inv.key(STOCK.record_key(self.l, part, self.saga))
+            .key(keys::log(STOCK_LOG, self.l, part));
+        for (item, _) in &items.lines {
+            inv.key(keys::item(self.l, item));
+        }
+        inv.arg(self.ids.next()).arg(self.saga);
+        for a in args {
+            inv.arg(*a);
+        }
+        inv.arg(&items.json).arg(mode);
+        for (_, qty) in &items.lines {
+            inv.arg(*qty);
+        }
+        inv.invoke_async(&mut self.conn).await
+    }
+
+    /// `finish.lua`: logs a multi-partition saga's outcome `kind` in its home partition.
+    async fn finish(
+        &mut self,
+        home: u32,
+        kind: &str,
+        parts: usize,
+        fields: &[(&str, &str)],
+    ) -> Result<Reply, redis::RedisError> {
+        let mut inv = FINISH.prepare_invoke();
+        inv.key(STOCK.record_key(self.l, home, self.saga))
+            .key(keys::log(STOCK_LOG, self.l, home));
+        inv.arg(self.ids.next())
+            .arg(self.saga)
+            .arg(kind)
+            .arg(parts)
+            .arg("order")
+            .arg(self.order);
+        for (k, v) in fields {
+            inv.arg(*k).arg(*v);
+        }
+        inv.invoke_async(&mut self.conn).await
+    }
+}
+
 /// Reserves every line of the saga, all or nothing, across its partitions; answers the outcome
 /// (`Ok`, `Rejected(reason)`, or `Dup` when it was decided before).
 pub async fn reserve_all(
@@ -92,43 +199,16 @@ pub async fn reserve_all(
     total: i64,
     items: &Items,
 ) -> Result<Reply, redis::RedisError> {
-    let (l, ids, mut conn) = (&ctx.layout, &ctx.ids, ctx.db.clone());
-    let groups = by_partition(l, &items.lines);
-    let total_s = total.to_string();
+    let total = total.to_string();
+    let (mut steps, groups, home) = Steps::start(ctx, saga, order, items);
     if let [(part, _)] = groups.as_slice() {
-        let args = [order, user, &total_s];
-        return run(
-            &RESERVE,
-            &mut conn,
-            l,
-            *part,
-            &ids.next(),
-            saga,
-            &args,
-            items,
-            "whole",
-        )
-        .await;
+        return steps.reserve(*part, items, "whole", user, &total).await;
     }
-    let home = groups.first().map_or(0, |(p, _)| *p);
     let mut reserved: Vec<&(u32, Items)> = Vec::new();
     let mut refused: Option<String> = None;
     for (i, group) in groups.iter().enumerate() {
         let (part, lines) = group;
-        let args = [order, user, &total_s];
-        let reply = run(
-            &RESERVE,
-            &mut conn,
-            l,
-            *part,
-            &ids.next(),
-            saga,
-            &args,
-            lines,
-            "part",
-        )
-        .await?;
-        match reply {
+        match steps.reserve(*part, lines, "part", user, &total).await? {
             Reply::Ok(_) => reserved.push(group),
             // Redelivered after a crash: this partition reserved the first time.
             Reply::Dup(state) if state == STOCK.held => reserved.push(group),
@@ -154,54 +234,21 @@ pub async fn reserve_all(
             tokio::time::sleep(pause).await;
         }
     }
-    let parts = groups.len().to_string();
     match refused {
         None => {
-            let fields = [
-                ("order", order),
-                ("user", user),
-                ("total", &total_s),
-                ("items", &items.json),
-            ];
-            finish(
-                &mut conn,
-                l,
-                home,
-                ids,
-                saga,
-                "StockReserved",
-                &parts,
-                &fields,
-            )
-            .await
+            let fields = [("user", user), ("total", &total), ("items", &items.json)];
+            steps
+                .finish(home, "StockReserved", groups.len(), &fields)
+                .await
         }
         Some(reason) => {
             for (part, lines) in reserved {
-                run(
-                    &RELEASE,
-                    &mut conn,
-                    l,
-                    *part,
-                    &ids.next(),
-                    saga,
-                    &[order],
-                    lines,
-                    "part",
-                )
-                .await?;
+                steps.release(*part, lines, "part").await?;
             }
-            let fields = [("order", order), ("reason", &reason)];
-            finish(
-                &mut conn,
-                l,
-                home,
-                ids,
-                saga,
-                "StockRejected",
-                &parts,
-                &fields,
-            )
-            .await?;
+            let fields = [("reason", reason.as_str())];
+            steps
+                .finish(home, "StockRejected", groups.len(), &fields)
+                .await?;
             Ok(Reply::Rejected(reason))
         }
     }
@@ -215,110 +262,19 @@ pub async fn release_all(
     order: &str,
     items: &Items,
 ) -> Result<Reply, redis::RedisError> {
-    let (l, ids, mut conn) = (&ctx.layout, &ctx.ids, ctx.db.clone());
-    let groups = by_partition(l, &items.lines);
+    let (mut steps, groups, home) = Steps::start(ctx, saga, order, items);
     if let [(part, _)] = groups.as_slice() {
-        return run(
-            &RELEASE,
-            &mut conn,
-            l,
-            *part,
-            &ids.next(),
-            saga,
-            &[order],
-            items,
-            "whole",
-        )
-        .await;
+        return steps.release(*part, items, "whole").await;
     }
-    let home = groups.first().map_or(0, |(p, _)| *p);
     let mut released = false;
     for (part, lines) in &groups {
-        let reply = run(
-            &RELEASE,
-            &mut conn,
-            l,
-            *part,
-            &ids.next(),
-            saga,
-            &[order],
-            lines,
-            "part",
-        )
-        .await?;
+        let reply = steps.release(*part, lines, "part").await?;
         released |= reply == Reply::Ok(vec!["1".to_string()]);
     }
     let released = if released { "1" } else { "0" };
-    let parts = groups.len().to_string();
-    let fields = [
-        ("order", order),
-        ("items", &items.json),
-        ("released", released),
-    ];
-    finish(
-        &mut conn,
-        l,
-        home,
-        ids,
-        saga,
-        "StockReleased",
-        &parts,
-        &fields,
-    )
-    .await?;
+    let fields = [("items", items.json.as_str()), ("released", released)];
+    steps
+        .finish(home, "StockReleased", groups.len(), &fields)
+        .await?;
     Ok(Reply::Ok(vec![released.to_string()]))
-}
-
-/// Logs a multi-partition saga's outcome `kind` in its home partition (`lua/finish.lua`).
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    conn: &mut ConnectionManager,
-    l: &Layout,
-    home: u32,
-    ids: &std::sync::Arc<IdPool>,
-    saga: &str,
-    kind: &str,
-    parts: &str,
-    fields: &[(&str, &str)],
-) -> Result<Reply, redis::RedisError> {
-    let mut inv = FINISH.prepare_invoke();
-    inv.key(STOCK.record_key(l, home, saga))
-        .key(keys::log(STOCK_LOG, l, home));
-    inv.arg(ids.next()).arg(saga).arg(kind).arg(parts);
-    for (k, v) in fields {
-        inv.arg(*k).arg(*v);
-    }
-    inv.invoke_async(conn).await
-}
-
-/// Runs `reserve.lua` or `release.lua` on partition `part`: keys the saga record, the partition's
-/// log and every line's item; arguments the log id, the saga id, `args`, the lines' JSON, `mode`,
-/// then every line's quantity.
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    script: &Script,
-    conn: &mut ConnectionManager,
-    l: &Layout,
-    part: u32,
-    log_id: &str,
-    saga: &str,
-    args: &[&str],
-    items: &Items,
-    mode: &str,
-) -> Result<Reply, redis::RedisError> {
-    let mut inv = script.prepare_invoke();
-    inv.key(STOCK.record_key(l, part, saga))
-        .key(keys::log(STOCK_LOG, l, part));
-    for (item, _) in &items.lines {
-        inv.key(keys::item(l, item));
-    }
-    inv.arg(log_id).arg(saga);
-    for a in args {
-        inv.arg(*a);
-    }
-    inv.arg(&items.json).arg(mode);
-    for (_, qty) in &items.lines {
-        inv.arg(*qty);
-    }
-    inv.invoke_async(conn).await
 }
