@@ -504,7 +504,7 @@ where
         .get(service)
         .ok_or_else(|| anyhow::anyhow!("no database URL for `{service}`"))?;
     let mut db = crate::db::connect(url, &format!("{service}-db")).await?;
-    let layout = crate::partition::ensure(&mut db, service, config.partitions_of(service)).await?;
+    let layout = ensure_layout(&mut db, service, config.partitions_of(service)).await?;
     tracing::info!(%layout, "database layout checked");
     let ctx = SagaCtx {
         db,
@@ -518,6 +518,28 @@ where
         handler(handler_ctx.clone(), e)
     })?;
     Ok((ctx, consumers))
+}
+
+/// Checks (or records) the database's partitions, retrying while the database cannot answer yet
+/// (it may still be loading its AOF after a restart); a layout that does not fit is final.
+async fn ensure_layout(
+    db: &mut ConnectionManager,
+    service: &'static str,
+    p: u32,
+) -> Result<crate::partition::Layout, crate::partition::LayoutError> {
+    let mut attempt = 0u32;
+    loop {
+        match crate::partition::ensure(db, service, p).await {
+            Err(crate::partition::LayoutError::Redis(e)) => {
+                if attempt.is_multiple_of(10) {
+                    tracing::warn!(error = %e, "cannot read {service}-db's partitions yet; retrying every second");
+                }
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Starts a consumer (group `service`) on every stream that `service` reads according to the

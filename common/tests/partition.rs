@@ -65,3 +65,37 @@ async fn the_single_stream_layout_of_earlier_versions_is_refused() {
     // Nothing was stored: the database stays as it was.
     assert_eq!(partition::stored(&mut conn, "order").await.unwrap(), None);
 }
+
+/// A service whose database cannot answer yet at start-up (loading its AOF after a restart, or
+/// busy with a long script) waits for it instead of exiting: `shoplog up` would not restart it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_waits_for_a_busy_database_at_start_up() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let busy = tokio::task::spawn_blocking({
+        let port = redis.port.to_string();
+        move || {
+            // Busy for 7 s; past `lua-time-limit` (5 s) every other command answers BUSY.
+            std::process::Command::new("redis-cli")
+                .args(["-p", &port, "EVAL"])
+                .arg("local s = redis.call('TIME')[1] while tonumber(redis.call('TIME')[1]) - s < 7 do end return 1")
+                .arg("0")
+                .output()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(5500)).await;
+    let urls = common::consumer::DbUrls::from([("stock", url.clone()), ("order", url)]);
+    let config = common::config::Config::from_lookup(0, |_| None).unwrap();
+    let started = common::consumer::start_saga_service(
+        "stock",
+        &config,
+        common::saga::PARTICIPANTS,
+        &urls,
+        |_, _| async { Ok(()) },
+    )
+    .await;
+    let (ctx, consumers) = started.expect("the service waits for its database, then starts");
+    assert_eq!(ctx.layout.p, common::partition::DEFAULT);
+    consumers.stop().await;
+    let _ = busy.await;
+}
