@@ -447,15 +447,23 @@ pub async fn outcome(
     let Some(decision) = decision else {
         return Ok(None);
     };
-    let mut h = HashMap::new();
-    h.insert("decision".to_string(), decision);
-    reason.map(|r| h.insert("reason".to_string(), r));
-    done.map(|d| h.insert("done".to_string(), d));
-    let f = Fields::new(&key, &h);
+    // Parsed in place (the hot path of every waiting checkout): no map of the three fields.
+    let bad = |field: &'static str, found: Option<&str>| RecordError {
+        key: key.clone(),
+        field,
+        found: found.map(String::from),
+    };
+    let decision = Decision::parse(&decision).ok_or_else(|| bad("decision", Some(&decision)))?;
+    let reason = reason.ok_or_else(|| bad("reason", None))?;
+    let done = match done.as_deref() {
+        Some("1") => true,
+        Some("0") => false,
+        other => return Err(bad("done", other).into()),
+    };
     Ok(Some(Outcome {
-        decision: f.parsed("decision", Decision::parse)?,
-        reason: f.text("reason")?.to_string(),
-        done: f.flag("done")?,
+        decision,
+        reason,
+        done,
     }))
 }
 

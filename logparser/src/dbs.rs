@@ -70,21 +70,8 @@ impl Dbs {
     }
 
     /// The database and partitions of a service that has a replayable log.
-    pub fn of_with_layout(
-        &self,
-        service: ServiceLog,
-    ) -> anyhow::Result<(ConnectionManager, Layout)> {
+    pub fn of(&self, service: ServiceLog) -> anyhow::Result<(ConnectionManager, Layout)> {
         self.by_name.get(service.name()).cloned().ok_or_else(|| {
-            anyhow::anyhow!(
-                "`{}` is not in this saga's participants table",
-                service.name()
-            )
-        })
-    }
-
-    /// The database of a service that has a replayable log.
-    pub fn of(&self, service: ServiceLog) -> anyhow::Result<ConnectionManager> {
-        self.by_name(service.name()).ok_or_else(|| {
             anyhow::anyhow!(
                 "`{}` is not in this saga's participants table",
                 service.name()

@@ -42,7 +42,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u8> {
     let (_, dbs) = ops::connect(&args.stack).await?;
     let progress = ops::Progress::new(args.json);
     progress.say(&format!("replaying {}", service.log()));
-    let (mut conn, layout) = dbs.of_with_layout(service)?;
+    let (mut conn, layout) = dbs.of(service)?;
     if let Some(k) = args.partition.filter(|k| *k >= layout.p) {
         eprintln!(
             "error: {} has partitions 0 to {}, not {k}",

@@ -39,7 +39,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<u8> {
     let mut tasks = Vec::new();
     for service in services {
         // A dedicated connection: XREAD BLOCK would stall a shared one.
-        let (mut conn, layout) = dbs.of_with_layout(service)?;
+        let (mut conn, layout) = dbs.of(service)?;
         // Every partition's stream, read in one XREAD, each from its own last id.
         let streams = common::keys::logs(service.log(), &layout);
         tasks.push(tokio::spawn(async move {
