@@ -28,6 +28,7 @@ end
 
 function done(summary, latency, requests)
   local secs = summary.duration / 1e6
+  io.write(string.format("checkouts: %d\n", summary.requests))
   io.write(string.format("checkouts/s: %.0f\n", summary.requests / secs))
   for _, p in ipairs({50, 90, 99}) do
     io.write(string.format("p%d: %.2f ms\n", p, latency:percentile(p) / 1000))

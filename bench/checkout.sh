@@ -4,6 +4,10 @@
 # (`shoplog up --detach`, release build) and wrk (`apt-get install wrk`).
 #
 #   bench/checkout.sh [GATEWAY_URL] [CONNECTIONS] [DURATION]
+#
+# With COST_DATA_DIR set to the stack's data directory (and SHOPLOG to its `shoplog`, default
+# target/release/shoplog), it also reports what a checkout cost: CPU seconds per 1,000 checkouts
+# of every component and Redis commands per checkout of every database (bench/cost.py).
 set -euo pipefail
 G=${1:-http://127.0.0.1:8000}
 C=${2:-64}
@@ -19,4 +23,17 @@ post "/stock/batch_init/$N_ITEMS/1000000/1"
 post "/payment/batch_init/$N_USERS/1000000000"
 post "/orders/batch_init/$N_ORDERS/$N_ITEMS/$N_USERS/1"
 echo "wrk -t$T -c$C -d$D (distinct orders, through the gateway $G)"
-WRK_THREADS=$T wrk -t"$T" -c"$C" -d"$D" --timeout 30s -s "$(dirname "$0")/checkout.lua" "$G"
+bench=$(dirname "$0")
+if [ -z "${COST_DATA_DIR:-}" ]; then
+  WRK_THREADS=$T wrk -t"$T" -c"$C" -d"$D" --timeout 30s -s "$bench/checkout.lua" "$G"
+  exit
+fi
+SHOPLOG=${SHOPLOG:-target/release/shoplog}
+snaps=$(mktemp -d)
+python3 "$bench/cost.py" snap "$SHOPLOG" "$COST_DATA_DIR" >"$snaps/before.json"
+WRK_THREADS=$T wrk -t"$T" -c"$C" -d"$D" --timeout 30s -s "$bench/checkout.lua" "$G" | tee "$snaps/wrk.txt"
+sleep 1 # the last sagas' consumers finish
+python3 "$bench/cost.py" snap "$SHOPLOG" "$COST_DATA_DIR" >"$snaps/after.json"
+n=$(sed -n 's/^checkouts: //p' "$snaps/wrk.txt")
+python3 "$bench/cost.py" report "$snaps/before.json" "$snaps/after.json" "$n" ${COST_JSON:+--json}
+rm -r "$snaps"

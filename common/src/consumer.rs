@@ -51,6 +51,10 @@ pub struct ConsumerConfig {
     pub claim_idle: Duration,
     /// Deliveries after which an entry goes to the dead-letter stream.
     pub max_attempts: u64,
+    /// The event kinds (`type`) the handler acts on, or `None` for every entry. Other entries are
+    /// acknowledged as they arrive, without being decoded or handed to the handler: a service
+    /// reads whole logs but acts on a few of their events.
+    pub kinds: Option<Vec<&'static str>>,
 }
 
 impl ConsumerConfig {
@@ -71,6 +75,7 @@ impl ConsumerConfig {
             block: Duration::from_millis(1000),
             claim_idle: Duration::from_secs(5),
             max_attempts: 10,
+            kinds: None,
         }
     }
 
@@ -109,19 +114,41 @@ type Fields = Option<Vec<String>>;
 type ReadReply = Option<Vec<(String, Vec<(String, Fields)>)>>;
 type ClaimReply = (String, Vec<(String, Fields)>, Vec<String>);
 
-/// An entry as delivered: the stream (partition) it came from, and the entry.
+/// An entry as delivered: the stream (partition) it came from, its id, and the entry, unless it
+/// is of a kind the handler does not act on (`None`: only acknowledged).
 struct Delivered {
     stream: String,
-    entry: LogEntry,
+    id: String,
+    entry: Option<LogEntry>,
 }
 
-fn entry(id: String, fields: Fields) -> LogEntry {
-    let mut map = std::collections::BTreeMap::new();
-    let flat = fields.unwrap_or_default();
-    for pair in flat.chunks(2) {
-        if let [k, v] = pair {
-            map.insert(k.clone(), v.clone());
+impl Delivered {
+    /// The delivery of entry `id` of `stream` with `fields` (`None`: deleted from the stream
+    /// since, delivered to the handler as an empty entry), to a consumer acting on `kinds`.
+    fn new(stream: &str, id: String, fields: Fields, kinds: Option<&[&str]>) -> Delivered {
+        let flat = fields.unwrap_or_default();
+        let wanted = match kinds {
+            None => true,
+            Some(kinds) => flat
+                .chunks(2)
+                .find(|pair| pair.first().is_some_and(|k| k == crate::log::TYPE_FIELD))
+                .and_then(|pair| pair.get(1))
+                .is_none_or(|kind| kinds.contains(&kind.as_str())),
+        };
+        let entry = wanted.then(|| entry(id.clone(), flat));
+        Delivered {
+            stream: stream.to_string(),
+            id,
+            entry,
         }
+    }
+}
+
+fn entry(id: String, flat: Vec<String>) -> LogEntry {
+    let mut map = std::collections::BTreeMap::new();
+    let mut it = flat.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        map.insert(k, v);
     }
     LogEntry {
         stream_id: id,
@@ -231,20 +258,20 @@ async fn read_group(
         cmd.arg(from);
     }
     let reply: ReadReply = cmd.query_async(conn).await?;
+    let kinds = cfg.kinds.as_deref();
     Ok(reply
         .unwrap_or_default()
         .into_iter()
         .flat_map(|(stream, entries)| {
-            entries.into_iter().map(move |(id, f)| Delivered {
-                stream: stream.clone(),
-                entry: entry(id, f),
-            })
+            entries
+                .into_iter()
+                .map(move |(id, f)| Delivered::new(&stream, id, f, kinds))
         })
         .collect())
 }
 
-/// Handles entries concurrently, acknowledges those whose handler succeeded (one `XACK` per
-/// stream, pipelined); returns how many.
+/// Handles entries concurrently, acknowledges those whose handler succeeded and those it does not
+/// act on (one `XACK` per stream, pipelined); returns how many.
 async fn process<H, F>(
     conn: &mut ConnectionManager,
     cfg: &ConsumerConfig,
@@ -256,13 +283,24 @@ where
     H: Fn(LogEntry) -> F,
     F: Future<Output = Result<(), HandlerError>>,
 {
-    let ids: Vec<(String, String)> = delivered
-        .iter()
-        .map(|d| (d.stream.clone(), d.entry.stream_id.clone()))
-        .collect();
-    let results = futures::future::join_all(delivered.into_iter().map(|d| handle(d.entry))).await;
     let mut acked: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut count = 0;
+    let mut ids: Vec<(String, String)> = Vec::with_capacity(delivered.len());
+    let mut work = Vec::with_capacity(delivered.len());
+    for d in delivered {
+        match d.entry {
+            Some(e) => {
+                ids.push((d.stream, d.id));
+                work.push(handle(e));
+            }
+            None => {
+                acked.entry(d.stream).or_default().push(d.id);
+                count += 1;
+            }
+        }
+    }
+    let skipped = count;
+    let results = futures::future::join_all(work).await;
     for ((stream, id), result) in ids.into_iter().zip(results) {
         match result {
             Ok(()) => {
@@ -285,7 +323,7 @@ where
                 .ignore();
         }
         pipe.query_async::<()>(conn).await?;
-        metrics.incr("entries_handled_total", count as u64);
+        metrics.incr("entries_handled_total", (count - skipped) as u64);
     }
     Ok(count)
 }
@@ -329,15 +367,13 @@ where
         let attempts: std::collections::HashMap<String, u64> =
             pending.into_iter().map(|(id, _, _, n)| (id, n)).collect();
         for (id, fields) in claimed {
-            let e = entry(id, fields);
-            let n = attempts.get(&e.stream_id).copied().unwrap_or(0);
-            if n > cfg.max_attempts {
-                dead_letter(conn, cfg, metrics, stream, &e, n).await?;
-            } else {
-                retry.push(Delivered {
-                    stream: stream.clone(),
-                    entry: e,
-                });
+            let d = Delivered::new(stream, id, fields, cfg.kinds.as_deref());
+            let n = attempts.get(&d.id).copied().unwrap_or(0);
+            match &d.entry {
+                Some(e) if n > cfg.max_attempts => {
+                    dead_letter(conn, cfg, metrics, stream, e, n).await?
+                }
+                _ => retry.push(d),
             }
         }
     }
@@ -578,7 +614,8 @@ where
                     // The log's partitions are as its owner initialised them.
                     let layout = crate::partition::wait_stored(&mut conn, owner).await;
                     let streams = crate::keys::logs(stream, &layout);
-                    let cfg = ConsumerConfig::from_config(stream, streams, service, &config);
+                    let mut cfg = ConsumerConfig::from_config(stream, streams, service, &config);
+                    cfg.kinds = Some(crate::saga::reacts_to(parts, service, stream));
                     run(cfg, conn, metrics, move |e| handle(stream, e)).await
                 }
                 Err(e) => tracing::error!(error = %e, "consumer cannot start"),

@@ -225,18 +225,20 @@ pub enum Event {
         part: String,
         reopened: bool,
     },
-    /// The stock side's outcome, reserved (`reserve.lua` or `finish.lua`).
+    /// The stock side's outcome, reserved (`reserve.lua`: in mode `whole`, or in mode `last` by
+    /// the home partition of a saga whose items span several, reserving its own lines with it).
     StockReserved {
         saga: String,
         order: String,
         user: String,
         total: i64,
+        /// The lines this entry reserved: the saga's (`parts` = 1) or its home partition's.
         items: Items,
         /// How many stock partitions the saga's items span (1: the fast path, whose entry also
         /// made the reservation).
         parts: u32,
     },
-    /// The stock side's outcome, refused (`reserve.lua` or `finish.lua`).
+    /// The stock side's outcome, refused (`reserve.lua`, mode `whole`, or `finish.lua`).
     StockRejected {
         saga: String,
         order: String,

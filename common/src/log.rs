@@ -22,6 +22,9 @@ pub enum LogError {
     Event(#[from] crate::event::EventError),
 }
 
+/// The field every entry names its event kind in (one of [`crate::event::kind`]).
+pub const TYPE_FIELD: &str = "type";
+
 /// One entry of a service log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
@@ -34,7 +37,7 @@ pub struct LogEntry {
 impl LogEntry {
     /// The event type (`""` when missing).
     pub fn kind(&self) -> &str {
-        self.get("type").unwrap_or("")
+        self.get(TYPE_FIELD).unwrap_or("")
     }
 
     /// A field's value.

@@ -151,6 +151,34 @@ pub fn streams_read_by(parts: &[Participant], service: &str) -> Vec<&'static str
     streams
 }
 
+/// The event kinds of the log `stream` that the service `service` acts on, as the table says: a
+/// participant its trigger ([`Participant::trigger`]) and, on `log:order`, the abort it
+/// compensates; the order side each participant's refusal and compensation, and the last one's
+/// `done` (the commit). The consumers acknowledge every other entry without decoding it.
+pub fn reacts_to(parts: &[Participant], service: &str, stream: &str) -> Vec<&'static str> {
+    let mut kinds = Vec::new();
+    if service == ORDER {
+        for (i, p) in parts.iter().enumerate().filter(|(_, p)| p.log == stream) {
+            kinds.extend([p.refused, p.compensated]);
+            if i + 1 == parts.len() {
+                kinds.push(p.done);
+            }
+        }
+        return kinds;
+    }
+    let Some(p) = parts.iter().find(|p| p.name == service) else {
+        return kinds;
+    };
+    let (log, trigger) = p.trigger(parts);
+    if log == stream {
+        kinds.push(trigger);
+    }
+    if stream == keys::ORDER_LOG {
+        kinds.push(kind::CHECKOUT_ABORTED);
+    }
+    kinds
+}
+
 /// One consumer group of the saga.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Group {
@@ -664,6 +692,30 @@ mod tests {
                 ("payment", "log:payment", "order"),
             ]
         );
+    }
+
+    #[test]
+    fn each_group_acts_on_the_events_its_handler_matches() {
+        let kinds = |service, stream| reacts_to(PARTICIPANTS, service, stream);
+        assert_eq!(
+            kinds("stock", "log:order"),
+            ["CheckoutStarted", "CheckoutAborted"]
+        );
+        assert_eq!(kinds("payment", "log:order"), ["CheckoutAborted"]);
+        assert_eq!(kinds("payment", "log:stock"), ["StockReserved"]);
+        // Stock's own step is the payment's trigger, not a decision: the order side skips it.
+        assert_eq!(
+            kinds("order", "log:stock"),
+            ["StockRejected", "StockReleased"]
+        );
+        assert_eq!(
+            kinds("order", "log:payment"),
+            ["PaymentRejected", "PaymentRefunded", "PaymentCharged"]
+        );
+        // Every group of the table acts on something.
+        for g in groups(PARTICIPANTS) {
+            assert!(!kinds(g.group, g.stream).is_empty(), "{g:?}");
+        }
     }
 
     #[test]

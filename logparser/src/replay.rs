@@ -268,15 +268,18 @@ impl Replayer<'_> {
         let (l, part) = (self.at.layout, self.at.part);
         let record = |saga: &str| p.record_key(&l, part, saga);
         match event {
-            // A multi-partition saga's outcome (finish.lua): recorded in its home partition only;
-            // the partitions' own entries made the changes.
-            Event::StockReserved { saga, parts, .. }
-            | Event::StockRejected { saga, parts, .. }
-            | Event::StockReleased { saga, parts, .. }
-                if *parts > 1 =>
-            {
-                self.set(record(saga), &[("outcome", event.kind())]);
+            // A multi-partition saga's outcome refused or compensated (finish.lua): recorded in
+            // its home partition only; the partitions' own entries made the changes.
+            Event::StockRejected {
+                saga, order, parts, ..
             }
+            | Event::StockReleased {
+                saga, order, parts, ..
+            } if *parts > 1 => {
+                self.set(record(saga), &[("outcome", event.kind()), ("order", order)]);
+            }
+            // A reservation: one partition's (`StockPartReserved`), the whole saga's (`parts` = 1)
+            // or the home partition's, which also records the outcome (reserve.lua, mode `last`).
             Event::StockReserved {
                 saga, order, items, ..
             }
@@ -288,6 +291,9 @@ impl Replayer<'_> {
                 }
                 let fields = [("state", p.held), ("order", order), ("items", &items.json)];
                 self.set(record(saga), &fields);
+                if matches!(event, Event::StockReserved { parts, .. } if *parts > 1) {
+                    self.set(record(saga), &[("outcome", event.kind())]);
+                }
             }
             Event::StockRejected { saga, order, .. }
             | Event::StockPartRejected { saga, order, .. } => self.set(

@@ -417,6 +417,26 @@ async fn happy_path_commits_once_even_with_duplicate_delivery() {
         "DUP"
     );
     assert_eq!((d.stock_of("a").await, d.stock_of("b").await), (7, 0));
+    // Two partitions, two entries, once each despite the redelivery: the lower partition's
+    // StockPartReserved, and the outcome logged by the home (higher) partition with its own
+    // reservation.
+    let kinds: Vec<String> = all_entries(&mut d.stock, STOCK_LOG)
+        .await
+        .iter()
+        .map(|e| e.kind().to_string())
+        .filter(|k| k.starts_with("StockPart") || k.starts_with("StockRe"))
+        .collect();
+    assert_eq!(kinds, ["StockPartReserved", "StockReserved"]);
+    let home = SL.part("a").max(SL.part("b"));
+    let in_home = read_page(&mut d.stock, &log::log(STOCK_LOG, &SL, home), "-", 100)
+        .await
+        .unwrap();
+    let outcome = in_home.iter().find(|e| e.kind() == "StockReserved");
+    assert_eq!(
+        outcome.and_then(|e| e.get("parts")),
+        Some("2"),
+        "{in_home:?}"
+    );
 
     let reserved = last(&mut d.stock, log::STOCK_LOG, "StockReserved").await;
     for expected in ["OK", "DUP"] {

@@ -3,12 +3,15 @@
 -- not applied again.
 -- Mode `whole` (the saga's items all live in this partition, the fast path): logs the saga's
 -- outcome, StockReserved (with what payment needs) or StockRejected. Mode `part` (one partition of
--- several): logs StockPartReserved / StockPartRejected; the handler logs the outcome once every
--- partition answered (finish.lua).
+-- several, reserved before the last): logs StockPartReserved / StockPartRejected. Mode `last` (the
+-- last of several, the saga's home partition, every other one already reserved): a reservation
+-- logs the outcome, StockReserved with `parts` and this partition's lines, and records it
+-- (`outcome`) as finish.lua would; a refusal logs StockPartRejected, and the handler releases the
+-- other partitions before it logs StockRejected (finish.lua).
 -- KEYS[1]  ssaga:{s<k>}:<sid>   KEYS[2] log:stock:{s<k>}   KEYS[3..] item:{s<k>}:<id> of each line
 -- ARGV[1]  log_id   ARGV[2] saga id   ARGV[3] order   ARGV[4] user   ARGV[5] total
--- ARGV[6]  the partition's lines (JSON)   ARGV[7] mode (whole | part)
--- ARGV[8..] quantity of each line, in KEYS order (canonical decimals)
+-- ARGV[6]  the partition's lines (JSON)   ARGV[7] mode (whole | part | last)
+-- ARGV[8]  parts (how many partitions the saga's items span)   ARGV[9..] quantity of each line, in KEYS order (canonical decimals)
 -- Answers {'OK'} | {'REJECTED', reason} | {'DUP', state}.
 -- `less` (exact decimal comparison) comes from common/lua/decimal.lua, prepended.
 
@@ -25,8 +28,8 @@ for i = 3, #KEYS do
     reason = 'unknown item `' .. item .. '`'
     break
   end
-  if less(current, ARGV[i + 5]) then
-    reason = 'not enough stock for item `' .. item .. '`: ' .. current .. ' left, ' .. ARGV[i + 5] .. ' needed'
+  if less(current, ARGV[i + 6]) then
+    reason = 'not enough stock for item `' .. item .. '`: ' .. current .. ' left, ' .. ARGV[i + 6] .. ' needed'
     break
   end
 end
@@ -42,14 +45,20 @@ if reason then
   return {'REJECTED', reason}
 end
 for i = 3, #KEYS do
-  redis.call('HINCRBY', KEYS[i], 'stock', '-' .. ARGV[i + 5])
+  redis.call('HINCRBY', KEYS[i], 'stock', '-' .. ARGV[i + 6])
 end
-redis.call('HSET', KEYS[1], 'state', 'RESERVED', 'order', ARGV[3], 'items', ARGV[6])
-if whole then
-  redis.call('XADD', KEYS[2], '*', 'log_id', ARGV[1], 'type', 'StockReserved', 'saga', ARGV[2],
-    'order', ARGV[3], 'user', ARGV[4], 'total', ARGV[5], 'items', ARGV[6], 'parts', '1')
-else
+if ARGV[7] == 'part' then
+  redis.call('HSET', KEYS[1], 'state', 'RESERVED', 'order', ARGV[3], 'items', ARGV[6])
   redis.call('XADD', KEYS[2], '*', 'log_id', ARGV[1], 'type', 'StockPartReserved', 'saga', ARGV[2],
     'order', ARGV[3], 'items', ARGV[6])
+else
+  if whole then
+    redis.call('HSET', KEYS[1], 'state', 'RESERVED', 'order', ARGV[3], 'items', ARGV[6])
+  else
+    redis.call('HSET', KEYS[1], 'state', 'RESERVED', 'order', ARGV[3], 'items', ARGV[6],
+      'outcome', 'StockReserved')
+  end
+  redis.call('XADD', KEYS[2], '*', 'log_id', ARGV[1], 'type', 'StockReserved', 'saga', ARGV[2],
+    'order', ARGV[3], 'user', ARGV[4], 'total', ARGV[5], 'items', ARGV[6], 'parts', ARGV[8])
 end
 return {'OK'}

@@ -7,10 +7,12 @@
 //! - **one partition** (the fast path): one script reserves everything and logs the outcome
 //!   (`lua/reserve.lua`, mode `whole`), as a release does (`lua/release.lua`);
 //! - **several partitions**: each partition's lines are reserved atomically by that partition's
-//!   script, in partition order, each logging `StockPartReserved` with the saga id; if one refuses,
-//!   every partition already reserved is released (`StockPartReleased`) before the outcome
-//!   `StockRejected` is logged (`lua/finish.lua`, in the saga's home partition, the lowest);
-//!   otherwise `StockReserved` is. Every step is idempotent, so a crash anywhere is finished by the
+//!   script, in partition order, each logging `StockPartReserved` with the saga id, except the
+//!   last, the saga's home partition (the highest), whose script logs the outcome `StockReserved`
+//!   itself once it reserved (mode `last`: one script and one entry fewer per checkout than a
+//!   separate outcome step). If one refuses, every partition already reserved is released
+//!   (`StockPartReleased`) before the outcome `StockRejected` is logged in the home partition
+//!   (`lua/finish.lua`). Every step is idempotent, so a crash anywhere is finished by the
 //!   redelivery of `CheckoutStarted` (or by the abort the log parser decides), and tombstones make
 //!   a reservation that an abort overtook in some partition refuse there.
 
@@ -94,7 +96,7 @@ struct Steps<'a> {
 
 impl<'a> Steps<'a> {
     /// The steps of saga `saga` of `order` over `ctx`, the saga's lines grouped by partition, and
-    /// its home partition (the lowest, where a multi-partition outcome is logged).
+    /// its home partition (the highest, reserved last, where a multi-partition outcome is logged).
     fn start(
         ctx: &'a SagaCtx,
         saga: &'a str,
@@ -102,7 +104,7 @@ impl<'a> Steps<'a> {
         items: &Items,
     ) -> (Steps<'a>, Vec<(u32, Items)>, u32) {
         let groups = by_partition(&ctx.layout, &items.lines);
-        let home = groups.first().map_or(0, |(p, _)| *p);
+        let home = groups.last().map_or(0, |(p, _)| *p);
         let steps = Steps {
             conn: ctx.db.clone(),
             l: &ctx.layout,
@@ -113,17 +115,22 @@ impl<'a> Steps<'a> {
         (steps, groups, home)
     }
 
-    /// `reserve.lua` on partition `part`, in `mode` (`whole` | `part`).
+    /// `reserve.lua` on partition `part`, in `mode` (`whole` | `part` | `last`), for a saga whose
+    /// items span `parts` partitions.
+    #[allow(clippy::too_many_arguments)]
     async fn reserve(
         &mut self,
         part: u32,
         items: &Items,
         mode: &str,
+        parts: usize,
         user: &str,
         total: &str,
     ) -> Result<Reply, redis::RedisError> {
         let args = [self.order, user, total];
-        self.run(&RESERVE, part, &args, items, mode).await
+        let parts = parts.to_string();
+        self.run(&RESERVE, part, &args, items, &[mode, &parts])
+            .await
     }
 
     /// `release.lua` on partition `part`, in `mode`.
@@ -134,19 +141,19 @@ impl<'a> Steps<'a> {
         mode: &str,
     ) -> Result<Reply, redis::RedisError> {
         let args = [self.order];
-        self.run(&RELEASE, part, &args, items, mode).await
+        self.run(&RELEASE, part, &args, items, &[mode]).await
     }
 
     /// Runs `reserve.lua` or `release.lua` on partition `part`: keys the saga record, the
     /// partition's log and every line's item; arguments the log id, the saga id, `args`, the
-    /// lines' JSON, `mode`, then every line's quantity.
+    /// lines' JSON, `then` (the mode, ...), then every line's quantity.
     async fn run(
         &mut self,
         script: &Script,
         part: u32,
         args: &[&str],
         items: &Items,
-        mode: &str,
+        then: &[&str],
     ) -> Result<Reply, redis::RedisError> {
         let mut inv = script.prepare_invoke();
         inv.key(STOCK.record_key(self.l, part, self.saga))
@@ -158,7 +165,10 @@ impl<'a> Steps<'a> {
         for a in args {
             inv.arg(*a);
         }
-        inv.arg(&items.json).arg(mode);
+        inv.arg(&items.json);
+        for a in then {
+            inv.arg(*a);
+        }
         for (_, qty) in &items.lines {
             inv.arg(*qty);
         }
@@ -180,7 +190,6 @@ impl<'a> Steps<'a> {
             .arg(self.saga)
             .arg(kind)
             .arg(parts)
-            .arg("order")
             .arg(self.order);
         for (k, v) in fields {
             inv.arg(*k).arg(*v);
@@ -201,57 +210,64 @@ pub async fn reserve_all(
 ) -> Result<Reply, redis::RedisError> {
     let total = total.to_string();
     let (mut steps, groups, home) = Steps::start(ctx, saga, order, items);
-    if let [(part, _)] = groups.as_slice() {
-        return steps.reserve(*part, items, "whole", user, &total).await;
-    }
-    let mut reserved: Vec<&(u32, Items)> = Vec::new();
-    let mut refused: Option<String> = None;
-    for (i, group) in groups.iter().enumerate() {
-        let (part, lines) = group;
-        match steps.reserve(*part, lines, "part", user, &total).await? {
-            Reply::Ok(_) => reserved.push(group),
-            // Redelivered after a crash: this partition reserved the first time.
-            Reply::Dup(state) if state == STOCK.held => reserved.push(group),
-            Reply::Rejected(reason) => refused = Some(reason),
-            // Refused before a crash, or an abort overtook the reservation here (tombstone).
-            Reply::Dup(state) => {
-                refused = Some(format!(
-                    "the stock of this order was already {} (partition {part}) when the checkout was delivered again",
-                    state.to_lowercase()
-                ))
-            }
-            other => {
-                return Err(redis::RedisError::from(std::io::Error::other(format!(
-                    "reserve.lua answered {other:?}"
-                ))))
-            }
+    let n = groups.len();
+    let Some(((_, home_lines), before)) = groups.split_last().filter(|_| n > 1) else {
+        return steps.reserve(home, items, "whole", 1, user, &total).await;
+    };
+    for (i, (part, lines)) in before.iter().enumerate() {
+        let reply = steps.reserve(*part, lines, "part", n, user, &total).await?;
+        if let Some(reason) = refusal(reply, *part)? {
+            return reject(&mut steps, &groups[..i], home, n, reason).await;
         }
-        if refused.is_some() {
-            break;
-        }
-        if let (Some(pause), true) = (*TEST_PAUSE, i + 1 < groups.len()) {
+        if let Some(pause) = *TEST_PAUSE {
             tracing::warn!(saga, part, ?pause, "test pause between partitions");
             tokio::time::sleep(pause).await;
         }
     }
-    match refused {
-        None => {
-            let fields = [("user", user), ("total", &total), ("items", &items.json)];
-            steps
-                .finish(home, "StockReserved", groups.len(), &fields)
-                .await
-        }
-        Some(reason) => {
-            for (part, lines) in reserved {
-                steps.release(*part, lines, "part").await?;
-            }
-            let fields = [("reason", reason.as_str())];
-            steps
-                .finish(home, "StockRejected", groups.len(), &fields)
-                .await?;
-            Ok(Reply::Rejected(reason))
-        }
+    // The home partition's reservation logs the outcome with it (now, or before a crash when
+    // this is a redelivery).
+    let reply = steps
+        .reserve(home, home_lines, "last", n, user, &total)
+        .await?;
+    match refusal(reply.clone(), home)? {
+        None => Ok(reply),
+        Some(reason) => reject(&mut steps, before, home, n, reason).await,
     }
+}
+
+/// What one partition's reservation answered: `None` when it holds the saga's lines (reserved
+/// now, or the first time, before a crash), or why it refused (now, before a crash, or because an
+/// abort overtook the reservation there and left a tombstone).
+fn refusal(reply: Reply, part: u32) -> Result<Option<String>, redis::RedisError> {
+    match reply {
+        Reply::Ok(_) => Ok(None),
+        Reply::Dup(state) if state == STOCK.held => Ok(None),
+        Reply::Rejected(reason) => Ok(Some(reason)),
+        Reply::Dup(state) => Ok(Some(format!(
+            "the stock of this order was already {} (partition {part}) when the checkout was delivered again",
+            state.to_lowercase()
+        ))),
+        other => Err(redis::RedisError::from(std::io::Error::other(format!(
+            "reserve.lua answered {other:?}"
+        )))),
+    }
+}
+
+/// A refused multi-partition reservation: releases the partitions `reserved` before the refusal,
+/// then logs the outcome `StockRejected` in the home partition.
+async fn reject(
+    steps: &mut Steps<'_>,
+    reserved: &[(u32, Items)],
+    home: u32,
+    parts: usize,
+    reason: String,
+) -> Result<Reply, redis::RedisError> {
+    for (part, lines) in reserved {
+        steps.release(*part, lines, "part").await?;
+    }
+    let fields = [("reason", reason.as_str())];
+    steps.finish(home, "StockRejected", parts, &fields).await?;
+    Ok(Reply::Rejected(reason))
 }
 
 /// Releases the saga's reservations in every partition of its items (tombstones where it holds
@@ -263,8 +279,8 @@ pub async fn release_all(
     items: &Items,
 ) -> Result<Reply, redis::RedisError> {
     let (mut steps, groups, home) = Steps::start(ctx, saga, order, items);
-    if let [(part, _)] = groups.as_slice() {
-        return steps.release(*part, items, "whole").await;
+    if groups.len() <= 1 {
+        return steps.release(home, items, "whole").await;
     }
     let mut released = false;
     for (part, lines) in &groups {
