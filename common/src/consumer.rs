@@ -20,8 +20,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::db::Conn;
 use futures::FutureExt;
-use redis::aio::ConnectionManager;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -159,12 +159,8 @@ fn entry(id: String, flat: Vec<String>) -> LogEntry {
 /// Runs a consumer until the process ends. `read` is a dedicated connection to the database that
 /// holds the streams (blocking reads must not share a connection with requests); `handle` is
 /// called for every entry and must be idempotent.
-pub async fn run<H, F>(
-    cfg: ConsumerConfig,
-    mut read: ConnectionManager,
-    metrics: Arc<Metrics>,
-    handle: H,
-) where
+pub async fn run<H, F>(cfg: ConsumerConfig, mut read: Conn, metrics: Arc<Metrics>, handle: H)
+where
     H: Fn(LogEntry) -> F + Send + Sync + 'static,
     F: Future<Output = Result<(), HandlerError>> + Send,
 {
@@ -181,7 +177,7 @@ pub async fn run<H, F>(
 
 async fn consume<H, F>(
     cfg: &ConsumerConfig,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     metrics: &Metrics,
     handle: &H,
 ) -> redis::RedisResult<()>
@@ -215,10 +211,7 @@ where
 }
 
 /// Creates the group on every stream (and the stream, when missing).
-async fn ensure_groups(
-    conn: &mut ConnectionManager,
-    cfg: &ConsumerConfig,
-) -> redis::RedisResult<()> {
+async fn ensure_groups(conn: &mut Conn, cfg: &ConsumerConfig) -> redis::RedisResult<()> {
     for stream in &cfg.streams {
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
@@ -237,31 +230,51 @@ async fn ensure_groups(
     Ok(())
 }
 
-/// One `XREADGROUP` over every stream of the log (`from` = `0`: own pending; `>`: new).
+/// How long a consumer on a Redis Cluster waits before reading again when every partition's
+/// stream was empty: one blocking read cannot name streams of several slots there.
+const CLUSTER_IDLE_POLL: Duration = Duration::from_millis(10);
+
+/// Reads new (`from` = `>`) or own pending (`0`) entries of every stream of the log: on one Redis,
+/// one `XREADGROUP` naming them all, blocking up to `block`; on a cluster, one non-blocking
+/// `XREADGROUP` per stream (each its own slot), sent together, then a short pause when all were
+/// empty.
 async fn read_group(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     cfg: &ConsumerConfig,
     from: &str,
     block: Option<Duration>,
 ) -> redis::RedisResult<Vec<Delivered>> {
-    let mut cmd = redis::cmd("XREADGROUP");
-    cmd.arg("GROUP")
-        .arg(cfg.group)
-        .arg(&cfg.name)
-        .arg("COUNT")
-        .arg(cfg.batch);
-    if let Some(b) = block {
-        cmd.arg("BLOCK").arg(b.as_millis() as u64);
-    }
-    cmd.arg("STREAMS").arg(&cfg.streams);
-    for _ in &cfg.streams {
-        cmd.arg(from);
-    }
-    let reply: ReadReply = cmd.query_async(conn).await?;
+    let read = |streams: &[String], block: Option<Duration>| {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(cfg.group)
+            .arg(&cfg.name)
+            .arg("COUNT")
+            .arg(cfg.batch);
+        if let Some(b) = block {
+            cmd.arg("BLOCK").arg(b.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(streams);
+        for _ in streams {
+            cmd.arg(from);
+        }
+        cmd
+    };
+    let replies: Vec<ReadReply> = if conn.is_cluster() && cfg.streams.len() > 1 {
+        let cmds = cfg.streams.chunks(1).map(|s| read(s, None)).collect();
+        let replies: Vec<ReadReply> = each(conn, cmds).await?;
+        if block.is_some() && replies.iter().all(Option::is_none) {
+            tokio::time::sleep(CLUSTER_IDLE_POLL).await;
+        }
+        replies
+    } else {
+        vec![read(&cfg.streams, block).query_async(conn).await?]
+    };
     let kinds = cfg.kinds.as_deref();
-    Ok(reply
-        .unwrap_or_default()
+    Ok(replies
         .into_iter()
+        .flatten()
+        .flatten()
         .flat_map(|(stream, entries)| {
             entries
                 .into_iter()
@@ -270,10 +283,31 @@ async fn read_group(
         .collect())
 }
 
+/// Runs commands that each name keys of one slot, and answers their replies in order: one
+/// pipeline on a single Redis; on a cluster, where a pipeline may name one slot only, each on its
+/// own (sent together over the nodes' multiplexed connections).
+async fn each<T: redis::FromRedisValue>(
+    conn: &mut Conn,
+    cmds: Vec<redis::Cmd>,
+) -> redis::RedisResult<Vec<T>> {
+    if conn.is_cluster() {
+        let sent = cmds.into_iter().map(|cmd| {
+            let mut conn = conn.clone();
+            async move { cmd.query_async::<T>(&mut conn).await }
+        });
+        return futures::future::join_all(sent).await.into_iter().collect();
+    }
+    let mut pipe = redis::pipe();
+    for cmd in cmds {
+        pipe.add_command(cmd);
+    }
+    pipe.query_async(conn).await
+}
+
 /// Handles entries concurrently, acknowledges those whose handler succeeded and those it does not
 /// act on (one `XACK` per stream, pipelined); returns how many.
 async fn process<H, F>(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     cfg: &ConsumerConfig,
     metrics: &Metrics,
     handle: &H,
@@ -314,15 +348,12 @@ where
         }
     }
     if count > 0 {
-        let mut pipe = redis::pipe();
-        for (stream, ids) in &acked {
-            pipe.cmd("XACK")
-                .arg(stream)
-                .arg(cfg.group)
-                .arg(ids)
-                .ignore();
-        }
-        pipe.query_async::<()>(conn).await?;
+        let acks = acked.iter().map(|(stream, ids)| {
+            let mut cmd = redis::cmd("XACK");
+            cmd.arg(stream).arg(cfg.group).arg(ids);
+            cmd
+        });
+        each::<redis::Value>(conn, acks.collect()).await?;
         metrics.incr("entries_handled_total", (count - skipped) as u64);
     }
     Ok(count)
@@ -331,7 +362,7 @@ where
 /// Takes over entries idle for `claim_idle` (any consumer's) on every stream, dead-letters those
 /// delivered too often, and handles the rest.
 async fn claim<H, F>(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     cfg: &ConsumerConfig,
     metrics: &Metrics,
     handle: &H,
@@ -391,7 +422,7 @@ where
 }
 
 async fn dead_letter(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     cfg: &ConsumerConfig,
     metrics: &Metrics,
     stream: &str,
@@ -481,7 +512,7 @@ impl Consumers {
 #[derive(Clone)]
 pub struct SagaCtx {
     /// The service's own database.
-    pub db: ConnectionManager,
+    pub db: Conn,
     /// Log ids.
     pub ids: Arc<crate::ids::IdPool>,
     /// Who takes part in the saga.
@@ -559,7 +590,7 @@ where
 /// Checks (or records) the database's partitions, retrying while the database cannot answer yet
 /// (it may still be loading its AOF after a restart); a layout that does not fit is final.
 async fn ensure_layout(
-    db: &mut ConnectionManager,
+    db: &mut Conn,
     service: &'static str,
     p: u32,
 ) -> Result<crate::partition::Layout, crate::partition::LayoutError> {

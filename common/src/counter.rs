@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use crate::db::Conn;
 use redis::Script;
 
 use crate::db::Outcome;
@@ -127,7 +127,7 @@ impl CounterSpec {
     /// partition's log.
     pub async fn create(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         l: &Layout,
         log_id: &str,
         id: &str,
@@ -147,7 +147,7 @@ impl CounterSpec {
     /// Adds `amount` (> 0) to the counter of `id`.
     pub async fn add(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         l: &Layout,
         log_id: &str,
         id: &str,
@@ -160,7 +160,7 @@ impl CounterSpec {
     /// Subtracts `amount` (> 0) from the counter of `id` if it holds at least that much.
     pub async fn subtract(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         l: &Layout,
         log_id: &str,
         id: &str,
@@ -175,7 +175,7 @@ impl CounterSpec {
         &self,
         script: &Script,
         kind: &str,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         l: &Layout,
         log_id: &str,
         id: &str,
@@ -199,7 +199,7 @@ impl CounterSpec {
     /// `batch_init` entry in that partition's log (replay regenerates the partition's ids).
     pub async fn batch_init(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         l: &Layout,
         log_id: &str,
         n: i64,
@@ -225,7 +225,7 @@ impl CounterSpec {
     /// The fields of entity `id`, or `None` when it does not exist.
     pub async fn find(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         l: &Layout,
         id: &str,
     ) -> Result<Option<HashMap<String, i64>>, redis::RedisError> {
@@ -259,7 +259,7 @@ pub struct CounterService {
     /// Which entities.
     pub spec: CounterSpec,
     /// The service's database.
-    pub db: ConnectionManager,
+    pub db: Conn,
     /// Its partitions.
     pub layout: Layout,
     /// Where log ids and entity ids come from.

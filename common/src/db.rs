@@ -1,32 +1,165 @@
 //! Connecting to a service's Redis and running its Lua scripts.
 //!
-//! Connections are `ConnectionManager`s: one multiplexed connection per database, shared by all
-//! requests, reconnecting by itself after the database restarts. Scripts are `redis::Script`s,
+//! A database is one Redis (`redis://host:port/`, the default) or a Redis Cluster named by some of
+//! its nodes (`redis+cluster://host:port,host:port,...`, see [`DbUrl`]). Either way a service holds
+//! one [`Conn`], cloned into every request: a `ConnectionManager` (one multiplexed connection,
+//! reconnecting by itself after the database restarts) or redis-rs's async cluster connection
+//! (one multiplexed connection per node, commands and scripts routed by the slot of their keys,
+//! `MOVED`/`ASK` followed, the slot map refreshed after a failover). Scripts are `redis::Script`s,
 //! which call `EVALSHA` and upload the script only when Redis answers `NOSCRIPT`.
 
 use std::time::Duration;
 
 use std::collections::HashMap;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 
 use crate::error::ApiError;
 
-pub use redis::aio::ConnectionManager as Conn;
+/// The scheme of a Redis Cluster URL: `redis+cluster://host:port,host:port,...` (seed nodes: any
+/// reachable one tells the client where every slot lives).
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// Where a database lives, as configured (`ORDER_DB_URL`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbUrl {
+    /// One Redis: `redis://host:port/` (any URL redis-rs reads).
+    Single(String),
+    /// A Redis Cluster, by seed nodes, each as `redis://host:port/`.
+    Cluster(Vec<String>),
+}
+
+impl DbUrl {
+    /// Reads a database URL; a cluster URL must name at least one `host:port`.
+    pub fn parse(url: &str) -> Result<DbUrl, String> {
+        let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) else {
+            return Ok(DbUrl::Single(url.to_string()));
+        };
+        let nodes: Vec<String> = rest
+            .trim_end_matches('/')
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| format!("redis://{n}/"))
+            .collect();
+        if nodes.is_empty() || nodes.iter().any(|n| !n[8..].contains(':')) {
+            return Err(format!(
+                "`{url}` names no cluster nodes: write {CLUSTER_SCHEME}host:port,host:port,..."
+            ));
+        }
+        Ok(DbUrl::Cluster(nodes))
+    }
+
+    /// Every node URL it names (one for a single Redis): where to subscribe to pub/sub, which a
+    /// cluster delivers to clients of every node.
+    pub fn nodes(&self) -> Vec<String> {
+        match self {
+            DbUrl::Single(url) => vec![url.clone()],
+            DbUrl::Cluster(nodes) => nodes.clone(),
+        }
+    }
+}
+
+/// A connection to a service's database, single or cluster; cheap to clone (every clone shares
+/// the same multiplexed connections).
+#[derive(Clone)]
+pub enum Conn {
+    /// One Redis.
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Whether this is a cluster, where one command may only name keys of one slot (a consumer
+    /// then reads each partition's stream with its own command).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Connects once to the database at `url` (single or cluster): `timeout` to connect, `answer`
+/// to wait for any reply, `retries` of a failed request.
+async fn open(
+    url: &DbUrl,
+    timeout: Duration,
+    answer: Duration,
+    retries: usize,
+) -> Result<Conn, String> {
+    match url {
+        DbUrl::Single(url) => {
+            let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(answer))
+                .set_number_of_retries(retries)
+                .set_max_delay(Duration::from_millis(500));
+            ConnectionManager::new_with_config(client, config)
+                .await
+                .map(Conn::Single)
+                .map_err(|e| e.to_string())
+        }
+        DbUrl::Cluster(nodes) => {
+            let client = redis::cluster::ClusterClient::builder(nodes.clone())
+                .connection_timeout(timeout)
+                .response_timeout(answer)
+                .retries(retries.max(3) as u32)
+                .min_retry_wait(100)
+                .max_retry_wait(1000)
+                .build()
+                .map_err(|e| e.to_string())?;
+            client
+                .get_async_connection()
+                .await
+                .map(Conn::Cluster)
+                .map_err(|e| e.to_string())
+        }
+    }
+}
 
 /// Connects to `url`, retrying every second until it answers (a service may start before its
 /// database). `what` names the database in log lines.
-pub async fn connect(url: &str, what: &str) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(url)
-        .map_err(|e| anyhow::anyhow!("{what}: `{url}` is not a Redis URL: {e}"))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(10)))
-        .set_number_of_retries(3)
-        .set_max_delay(Duration::from_millis(500));
+pub async fn connect(url: &str, what: &str) -> anyhow::Result<Conn> {
+    let parsed = DbUrl::parse(url).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    if let DbUrl::Single(u) = &parsed {
+        redis::Client::open(u.as_str())
+            .map_err(|e| anyhow::anyhow!("{what}: `{url}` is not a Redis URL: {e}"))?;
+    }
     let mut attempt = 0u32;
     loop {
-        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+        match open(&parsed, Duration::from_secs(2), Duration::from_secs(10), 3).await {
             Ok(conn) => {
                 tracing::info!(database = what, url, "connected");
                 return Ok(conn);
@@ -43,7 +176,7 @@ pub async fn connect(url: &str, what: &str) -> anyhow::Result<ConnectionManager>
 }
 
 /// Whether the database answers `PING` within a second.
-pub async fn ping(conn: &ConnectionManager) -> bool {
+pub async fn ping(conn: &Conn) -> bool {
     let mut conn = conn.clone();
     let cmd = redis::cmd("PING");
     let ping = cmd.query_async::<String>(&mut conn);
@@ -100,18 +233,14 @@ impl redis::FromRedisValue for Outcome {
 
 /// Connects to `url` once, giving up after `timeout` — for command-line tools, which should say
 /// what is wrong instead of waiting forever.
-pub async fn connect_once(
-    url: &str,
-    what: &str,
-    timeout: Duration,
-) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(url)
-        .map_err(|e| anyhow::anyhow!("{what}: `{url}` is not a Redis URL: {e}"))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(Duration::from_secs(60)))
-        .set_number_of_retries(0);
-    match tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config)).await {
+pub async fn connect_once(url: &str, what: &str, timeout: Duration) -> anyhow::Result<Conn> {
+    let parsed = DbUrl::parse(url).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    if let DbUrl::Single(u) = &parsed {
+        redis::Client::open(u.as_str())
+            .map_err(|e| anyhow::anyhow!("{what}: `{url}` is not a Redis URL: {e}"))?;
+    }
+    let opened = open(&parsed, timeout, Duration::from_secs(60), 0);
+    match tokio::time::timeout(timeout, opened).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(anyhow::anyhow!(
             "cannot reach {what} at {url}: {e} (is the stack up? `shoplog status`; or set the *_DB_URL variables)"
@@ -209,6 +338,30 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Redis(r) => ApiError::from(r),
             StoreError::Record(r) => ApiError::from(r),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_url_names_one_redis_or_a_cluster_by_its_seed_nodes() {
+        assert_eq!(
+            DbUrl::parse("redis://127.0.0.1:6401/"),
+            Ok(DbUrl::Single("redis://127.0.0.1:6401/".into()))
+        );
+        assert_eq!(
+            DbUrl::parse("redis+cluster://10.0.0.1:7000, 10.0.0.2:7000/"),
+            Ok(DbUrl::Cluster(vec![
+                "redis://10.0.0.1:7000/".into(),
+                "redis://10.0.0.2:7000/".into()
+            ]))
+        );
+        for bad in ["redis+cluster://", "redis+cluster://host-without-port"] {
+            let e = DbUrl::parse(bad).unwrap_err();
+            assert!(e.contains("host:port"), "{e}");
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use redis::aio::ConnectionManager;
+use crate::db::Conn;
 
 /// Why a log entry could not be read or understood.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +64,7 @@ type RawEntries = Vec<(String, Vec<(String, String)>)>;
 /// Reads up to `count` entries of `stream` that come strictly after stream id `after`
 /// (`"-"` for the beginning).
 pub async fn read_page(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     after: &str,
     count: usize,
@@ -94,7 +94,7 @@ pub async fn read_page(
 /// Calls `f` on every entry of `stream`, in order, reading pages of `page` entries so memory stays
 /// bounded however long the log is. `f`'s own error type passes through unchanged.
 pub async fn for_each<E: From<LogError>>(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     page: usize,
     mut f: impl FnMut(&LogEntry) -> Result<(), E>,

@@ -19,7 +19,7 @@
 
 use std::fmt;
 
-use redis::aio::ConnectionManager;
+use crate::db::Conn;
 
 use crate::keys;
 
@@ -134,10 +134,7 @@ pub fn variable(service: &str) -> String {
 }
 
 /// `P` as stored in `service`'s database; `None` before the service first started.
-pub async fn stored(
-    conn: &mut ConnectionManager,
-    service: &'static str,
-) -> Result<Option<u32>, LayoutError> {
+pub async fn stored(conn: &mut Conn, service: &'static str) -> Result<Option<u32>, LayoutError> {
     let v: Option<String> = redis::cmd("GET")
         .arg(keys::PARTITIONS_KEY)
         .query_async(conn)
@@ -160,7 +157,7 @@ pub async fn stored(
 /// Checks `service`'s database against `configured`: stores it when the database is new, refuses
 /// another stored `P` or the single-stream layout of earlier versions. Returns the layout.
 pub async fn ensure(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     service: &'static str,
     configured: u32,
 ) -> Result<Layout, LayoutError> {
@@ -192,7 +189,7 @@ pub async fn ensure(
 
 /// The layout of `service` as its database says, waiting (retrying every second) until the
 /// service has initialised it — for consumers of another service's log, which may start first.
-pub async fn wait_stored(conn: &mut ConnectionManager, service: &'static str) -> Layout {
+pub async fn wait_stored(conn: &mut Conn, service: &'static str) -> Layout {
     let mut attempt = 0u32;
     loop {
         match stored(conn, service).await {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use crate::db::Conn;
 use redis::Script;
 
 use crate::db::{Fields, RecordError, StoreError};
@@ -430,7 +430,7 @@ pub fn split_pending(s: &str) -> Vec<String> {
 
 /// Reads saga `sid`'s record; `None` when there is none.
 pub async fn load(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     l: &Layout,
     part: u32,
     sid: &str,
@@ -458,7 +458,7 @@ pub struct Outcome {
 
 /// Reads saga `sid`'s decision; `None` when there is no such saga.
 pub async fn outcome(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     l: &Layout,
     order: &str,
     sid: &str,
@@ -587,7 +587,7 @@ impl SagaHome<'_> {
 /// every participant of `parts` as pending compensation. Used by the order service (refusals,
 /// checkout timeouts) and by the log parser (stuck sagas): one transition, one script.
 pub async fn abort(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     home: SagaHome<'_>,
     parts: &[Participant],
     log_id: &str,
@@ -608,7 +608,7 @@ pub async fn abort(
 /// Re-appends `CheckoutAborted` for an aborted saga whose compensations are not all confirmed
 /// (`lua/saga_redrive.lua`), naming the participants still pending.
 pub async fn redrive(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     home: SagaHome<'_>,
     log_id: &str,
     saga: &str,

@@ -109,11 +109,96 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// A connection manager to this server.
-    pub async fn conn(&self) -> redis::aio::ConnectionManager {
+    /// A connection to this server.
+    pub async fn conn(&self) -> crate::db::Conn {
         match crate::db::connect(&self.url(), "test").await {
             Ok(c) => c,
             Err(e) => panic!("cannot connect to the test redis: {e}"),
+        }
+    }
+}
+
+/// A Redis Cluster of `n` primaries (no replicas), each a [`RedisServer`], the hash slots split
+/// evenly between them: a service database spread over several nodes, as on a real cluster.
+pub struct RedisCluster {
+    /// Its nodes.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `n` cluster-enabled servers, gives each an equal range of the 16,384 slots, makes
+    /// them meet, and waits until every node reports the cluster ready.
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`], or when the cluster is not ready within 20 s.
+    pub fn start(n: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..n.max(1))
+            .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes"]))
+            .collect();
+        let cli = |port: u16, args: &[&str]| {
+            Command::new("redis-cli")
+                .arg("-p")
+                .arg(port.to_string())
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                .unwrap_or_default()
+        };
+        let per = 16384 / nodes.len();
+        for (i, node) in nodes.iter().enumerate() {
+            let first = i * per;
+            let last = if i + 1 == nodes.len() {
+                16383
+            } else {
+                first + per - 1
+            };
+            cli(
+                node.port,
+                &[
+                    "CLUSTER",
+                    "ADDSLOTSRANGE",
+                    &first.to_string(),
+                    &last.to_string(),
+                ],
+            );
+            if i > 0 {
+                cli(
+                    node.port,
+                    &["CLUSTER", "MEET", "127.0.0.1", &nodes[0].port.to_string()],
+                );
+            }
+        }
+        let started = Instant::now();
+        while !nodes.iter().all(|n| {
+            let info = cli(n.port, &["CLUSTER", "INFO"]);
+            info.contains("cluster_state:ok")
+                && info.contains(&format!("cluster_known_nodes:{}", nodes.len()))
+        }) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the {}-node cluster did not become ready",
+                nodes.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RedisCluster { nodes }
+    }
+
+    /// `redis+cluster://127.0.0.1:<port>,...`: every node as a seed.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("{}{}", crate::db::CLUSTER_SCHEME, seeds.join(","))
+    }
+
+    /// A cluster connection to it.
+    pub async fn conn(&self) -> crate::db::Conn {
+        match crate::db::connect(&self.url(), "test cluster").await {
+            Ok(c) => c,
+            Err(e) => panic!("cannot connect to the test cluster: {e}"),
         }
     }
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use common::config::Config;
 use common::consumer::DbUrls;
+use common::db::Conn;
 use common::partition::Layout;
 use common::saga::{Participant, ORDER, PARTICIPANTS};
-use redis::aio::ConnectionManager;
 
 use crate::replay::ServiceLog;
 
@@ -16,12 +16,12 @@ use crate::replay::ServiceLog;
 #[derive(Clone)]
 pub struct Dbs {
     /// order-db.
-    pub order: ConnectionManager,
+    pub order: Conn,
     /// The saga's participants.
     pub parts: &'static [Participant],
     /// order-db's partitions.
     pub order_layout: Layout,
-    by_name: BTreeMap<&'static str, (ConnectionManager, Layout)>,
+    by_name: BTreeMap<&'static str, (Conn, Layout)>,
 }
 
 impl Dbs {
@@ -60,7 +60,7 @@ impl Dbs {
     }
 
     /// The database of the service named `name` (`order` or a participant's name).
-    pub fn by_name(&self, name: &str) -> Option<ConnectionManager> {
+    pub fn by_name(&self, name: &str) -> Option<Conn> {
         self.by_name.get(name).map(|(c, _)| c.clone())
     }
 
@@ -70,7 +70,7 @@ impl Dbs {
     }
 
     /// The database and partitions of a service that has a replayable log.
-    pub fn of(&self, service: ServiceLog) -> anyhow::Result<(ConnectionManager, Layout)> {
+    pub fn of(&self, service: ServiceLog) -> anyhow::Result<(Conn, Layout)> {
         self.by_name.get(service.name()).cloned().ok_or_else(|| {
             anyhow::anyhow!(
                 "`{}` is not in this saga's participants table",
@@ -81,7 +81,7 @@ impl Dbs {
 
     /// Every service with a log: order, then the participants in table order, as
     /// `(name, log, database, partitions)`.
-    pub fn logs(&self) -> Vec<(&'static str, &'static str, ConnectionManager, Layout)> {
+    pub fn logs(&self) -> Vec<(&'static str, &'static str, Conn, Layout)> {
         std::iter::once((ORDER, common::keys::ORDER_LOG))
             .chain(self.parts.iter().map(|p| (p.name, p.log)))
             .filter_map(|(name, log)| {

@@ -50,7 +50,7 @@ fn text(v: Option<&Value>) -> String {
 }
 
 async fn infos(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut common::db::Conn,
     args: &[&str],
 ) -> Result<Vec<HashMap<String, Value>>, redis::RedisError> {
     let mut cmd = redis::cmd("XINFO");
@@ -86,7 +86,7 @@ pub async fn report(dbs: &Dbs) -> Result<Vec<GroupReport>, redis::RedisError> {
 
 /// One group on one stream; `None` when the group does not exist there yet.
 async fn report_one(
-    conn: &mut redis::aio::ConnectionManager,
+    conn: &mut common::db::Conn,
     log: &str,
     stream: &str,
     group: &str,

@@ -249,7 +249,7 @@ impl Recovery {
     /// ones as open; returns the id of the last entry read.
     async fn read_partition(
         &mut self,
-        conn: &mut redis::aio::ConnectionManager,
+        conn: &mut common::db::Conn,
         stream: &str,
         part: u32,
         mut after: String,
@@ -455,10 +455,7 @@ impl Recovery {
 }
 
 /// The id of the last entry of `stream` (`0-0` when empty).
-async fn last_id(
-    conn: &mut redis::aio::ConnectionManager,
-    stream: &str,
-) -> Result<String, redis::RedisError> {
+async fn last_id(conn: &mut common::db::Conn, stream: &str) -> Result<String, redis::RedisError> {
     let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
         .arg(stream)
         .arg("+")

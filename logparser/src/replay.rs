@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 
 use common::batch::batch_orders;
 use common::counter::{CounterSpec, CREDIT, STOCK};
+use common::db::Conn;
 use common::event::{CounterOp, Event, EventError};
 use common::keys::{self, ORDER_LOG, PAYMENT_LOG, STOCK_LOG};
 use common::log::{self, LogEntry, LogError};
 use common::partition::Layout;
 use common::saga::{self as saga_vocab, Decision, OrderStatus, Participant, TOMBSTONE};
-use redis::aio::ConnectionManager;
 
 /// Redis key → hash field → value.
 pub type State = BTreeMap<String, BTreeMap<String, String>>;
@@ -547,7 +547,7 @@ impl Replayer<'_> {
 
 /// Rebuilds `service`'s state from its log alone, reading the log in pages.
 pub async fn rebuild(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     service: ServiceLog,
     l: &Layout,
 ) -> Result<State, ReplayError> {
@@ -560,7 +560,7 @@ pub async fn rebuild(
 
 /// Rebuilds partition `part` of `service`'s state from that partition's log alone.
 pub async fn rebuild_part(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     service: ServiceLog,
     l: &Layout,
     part: u32,
@@ -571,7 +571,7 @@ pub async fn rebuild_part(
 }
 
 async fn rebuild_into(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     service: ServiceLog,
     l: &Layout,
     part: u32,
@@ -584,13 +584,13 @@ async fn rebuild_into(
 }
 
 /// Reads `service`'s entity hashes from its database (SCAN, so the database keeps serving).
-pub async fn dump(conn: &mut ConnectionManager, service: ServiceLog) -> Result<State, ReplayError> {
+pub async fn dump(conn: &mut Conn, service: ServiceLog) -> Result<State, ReplayError> {
     Ok(dump_prefixes(conn, &service.key_prefixes()).await?)
 }
 
 /// Reads the hashes of partition `part` of `service` (its keys carry the partition's tag).
 pub async fn dump_part(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     service: ServiceLog,
     l: &Layout,
     part: u32,
@@ -605,10 +605,7 @@ pub async fn dump_part(
 }
 
 /// Reads every hash whose key starts with one of `prefixes` (SCAN, then pipelined `HGETALL`).
-pub async fn dump_prefixes(
-    conn: &mut ConnectionManager,
-    prefixes: &[&str],
-) -> Result<State, redis::RedisError> {
+pub async fn dump_prefixes(conn: &mut Conn, prefixes: &[&str]) -> Result<State, redis::RedisError> {
     let mut keys: Vec<String> = Vec::new();
     for prefix in prefixes {
         let pattern = format!("{prefix}*");
@@ -680,7 +677,7 @@ pub fn diff(from_log: &State, in_database: &State) -> Vec<Difference> {
 }
 
 /// Writes a rebuilt state into a database (`shoplog replay --into`), in pipelined batches.
-pub async fn write(conn: &mut ConnectionManager, state: &State) -> Result<(), ReplayError> {
+pub async fn write(conn: &mut Conn, state: &State) -> Result<(), ReplayError> {
     let entries: Vec<_> = state.iter().collect();
     for chunk in entries.chunks(500) {
         let mut pipe = redis::pipe();

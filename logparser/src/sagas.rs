@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 
+use common::db::Conn;
 use common::db::RecordError;
 use common::keys;
 use common::partition::Layout;
 use common::saga::SagaRecord;
-use redis::aio::ConnectionManager;
 
 pub use common::saga::SagaState;
 
@@ -26,7 +26,7 @@ pub fn now_ms() -> u64 {
 /// Loads the records of `ids` (`(partition, saga id)`, pipelined); `None` for ids without a
 /// record.
 pub async fn load_many(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     l: &Layout,
     ids: &[(u32, String)],
 ) -> Result<Vec<Option<Loaded>>, redis::RedisError> {
@@ -47,7 +47,7 @@ pub async fn load_many(
 /// Finds saga `sid`'s record in whichever partition holds it (one pipelined look-up per
 /// partition: a saga id alone does not name its order's partition).
 pub async fn find(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     l: &Layout,
     sid: &str,
 ) -> Result<Option<Loaded>, redis::RedisError> {
@@ -57,7 +57,7 @@ pub async fn find(
 
 /// Calls `f` on every saga record, scanning order-db in pages (SCAN; the database keeps serving).
 pub async fn scan(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     l: &Layout,
     mut f: impl FnMut(Loaded),
 ) -> Result<u64, redis::RedisError> {

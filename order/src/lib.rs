@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use common::config::Config;
 use common::consumer::{Consumers, DbUrls};
+use common::db::Conn;
 use common::db::Outcome;
 use common::error::ApiError;
 use common::http::{self, HandlerResult, Method, Service};
@@ -22,14 +23,13 @@ use common::ids::IdPool;
 use common::metrics::Metrics;
 use common::saga::{Participant, PARTICIPANTS};
 use common::validate;
-use redis::aio::ConnectionManager;
 
 /// Largest `n` accepted by `orders/batch_init`.
 pub const MAX_BATCH: i64 = 1_000_000;
 
 /// The order service.
 pub struct Order {
-    db: ConnectionManager,
+    db: Conn,
     ids: Arc<IdPool>,
     prices: prices::Prices,
     locks: common::lock::Redlock,

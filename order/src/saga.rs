@@ -10,12 +10,12 @@
 use std::sync::LazyLock;
 
 use common::consumer::{HandlerError, SagaCtx};
+use common::db::Conn;
 use common::event::Event;
 use common::keys::{self, DONE_CHANNEL, ORDER_LOG};
 use common::log::LogEntry;
 use common::partition::Layout;
 use common::saga::{Participant, Reply, SagaHome, StepKind};
-use redis::aio::ConnectionManager;
 use redis::Script;
 use tracing::Instrument;
 
@@ -62,7 +62,7 @@ impl redis::FromRedisValue for Admission {
 /// Starts saga `saga` for order `order` if it is open and its items are still `items_read`.
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     l: &Layout,
     log_id: &str,
     order: &str,
@@ -87,7 +87,7 @@ pub async fn start(
 
 /// Decides `commit` unless a decision was taken.
 pub async fn commit(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     l: &Layout,
     log_id: &str,
     saga: &str,
@@ -106,7 +106,7 @@ pub async fn commit(
 
 /// Records that participant `part` finished compensating.
 pub async fn confirm(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     l: &Layout,
     log_id: &str,
     saga: &str,

@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use common::batch::batch_orders;
+use common::db::Conn;
 use common::db::{Fields, Outcome, StoreError};
 use common::keys::{self, ORDER_LOG};
 use common::partition::Layout;
 use common::saga::{decode_lines, Lines, OrderStatus};
-use redis::aio::ConnectionManager;
 use redis::Script;
 
 static CREATE: LazyLock<Script> =
@@ -49,7 +49,7 @@ impl OrderRecord {
 
 /// Creates an open, empty order `id` for `user`.
 pub async fn create(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     l: &Layout,
     log_id: &str,
     id: &str,
@@ -70,7 +70,7 @@ pub async fn create(
 /// checks it fits). Answers `NotFound`, `Conflict(status)` when not open, or `Overflow`.
 #[allow(clippy::too_many_arguments)]
 pub async fn add_item(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     l: &Layout,
     log_id: &str,
     id: &str,
@@ -113,7 +113,7 @@ pub struct BatchInit {
 /// script per partition, each logging one entry in that partition's log. The caller checks that
 /// `2 * price` fits in `i64`.
 pub async fn batch_init(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     l: &Layout,
     log_id: &str,
     b: BatchInit,
@@ -149,7 +149,7 @@ pub async fn batch_init(
 /// Reads order `id`; `None` when it does not exist. A malformed field is an error naming the key
 /// and the field, never a default (an unreadable `items` must not look like an empty order).
 pub async fn find(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     l: &Layout,
     id: &str,
 ) -> Result<Option<OrderRecord>, StoreError> {

@@ -44,12 +44,22 @@ impl Waiters {
     }
 
     /// Subscribes to the done channel of order-db at `db_url`, forever, resubscribing after
-    /// connection losses.
+    /// connection losses. On a Redis Cluster, whose nodes deliver every `PUBLISH` to the
+    /// subscribers of all nodes, it subscribes on one seed node and moves to the next when that
+    /// one fails.
     pub fn spawn_listener(self: Arc<Self>, db_url: String) {
+        let nodes = match common::db::DbUrl::parse(&db_url) {
+            Ok(url) => url.nodes(),
+            Err(e) => {
+                // The service's own connection to the same URL fails first, saying the same.
+                tracing::error!(error = %e, "no saga wake-ups: checkouts wait for the fallback poll");
+                return;
+            }
+        };
         tokio::spawn(async move {
-            loop {
-                if let Err(e) = self.listen(&db_url).await {
-                    tracing::warn!(error = %e, "saga wake-up subscription lost; resubscribing in 1 s");
+            for node in nodes.iter().cycle() {
+                if let Err(e) = self.listen(node).await {
+                    tracing::warn!(error = %e, node, "saga wake-up subscription lost; resubscribing in 1 s");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

@@ -17,13 +17,13 @@ use std::time::Duration;
 use common::config::Config;
 use common::consumer::{start_saga_service, DbUrls, HandlerError, SagaCtx};
 use common::counter::{CREDIT, STOCK};
+use common::db::Conn;
 use common::event::Event;
 use common::keys;
 use common::log::{read_page, LogEntry};
 use common::partition::Layout;
 use common::saga::{Decision, OrderStatus, Participant, RecordsBy, StepKind, PAYMENT};
 use common::testing::RedisServer;
-use redis::aio::ConnectionManager;
 use redis::Script;
 
 /// The third participant's row: the only description of it the saga needs.
@@ -103,10 +103,10 @@ struct Stack {
     urls: DbUrls,
     config: Config,
     base: String,
-    stock: ConnectionManager,
-    payment: ConnectionManager,
-    order: ConnectionManager,
-    shipping: ConnectionManager,
+    stock: Conn,
+    payment: Conn,
+    order: Conn,
+    shipping: Conn,
 }
 
 fn free_port() -> u16 {
@@ -240,7 +240,7 @@ impl Stack {
     }
 
     /// The types of every entry of every partition of the log `base`.
-    async fn kinds(&self, conn: &ConnectionManager, base: &str) -> Vec<String> {
+    async fn kinds(&self, conn: &Conn, base: &str) -> Vec<String> {
         entries(conn, base)
             .await
             .iter()
@@ -285,7 +285,7 @@ fn the_table_wires_the_third_participant() {
 }
 
 /// Every entry of every partition of the log `base`.
-async fn entries(conn: &ConnectionManager, base: &str) -> Vec<LogEntry> {
+async fn entries(conn: &Conn, base: &str) -> Vec<LogEntry> {
     let mut all = Vec::new();
     let l = match base {
         keys::ORDER_LOG => OL,

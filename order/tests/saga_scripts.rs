@@ -5,6 +5,7 @@
 
 use common::consumer::SagaCtx;
 use common::counter::{CREDIT, STOCK};
+use common::db::Conn;
 use common::event::Event;
 use common::keys::{self as log, ORDER_LOG, PAYMENT_LOG, STOCK_LOG};
 use common::log::{read_page, LogEntry};
@@ -14,7 +15,6 @@ use common::testing::RedisServer;
 use logparser::replay::{self, ServiceLog};
 use order::saga::Admission;
 use order::store;
-use redis::aio::ConnectionManager;
 
 /// Four partitions per service: items `a` and `b` live in different stock partitions, so every
 /// saga over both takes the multi-partition path.
@@ -23,7 +23,7 @@ const SL: Layout = Layout::new("stock", 4);
 const PL: Layout = Layout::new("payment", 4);
 
 /// The stock side's context over `conn` (log ids leased locally: no ID service here).
-fn stock_ctx(conn: &ConnectionManager) -> SagaCtx {
+fn stock_ctx(conn: &Conn) -> SagaCtx {
     let metrics = std::sync::Arc::new(common::metrics::Metrics::new("test"));
     SagaCtx {
         db: conn.clone(),
@@ -44,7 +44,7 @@ fn layout_of(base: &str) -> Layout {
 }
 
 /// Every entry of every partition of the log `base`, oldest first.
-async fn all_entries(conn: &mut ConnectionManager, base: &str) -> Vec<LogEntry> {
+async fn all_entries(conn: &mut Conn, base: &str) -> Vec<LogEntry> {
     let mut all = Vec::new();
     for stream in log::logs(base, &layout_of(base)) {
         all.extend(read_page(conn, &stream, "-", 10_000).await.unwrap());
@@ -78,11 +78,7 @@ fn words(reply: Reply) -> Vec<String> {
 mod step {
     use super::*;
 
-    pub async fn reserve(
-        c: &mut ConnectionManager,
-        l: &str,
-        e: &LogEntry,
-    ) -> redis::RedisResult<Vec<String>> {
+    pub async fn reserve(c: &mut Conn, l: &str, e: &LogEntry) -> redis::RedisResult<Vec<String>> {
         let Event::CheckoutStarted {
             saga,
             order,
@@ -100,11 +96,7 @@ mod step {
             .map(words)
     }
 
-    pub async fn release(
-        c: &mut ConnectionManager,
-        l: &str,
-        e: &LogEntry,
-    ) -> redis::RedisResult<Vec<String>> {
+    pub async fn release(c: &mut Conn, l: &str, e: &LogEntry) -> redis::RedisResult<Vec<String>> {
         let Event::CheckoutAborted {
             saga, order, items, ..
         } = e.decode().unwrap()
@@ -117,11 +109,7 @@ mod step {
             .map(words)
     }
 
-    pub async fn charge(
-        c: &mut ConnectionManager,
-        l: &str,
-        e: &LogEntry,
-    ) -> redis::RedisResult<Vec<String>> {
+    pub async fn charge(c: &mut Conn, l: &str, e: &LogEntry) -> redis::RedisResult<Vec<String>> {
         let Event::StockReserved {
             saga,
             order,
@@ -137,11 +125,7 @@ mod step {
             .map(words)
     }
 
-    pub async fn refund(
-        c: &mut ConnectionManager,
-        l: &str,
-        e: &LogEntry,
-    ) -> redis::RedisResult<Vec<String>> {
+    pub async fn refund(c: &mut Conn, l: &str, e: &LogEntry) -> redis::RedisResult<Vec<String>> {
         let Event::CheckoutAborted {
             saga, order, user, ..
         } = e.decode().unwrap()
@@ -160,7 +144,7 @@ mod saga {
     pub use order::saga::start;
 
     pub async fn commit(
-        c: &mut ConnectionManager,
+        c: &mut Conn,
         l: &str,
         sid: &str,
         o: &str,
@@ -169,7 +153,7 @@ mod saga {
     }
 
     pub async fn confirm(
-        c: &mut ConnectionManager,
+        c: &mut Conn,
         l: &str,
         sid: &str,
         o: &str,
@@ -181,7 +165,7 @@ mod saga {
     }
 
     pub async fn abort(
-        c: &mut ConnectionManager,
+        c: &mut Conn,
         l: &str,
         sid: &str,
         reason: &str,
@@ -192,17 +176,13 @@ mod saga {
             .map(words)
     }
 
-    pub async fn redrive(
-        c: &mut ConnectionManager,
-        l: &str,
-        sid: &str,
-    ) -> redis::RedisResult<Reply> {
+    pub async fn redrive(c: &mut Conn, l: &str, sid: &str) -> redis::RedisResult<Reply> {
         let home = home(c, sid).await;
         common::saga::redrive(c, home, l, sid).await
     }
 
     /// Where saga `sid`'s record lives (found by looking in every partition).
-    async fn home(c: &mut ConnectionManager, sid: &str) -> SagaHome<'static> {
+    async fn home(c: &mut Conn, sid: &str) -> SagaHome<'static> {
         let r = logparser::sagas::find(c, &OL, sid)
             .await
             .unwrap()
@@ -215,7 +195,7 @@ mod saga {
     }
 
     pub async fn view(
-        c: &mut ConnectionManager,
+        c: &mut Conn,
         sid: &str,
     ) -> Result<Option<common::saga::Outcome>, common::db::StoreError> {
         let r = logparser::sagas::find(c, &OL, sid).await?.transpose()?;
@@ -229,9 +209,9 @@ mod saga {
 
 struct Dbs {
     _servers: [RedisServer; 3],
-    order: ConnectionManager,
-    stock: ConnectionManager,
-    payment: ConnectionManager,
+    order: Conn,
+    stock: Conn,
+    payment: Conn,
     n: u32,
 }
 
@@ -384,7 +364,7 @@ impl Dbs {
     }
 }
 
-async fn last(conn: &mut ConnectionManager, stream: &str, kind: &str) -> LogEntry {
+async fn last(conn: &mut Conn, stream: &str, kind: &str) -> LogEntry {
     let all = all_entries(conn, stream).await;
     all.into_iter()
         .rev()

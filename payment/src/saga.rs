@@ -6,12 +6,12 @@
 use std::sync::LazyLock;
 
 use common::consumer::{run_step, HandlerError, SagaCtx, StepFuture};
+use common::db::Conn;
 use common::event::Event;
 use common::keys::{self, PAYMENT_LOG};
 use common::log::LogEntry;
 use common::partition::Layout;
 use common::saga::{Reply, PAYMENT};
-use redis::aio::ConnectionManager;
 use redis::Script;
 
 static CHARGE: LazyLock<Script> =
@@ -47,7 +47,7 @@ pub async fn on_entry(ctx: SagaCtx, e: LogEntry) -> Result<(), HandlerError> {
 /// Charges the saga's total; answers `Ok`, `Rejected(reason)` or `Dup(state)`.
 #[allow(clippy::too_many_arguments)]
 pub async fn charge(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     l: &Layout,
     log_id: &str,
     saga: &str,
@@ -60,7 +60,7 @@ pub async fn charge(
 
 /// Refunds the saga's charge (or leaves a tombstone); answers `Ok([refunded])` or `Dup(state)`.
 pub async fn refund(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     l: &Layout,
     log_id: &str,
     saga: &str,
@@ -76,7 +76,7 @@ pub async fn refund(
 #[allow(clippy::too_many_arguments)]
 async fn run(
     script: &Script,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     l: &Layout,
     log_id: &str,
     saga: &str,

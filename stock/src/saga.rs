@@ -20,13 +20,13 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use common::consumer::{run_step, HandlerError, SagaCtx, StepFuture};
+use common::db::Conn;
 use common::event::{Event, Items};
 use common::ids::IdPool;
 use common::keys::{self, STOCK_LOG};
 use common::log::LogEntry;
 use common::partition::Layout;
 use common::saga::{encode_lines, Lines, Reply, STOCK};
-use redis::aio::ConnectionManager;
 use redis::Script;
 
 static RESERVE: LazyLock<Script> =
@@ -87,7 +87,7 @@ pub fn by_partition(l: &Layout, lines: &Lines) -> Vec<(u32, Items)> {
 /// One saga's stock side at work: the database, the partitions, the log ids, the saga and its
 /// order — what every script call of the saga shares.
 struct Steps<'a> {
-    conn: ConnectionManager,
+    conn: Conn,
     l: &'a Layout,
     ids: &'a std::sync::Arc<IdPool>,
     saga: &'a str,
