@@ -11,6 +11,11 @@ use common::config::defaults;
 pub enum Kind {
     /// A `redis-server` (a service database or a lock node).
     Redis,
+    /// A node of the Redis Cluster that holds service `db`'s database (`shoplog up --cluster`).
+    ClusterNode {
+        /// The service whose database it is part of (`order`, `stock`, `payment`).
+        db: &'static str,
+    },
     /// A shoplog binary serving HTTP under `/<prefix>/`.
     Service {
         /// The binary's file name (next to `shoplog`).
@@ -46,7 +51,20 @@ pub struct StackSettings {
     pub gateway_port: u16,
     /// Instances of order, stock and payment.
     pub replicas: u16,
+    /// 0: each service database is one Redis. N > 0: each is a Redis Cluster of N primaries, each
+    /// with one replica (`shoplog up --cluster --shards N`).
+    #[serde(default)]
+    pub shards: u16,
 }
+
+/// The first port of each service database's cluster nodes (`shoplog up --cluster`): node `i`
+/// (primaries and replicas alike, `2 × shards` of them) listens on `base + i`, its cluster bus on
+/// that port + 10000.
+pub const CLUSTER_BASE_PORTS: [(&str, u16); 3] =
+    [("order", 6500), ("stock", 6520), ("payment", 6540)];
+
+/// At most this many primaries per cluster: `2 × shards` nodes must fit below the next base port.
+pub const MAX_SHARDS: u16 = 10;
 
 impl StackSettings {
     /// `<data>/run`: pid files and the saved settings.
@@ -94,6 +112,28 @@ impl StackSettings {
         format!("redis://127.0.0.1:{}/", self.port(default_port))
     }
 
+    /// The ports of service `db`'s cluster nodes (none without `--cluster`).
+    pub fn cluster_ports(&self, db: &str) -> Vec<u16> {
+        let base = CLUSTER_BASE_PORTS
+            .iter()
+            .find(|(name, _)| *name == db)
+            .map_or(0, |(_, p)| *p);
+        (0..2 * self.shards).map(|i| self.port(base + i)).collect()
+    }
+
+    /// The URL of service `db`'s database at `default_port`: that Redis, or its cluster's nodes.
+    fn db_url(&self, db: &str, default_port: u16) -> String {
+        if self.shards == 0 {
+            return self.redis_url(default_port);
+        }
+        let seeds: Vec<String> = self
+            .cluster_ports(db)
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("{}{}", common::db::CLUSTER_SCHEME, seeds.join(","))
+    }
+
     /// Every component, in start order (databases first, gateway last).
     pub fn components(&self) -> Vec<Component> {
         let mut out = Vec::new();
@@ -103,9 +143,21 @@ impl StackSettings {
             port,
             env: Vec::new(),
         };
-        out.push(redis("order-db", self.port(defaults::ORDER_DB_PORT)));
-        out.push(redis("stock-db", self.port(defaults::STOCK_DB_PORT)));
-        out.push(redis("payment-db", self.port(defaults::PAYMENT_DB_PORT)));
+        if self.shards == 0 {
+            out.push(redis("order-db", self.port(defaults::ORDER_DB_PORT)));
+            out.push(redis("stock-db", self.port(defaults::STOCK_DB_PORT)));
+            out.push(redis("payment-db", self.port(defaults::PAYMENT_DB_PORT)));
+        }
+        for (db, _) in CLUSTER_BASE_PORTS {
+            for (i, port) in self.cluster_ports(db).into_iter().enumerate() {
+                out.push(Component {
+                    name: format!("{db}-db-{}", i + 1),
+                    kind: Kind::ClusterNode { db },
+                    port,
+                    env: Vec::new(),
+                });
+            }
+        }
         for (i, p) in defaults::LOCK_PORTS.iter().enumerate() {
             out.push(redis(&format!("lock-{}", i + 1), self.port(*p)));
         }
@@ -146,15 +198,15 @@ impl StackSettings {
         vec![
             (
                 "ORDER_DB_URL".into(),
-                self.redis_url(defaults::ORDER_DB_PORT),
+                self.db_url("order", defaults::ORDER_DB_PORT),
             ),
             (
                 "STOCK_DB_URL".into(),
-                self.redis_url(defaults::STOCK_DB_PORT),
+                self.db_url("stock", defaults::STOCK_DB_PORT),
             ),
             (
                 "PAYMENT_DB_URL".into(),
-                self.redis_url(defaults::PAYMENT_DB_PORT),
+                self.db_url("payment", defaults::PAYMENT_DB_PORT),
             ),
             ("LOCK_URLS".into(), locks),
             (
@@ -216,6 +268,7 @@ mod tests {
             port_offset: 0,
             gateway_port: 8000,
             replicas: 2,
+            shards: 0,
         };
         let comps = s.components();
         let mut ports: Vec<u16> = comps.iter().map(|c| c.port).collect();

@@ -2,6 +2,7 @@
 //!
 //! | module | job |
 //! |---|---|
+//! | [`cluster`] | the local Redis Clusters of `shoplog up --cluster`: forming them, each node's role |
 //! | [`layout`] | which components the local stack has, their ports, directories and environment |
 //! | [`process`] | starting, finding and stopping component processes (pid files) |
 //! | [`health`] | asking a component whether it is healthy |
@@ -9,6 +10,7 @@
 //! | [`commands`] | one file per subcommand |
 //! | [`output`] | tables, colour only on a terminal, JSON for machines |
 
+pub mod cluster;
 pub mod commands;
 pub mod health;
 pub mod layout;

@@ -241,6 +241,7 @@ mod tests {
             port_offset: 0,
             gateway_port: 8000,
             replicas: 2,
+            shards: 0,
         };
         let conf = config(&s, false);
         assert!(conf.contains("server 127.0.0.1:8101 max_fails=0;"));

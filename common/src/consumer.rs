@@ -262,7 +262,7 @@ async fn read_group(
     };
     let replies: Vec<ReadReply> = if conn.is_cluster() && cfg.streams.len() > 1 {
         let cmds = cfg.streams.chunks(1).map(|s| read(s, None)).collect();
-        let replies: Vec<ReadReply> = each(conn, cmds).await?;
+        let replies: Vec<ReadReply> = crate::db::each(conn, cmds).await?;
         if block.is_some() && replies.iter().all(Option::is_none) {
             tokio::time::sleep(CLUSTER_IDLE_POLL).await;
         }
@@ -281,27 +281,6 @@ async fn read_group(
                 .map(move |(id, f)| Delivered::new(&stream, id, f, kinds))
         })
         .collect())
-}
-
-/// Runs commands that each name keys of one slot, and answers their replies in order: one
-/// pipeline on a single Redis; on a cluster, where a pipeline may name one slot only, each on its
-/// own (sent together over the nodes' multiplexed connections).
-async fn each<T: redis::FromRedisValue>(
-    conn: &mut Conn,
-    cmds: Vec<redis::Cmd>,
-) -> redis::RedisResult<Vec<T>> {
-    if conn.is_cluster() {
-        let sent = cmds.into_iter().map(|cmd| {
-            let mut conn = conn.clone();
-            async move { cmd.query_async::<T>(&mut conn).await }
-        });
-        return futures::future::join_all(sent).await.into_iter().collect();
-    }
-    let mut pipe = redis::pipe();
-    for cmd in cmds {
-        pipe.add_command(cmd);
-    }
-    pipe.query_async(conn).await
 }
 
 /// Handles entries concurrently, acknowledges those whose handler succeeded and those it does not
@@ -353,7 +332,7 @@ where
             cmd.arg(stream).arg(cfg.group).arg(ids);
             cmd
         });
-        each::<redis::Value>(conn, acks.collect()).await?;
+        crate::db::each::<redis::Value>(conn, acks.collect()).await?;
         metrics.incr("entries_handled_total", (count - skipped) as u64);
     }
     Ok(count)

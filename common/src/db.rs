@@ -149,6 +149,52 @@ async fn open(
     }
 }
 
+/// Runs commands that each name keys of one slot, and answers their replies in order: one
+/// pipeline on a single Redis; on a cluster, where a pipeline may name one slot only, each on its
+/// own (sent together over the nodes' multiplexed connections).
+pub async fn each<T: redis::FromRedisValue>(
+    conn: &mut Conn,
+    cmds: Vec<redis::Cmd>,
+) -> redis::RedisResult<Vec<T>> {
+    if conn.is_cluster() {
+        let sent = cmds.into_iter().map(|cmd| {
+            let mut conn = conn.clone();
+            async move { cmd.query_async::<T>(&mut conn).await }
+        });
+        return futures::future::join_all(sent).await.into_iter().collect();
+    }
+    let mut pipe = redis::pipe();
+    for cmd in cmds {
+        pipe.add_command(cmd);
+    }
+    pipe.query_async(conn).await
+}
+
+/// A connection to each primary that holds keys: the database itself when it is one Redis;
+/// each primary of a cluster (from `CLUSTER NODES`), for what must visit every node, such as a
+/// `SCAN` of all keys.
+pub async fn primaries(conn: &mut Conn) -> anyhow::Result<Vec<Conn>> {
+    if !conn.is_cluster() {
+        return Ok(vec![conn.clone()]);
+    }
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(conn).await?;
+    let mut out = Vec::new();
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        let flags: Vec<&str> = flags.split(',').collect();
+        if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
+            continue;
+        }
+        let addr = addr.split('@').next().unwrap_or(addr);
+        let url = format!("redis://{addr}/");
+        out.push(connect_once(&url, "a cluster primary", Duration::from_secs(5)).await?);
+    }
+    Ok(out)
+}
+
 /// Connects to `url`, retrying every second until it answers (a service may start before its
 /// database). `what` names the database in log lines.
 pub async fn connect(url: &str, what: &str) -> anyhow::Result<Conn> {

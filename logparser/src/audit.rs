@@ -84,6 +84,14 @@ fn violation(
     }
 }
 
+/// A failed read of a database's entities, as the audit reports it.
+fn reading(e: replay::ReplayError) -> redis::RedisError {
+    match e {
+        replay::ReplayError::Redis(e) => e,
+        other => redis::RedisError::from(std::io::Error::other(other.to_string())),
+    }
+}
+
 /// Audits everything; `progress` is told what is being done (for a progress line).
 pub async fn audit(
     dbs: &Dbs,
@@ -101,13 +109,16 @@ pub async fn audit(
                 .map(|p| vec![p.record_prefix])
                 .unwrap_or_default();
             progress(&format!("reading {name}-db"));
-            live.insert(name, replay::dump_prefixes(&mut conn, &prefixes).await?);
+            let state = replay::dump_prefixes(&mut conn, &prefixes).await;
+            live.insert(name, state.map_err(reading)?);
             continue;
         };
         progress(&format!("replaying {log}"));
         let rebuilt = replay::rebuild(&mut conn, service, &layout).await;
         progress(&format!("reading {name}-db"));
-        let state = replay::dump_prefixes(&mut conn, &service.key_prefixes()).await?;
+        let state = replay::dump_prefixes(&mut conn, &service.key_prefixes())
+            .await
+            .map_err(reading)?;
         match rebuilt {
             Ok(rebuilt) => {
                 for d in replay::diff(&rebuilt, &state) {

@@ -113,6 +113,9 @@ pub enum ReplayError {
     /// Reading the database failed.
     #[error("reading the database failed: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The primaries of a cluster could not be listed or reached.
+    #[error("cannot reach every primary of the cluster: {0}")]
+    Nodes(String),
 }
 
 impl From<EventError> for ReplayError {
@@ -585,7 +588,7 @@ async fn rebuild_into(
 
 /// Reads `service`'s entity hashes from its database (SCAN, so the database keeps serving).
 pub async fn dump(conn: &mut Conn, service: ServiceLog) -> Result<State, ReplayError> {
-    Ok(dump_prefixes(conn, &service.key_prefixes()).await?)
+    dump_prefixes(conn, &service.key_prefixes()).await
 }
 
 /// Reads the hashes of partition `part` of `service` (its keys carry the partition's tag).
@@ -601,38 +604,48 @@ pub async fn dump_part(
         .map(|p| format!("{p}{}:", l.tag(part)))
         .collect();
     let prefixes: Vec<&str> = prefixes.iter().map(String::as_str).collect();
-    Ok(dump_prefixes(conn, &prefixes).await?)
+    dump_prefixes(conn, &prefixes).await
 }
 
-/// Reads every hash whose key starts with one of `prefixes` (SCAN, then pipelined `HGETALL`).
-pub async fn dump_prefixes(conn: &mut Conn, prefixes: &[&str]) -> Result<State, redis::RedisError> {
+/// Reads every hash whose key starts with one of `prefixes` (SCAN of every primary, then
+/// `HGETALL`s, pipelined where the database allows).
+pub async fn dump_prefixes(conn: &mut Conn, prefixes: &[&str]) -> Result<State, ReplayError> {
     let mut keys: Vec<String> = Vec::new();
-    for prefix in prefixes {
-        let pattern = format!("{prefix}*");
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(conn)
-                .await?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
+    for mut node in common::db::primaries(conn)
+        .await
+        .map_err(|e| ReplayError::Nodes(e.to_string()))?
+    {
+        for prefix in prefixes {
+            let pattern = format!("{prefix}*");
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut node)
+                    .await?;
+                keys.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
     }
     let mut state = State::new();
     for chunk in keys.chunks(500) {
-        let mut pipe = redis::pipe();
-        for k in chunk {
-            pipe.cmd("HGETALL").arg(k);
-        }
-        let hashes: Vec<BTreeMap<String, String>> = pipe.query_async(conn).await?;
+        let reads = chunk
+            .iter()
+            .map(|k| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(k);
+                cmd
+            })
+            .collect();
+        let hashes: Vec<BTreeMap<String, String>> = common::db::each(conn, reads).await?;
         for (k, h) in chunk.iter().zip(hashes) {
             state.insert(k.clone(), h);
         }
@@ -680,18 +693,21 @@ pub fn diff(from_log: &State, in_database: &State) -> Vec<Difference> {
 pub async fn write(conn: &mut Conn, state: &State) -> Result<(), ReplayError> {
     let entries: Vec<_> = state.iter().collect();
     for chunk in entries.chunks(500) {
-        let mut pipe = redis::pipe();
+        let mut writes = Vec::new();
         for (key, hash) in chunk {
-            pipe.cmd("DEL").arg(*key).ignore();
+            let mut del = redis::cmd("DEL");
+            del.arg(*key);
+            writes.push(del);
             if !hash.is_empty() {
-                pipe.cmd("HSET").arg(*key);
+                let mut set = redis::cmd("HSET");
+                set.arg(*key);
                 for (f, v) in hash.iter() {
-                    pipe.arg(f).arg(v);
+                    set.arg(f).arg(v);
                 }
-                pipe.ignore();
+                writes.push(set);
             }
         }
-        pipe.query_async::<()>(conn).await?;
+        common::db::each::<redis::Value>(conn, writes).await?;
     }
     Ok(())
 }

@@ -32,11 +32,15 @@ pub async fn load_many(
 ) -> Result<Vec<Option<Loaded>>, redis::RedisError> {
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
-        let mut pipe = redis::pipe();
-        for (part, id) in chunk {
-            pipe.cmd("HGETALL").arg(keys::saga(l, *part, id));
-        }
-        let hashes: Vec<HashMap<String, String>> = pipe.query_async(conn).await?;
+        let reads = chunk
+            .iter()
+            .map(|(part, id)| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(keys::saga(l, *part, id));
+                cmd
+            })
+            .collect();
+        let hashes: Vec<HashMap<String, String>> = common::db::each(conn, reads).await?;
         for ((part, id), h) in chunk.iter().zip(hashes) {
             out.push((!h.is_empty()).then(|| SagaRecord::from_hash(l, *part, id, &h)));
         }
@@ -61,30 +65,36 @@ pub async fn scan(
     l: &Layout,
     mut f: impl FnMut(Loaded),
 ) -> Result<u64, redis::RedisError> {
-    let mut cursor: u64 = 0;
     let mut seen = 0;
     let pattern = format!("{}*", keys::SAGA_PREFIX);
-    loop {
-        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        let ids: Vec<(u32, String)> = found
-            .iter()
-            .filter_map(|k| keys::parse(keys::SAGA_PREFIX, l, k))
-            .map(|(part, id)| (part, id.to_string()))
-            .collect();
-        for r in load_many(conn, l, &ids).await?.into_iter().flatten() {
-            seen += 1;
-            f(r);
+    let nodes = common::db::primaries(conn)
+        .await
+        .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
+    for mut node in nodes {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut node)
+                .await?;
+            let ids: Vec<(u32, String)> = found
+                .iter()
+                .filter_map(|k| keys::parse(keys::SAGA_PREFIX, l, k))
+                .map(|(part, id)| (part, id.to_string()))
+                .collect();
+            for r in load_many(conn, l, &ids).await?.into_iter().flatten() {
+                seen += 1;
+                f(r);
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        if next == 0 {
-            return Ok(seen);
-        }
-        cursor = next;
     }
+    Ok(seen)
 }

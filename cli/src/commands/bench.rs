@@ -78,7 +78,7 @@ pub struct BenchReport {
 
 /// Runs `shoplog bench`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
-    let settings = args.stack.settings(None);
+    let settings = args.stack.settings(None, 0);
     let base = args
         .url
         .clone()

@@ -24,7 +24,7 @@ pub struct DownArgs {
 
 /// Runs `shoplog down`.
 pub fn run(args: DownArgs) -> anyhow::Result<u8> {
-    let s = args.stack.settings(None);
+    let s = args.stack.settings(None, 0);
     stop_all(&s, args.wipe)?;
     Ok(exit::OK)
 }

@@ -41,8 +41,10 @@ pub struct StackArgs {
 
 impl StackArgs {
     /// The settings of the stack: those saved by the last `up` in this data directory when there
-    /// are any (so `status`/`down` need no flags), else these arguments with `replicas`.
-    pub fn settings(&self, replicas: Option<u16>) -> StackSettings {
+    /// are any (so `status`/`down` need no flags), else these arguments with `replicas` and
+    /// `shards` (0: standalone databases). The shards of a data directory never change: its
+    /// databases were created standalone or as clusters.
+    pub fn settings(&self, replicas: Option<u16>, shards: u16) -> StackSettings {
         let data_dir = absolute(&self.data_dir);
         let saved = StackSettings::load(&data_dir);
         match (saved, replicas) {
@@ -56,6 +58,7 @@ impl StackArgs {
                 port_offset: self.port_offset,
                 gateway_port: self.gateway_port,
                 replicas: r.unwrap_or(1),
+                shards,
             },
         }
     }

@@ -15,7 +15,7 @@ pub fn config(stack: &StackArgs) -> anyhow::Result<Config> {
     // The saved settings of this data directory's stack, else the ones the flags describe (so
     // that `--port-offset` reaches a stack started elsewhere).
     {
-        let settings = stack.settings(None);
+        let settings = stack.settings(None, 0);
         for (var, value) in settings.service_env() {
             if std::env::var_os(&var).is_some() {
                 continue;

@@ -32,11 +32,15 @@ pub struct Row {
     pub health: Health,
     /// Its log file.
     pub log: String,
+    /// A cluster node's role and slots (`shoplog up --cluster`), when it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::NodeRole>,
 }
 
 /// Runs `shoplog status`.
 pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
-    let s = args.stack.settings(None);
+    let s = args.stack.settings(None, 0);
+    let redis_cli = process::which("redis-cli");
     let rows: Vec<Row> = s
         .components()
         .iter()
@@ -46,6 +50,12 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
             port: c.port,
             health: health::check(c),
             log: s.log_file(&c.name).display().to_string(),
+            cluster: match (&c.kind, &redis_cli) {
+                (crate::layout::Kind::ClusterNode { .. }, Some(cli)) => {
+                    crate::cluster::role(cli, c.port)
+                }
+                _ => None,
+            },
         })
         .collect();
     let all_ok = rows.iter().all(|r| r.health == Health::Ok);
@@ -60,16 +70,25 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
                     Health::Unhealthy => ("unhealthy", Tone::Warn),
                     Health::Down => ("down", Tone::Bad),
                 };
+                let role = r.cluster.as_ref().map_or_else(String::new, |n| {
+                    format!("{} {}", n.role, n.slots.join(","))
+                        .trim()
+                        .to_string()
+                });
                 vec![
                     r.name.clone(),
                     r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                     r.port.to_string(),
                     output::paint(word, tone),
+                    role,
                     r.log.clone(),
                 ]
             })
             .collect();
-        output::table(&["COMPONENT", "PID", "PORT", "HEALTH", "LOG"], &table);
+        output::table(
+            &["COMPONENT", "PID", "PORT", "HEALTH", "ROLE", "LOG"],
+            &table,
+        );
     }
     Ok(if all_ok { exit::OK } else { exit::PROBLEM })
 }

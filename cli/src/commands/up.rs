@@ -17,6 +17,7 @@ use crate::{nginx, process};
     shoplog up                      run the stack in the foreground; Ctrl-C stops it\n  \
     shoplog up --detach             start it in the background and return once healthy\n  \
     shoplog up --detach --replicas 2\n  \
+    shoplog up --detach --cluster   each database a Redis Cluster of 3 primaries + 3 replicas\n  \
     SHOPLOG_DATA_DIR=/tmp/s shoplog up --detach --port-offset 1000 --gateway-port 9000\n\n\
     Run it again while part of the stack is up to start only what is missing.")]
 pub struct UpArgs {
@@ -28,6 +29,14 @@ pub struct UpArgs {
     /// Instances of the order, stock and payment services behind the gateway.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
     pub replicas: u16,
+    /// Run each service database as a Redis Cluster (primaries with one replica each, AOF on
+    /// every node, failover within a few seconds) instead of one Redis. Chosen when a data
+    /// directory is first used; later runs keep what its databases are.
+    #[arg(long)]
+    pub cluster: bool,
+    /// Primaries per cluster with `--cluster`.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=crate::layout::MAX_SHARDS as i64))]
+    pub shards: u16,
     /// How long to wait for the stack to become healthy, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -40,7 +49,15 @@ pub struct UpArgs {
 
 /// Runs `shoplog up`.
 pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
-    let s = args.stack.settings(Some(args.replicas));
+    let shards = if args.cluster { args.shards } else { 0 };
+    let s = args.stack.settings(Some(args.replicas), shards);
+    if args.cluster && s.shards == 0 {
+        eprintln!(
+            "error: {} holds standalone databases; --cluster needs a new data directory (--data-dir)",
+            s.data_dir.display()
+        );
+        return Ok(exit::CANNOT_RUN);
+    }
     let Some(tools) = find_tools()? else {
         return Ok(exit::CANNOT_RUN);
     };
@@ -52,7 +69,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
     std::fs::write(&nginx_conf, nginx::config(&s, root)).context("cannot write nginx.conf")?;
 
     let run_dir = s.run_dir();
+    let mut clusters_formed = s.shards == 0;
     for c in s.components() {
+        if !clusters_formed && !is_redis(&c.kind) {
+            // Every database node runs: make each service's nodes one cluster (a no-op when they
+            // already are, after a restart), before the services connect to it.
+            crate::cluster::form_all(&s, &tools.redis_cli, Duration::from_secs(args.timeout))?;
+            clusters_formed = true;
+        }
         if c.kind == Kind::Gateway {
             // The gateway last, once its upstreams answer, so that its first requests find them.
             let others: Vec<Component> = s
@@ -123,9 +147,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+fn is_redis(k: &Kind) -> bool {
+    matches!(k, Kind::Redis | Kind::ClusterNode { .. })
+}
+
 /// Paths of the external programs the stack needs.
 struct Tools {
     redis: PathBuf,
+    redis_cli: PathBuf,
     nginx: PathBuf,
     bin_dir: PathBuf,
 }
@@ -154,10 +183,15 @@ fn find_tools() -> anyhow::Result<Option<Tools>> {
             ));
         }
     }
+    let redis_cli = process::which("redis-cli");
+    if redis_cli.is_none() {
+        missing.push("redis-cli not found: install it with `sudo apt-get install -y redis-tools` (or run `make up`)".to_string());
+    }
     if missing.is_empty() {
-        if let (Some(redis), Some(nginx)) = (redis, nginx) {
+        if let (Some(redis), Some(redis_cli), Some(nginx)) = (redis, redis_cli, nginx) {
             return Ok(Some(Tools {
                 redis,
+                redis_cli,
                 nginx,
                 bin_dir,
             }));
@@ -178,7 +212,7 @@ fn prepare_dirs(s: &StackSettings) -> anyhow::Result<()> {
     dirs.extend(
         s.components()
             .iter()
-            .filter(|c| c.kind == Kind::Redis)
+            .filter(|c| is_redis(&c.kind))
             .map(|c| s.component_dir(&c.name)),
     );
     for d in dirs {
@@ -195,15 +229,18 @@ fn command_line(
     appendfsync: &str,
 ) -> (PathBuf, Vec<String>) {
     match &c.kind {
-        Kind::Redis => {
-            let dir = s.component_dir(&c.name);
-            let args = [
+        Kind::Redis | Kind::ClusterNode { .. } => {
+            let (port, dir) = (
+                c.port.to_string(),
+                s.component_dir(&c.name).display().to_string(),
+            );
+            let mut args = vec![
                 "--port",
-                &c.port.to_string(),
+                &port,
                 "--bind",
                 "127.0.0.1",
                 "--dir",
-                &dir.display().to_string(),
+                &dir,
                 "--appendonly",
                 "yes",
                 "--appendfsync",
@@ -215,6 +252,10 @@ fn command_line(
                 "--protected-mode",
                 "no",
             ];
+            if let Kind::ClusterNode { .. } = c.kind {
+                // Failover within a few seconds of a primary's death; its own node table file.
+                args.extend(crate::cluster::NODE_ARGS);
+            }
             (
                 t.redis.clone(),
                 args.iter().map(|a| a.to_string()).collect(),
