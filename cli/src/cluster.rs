@@ -14,15 +14,21 @@ use anyhow::Context;
 use crate::layout::{StackSettings, CLUSTER_BASE_PORTS};
 
 /// What a cluster node runs with besides the stack's usual Redis flags: cluster mode, its node
-/// table in its own directory, and a 3 s node timeout, after which a dead primary's replica is
-/// promoted (within a few seconds), and writes need a replica connected.
-pub const NODE_ARGS: [&str; 6] = [
+/// table in its own directory, a 3 s node timeout, after which a dead primary's replica is
+/// promoted (within a few seconds), and writes refused by a primary whose replica has not been
+/// heard from for 10 s (`min-replicas-to-write`): with the services' `WAIT 1` (`REPLICA_ACKS=1`),
+/// nothing is acknowledged that only a primary holds.
+pub const NODE_ARGS: [&str; 10] = [
     "--cluster-enabled",
     "yes",
     "--cluster-config-file",
     "nodes.conf",
     "--cluster-node-timeout",
     "3000",
+    "--min-replicas-to-write",
+    "1",
+    "--min-replicas-max-lag",
+    "10",
 ];
 
 fn cli(redis_cli: &Path, port: u16, args: &[&str]) -> String {

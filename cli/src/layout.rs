@@ -218,6 +218,16 @@ impl StackSettings {
                 "STOCK_URL".into(),
                 format!("http://127.0.0.1:{}", self.gateway_port),
             ),
+            // On the clusters, a change counts once a replica holds it (WAIT 1), unless the
+            // environment says otherwise (`REPLICA_ACKS=0 shoplog up --cluster` measures the
+            // cost of waiting).
+            (
+                "REPLICA_ACKS".into(),
+                std::env::var("REPLICA_ACKS")
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+                    .unwrap_or_else(|| if self.shards > 0 { "1" } else { "0" }.into()),
+            ),
         ]
     }
 

@@ -63,6 +63,10 @@ pub struct Config {
     pub claim_idle: Duration,
     /// `MAX_DELIVERIES`: deliveries after which a failing entry goes to the dead-letter stream.
     pub max_deliveries: u64,
+    /// `REPLICA_ACKS` and `REPLICA_ACK_TIMEOUT_MS`: how many replicas of a database must hold a
+    /// change before it is acknowledged (0: acknowledge once the primary has it), and how long
+    /// to wait for them.
+    pub replication: crate::db::Replication,
     /// `LEASE_TTL_MS`: the log parser's Redlock lease.
     pub lease_ttl: Duration,
     /// `INSTANCE`: a name for this process, used as its consumer name (default `<host>-<pid>`).
@@ -194,6 +198,10 @@ impl Config {
             recovery_interval: millis("RECOVERY_INTERVAL_MS", 5_000)?,
             redrive_after: millis("REDRIVE_AFTER_MS", 10_000)?,
             claim_idle: millis("CLAIM_IDLE_MS", 5_000)?,
+            replication: crate::db::Replication {
+                acks: env.parse_or("REPLICA_ACKS", 0, "a whole number of replicas", 0)?,
+                timeout: millis("REPLICA_ACK_TIMEOUT_MS", 1_000)?,
+            },
             max_deliveries: env.parse_or(
                 "MAX_DELIVERIES",
                 10,

@@ -7,9 +7,11 @@
 //! - a restarted consumer (same `INSTANCE` name) first re-reads its own pending entries;
 //! - entries idle on any consumer for longer than `claim_idle` (a consumer that died, or a handler
 //!   that failed) are taken over with `XAUTOCLAIM` and handled again;
-//! - an entry delivered more than `max_attempts` times is moved to the dead-letter stream
-//!   `dead:<group>:<stream>`, counted in `shoplog_dead_letters_total` and logged — never dropped
-//!   silently.
+//! - an entry delivered more than `max_attempts` times is tried once more, and moved to the
+//!   dead-letter stream `dead:<group>:<stream>` (counted in `shoplog_dead_letters_total` and
+//!   logged — never dropped silently) unless it failed for want of its database
+//!   ([`HandlerError::is_transient`]: down, failing over, replicas behind): such an entry stays
+//!   pending however long the outage lasts.
 //!
 //! [`spawn_for`] starts, for one service, a consumer per stream the participants table says it
 //! reads ([`crate::saga::streams_read_by`]); the returned [`Consumers`] owns the tasks: `/health`
@@ -108,6 +110,35 @@ pub enum HandlerError {
     /// A stored record the handler needs is malformed.
     #[error(transparent)]
     Record(#[from] RecordError),
+}
+
+impl HandlerError {
+    /// Whether the failure is the database's, not the entry's: it did not answer, is loading,
+    /// busy, failing over or without its replicas, or did not confirm the change replicated.
+    /// Such an entry is retried for as long as it takes, never dead-lettered.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HandlerError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                    || e.is_cluster_error()
+                    || matches!(
+                        e.code(),
+                        Some(
+                            "BUSY"
+                                | "LOADING"
+                                | "TRYAGAIN"
+                                | "MASTERDOWN"
+                                | "CLUSTERDOWN"
+                                | "NOREPLICAS"
+                        )
+                    )
+            }
+            HandlerError::Event(_) | HandlerError::Record(_) => false,
+        }
+    }
 }
 
 type Fields = Option<Vec<String>>;
@@ -379,9 +410,23 @@ where
         for (id, fields) in claimed {
             let d = Delivered::new(stream, id, fields, cfg.kinds.as_deref());
             let n = attempts.get(&d.id).copied().unwrap_or(0);
-            match &d.entry {
+            match d.entry {
                 Some(e) if n > cfg.max_attempts => {
-                    dead_letter(conn, cfg, metrics, stream, e, n).await?
+                    // Delivered too often: one last try decides. A failure for want of a
+                    // database (down, failing over, its replicas behind) is no fault of the
+                    // entry's: it stays pending and is tried again, however long the outage.
+                    match handle(e.clone()).await {
+                        Ok(()) => {
+                            let mut ack = redis::cmd("XACK");
+                            ack.arg(stream).arg(cfg.group).arg(&e.stream_id);
+                            ack.query_async::<()>(conn).await?;
+                        }
+                        Err(err) if err.is_transient() => {
+                            metrics.incr("handler_failures_total", 1);
+                            tracing::warn!(%stream, entry = %e.stream_id, attempts = n, error = %err, "handler failed again for want of its database; the entry stays pending");
+                        }
+                        Err(_) => dead_letter(conn, cfg, metrics, stream, &e, n).await?,
+                    }
                 }
                 _ => retry.push(d),
             }
@@ -549,7 +594,9 @@ where
     let url = urls
         .get(service)
         .ok_or_else(|| anyhow::anyhow!("no database URL for `{service}`"))?;
-    let mut db = crate::db::connect(url, &format!("{service}-db")).await?;
+    let mut db = crate::db::connect(url, &format!("{service}-db"))
+        .await?
+        .replicating(config.replication);
     let layout = ensure_layout(&mut db, service, config.partitions_of(service)).await?;
     tracing::info!(%layout, "database layout checked");
     let ctx = SagaCtx {

@@ -275,9 +275,11 @@ impl CounterService {
     pub async fn create(&self, extra: &[(&str, i64)]) -> HandlerResult {
         let id = self.ids.next();
         let log_id = self.ids.next();
+        let mut db = self.db.clone();
         self.spec
-            .create(&mut self.db.clone(), &self.layout, &log_id, &id, extra)
+            .create(&mut db, &self.layout, &log_id, &id, extra)
             .await?;
+        db.replicated(&self.spec.key(&self.layout, &id)).await?;
         let mut body = serde_json::Map::new();
         body.insert(format!("{}_id", self.spec.entity), id.into());
         http::json(&body)
@@ -314,10 +316,12 @@ impl CounterService {
         let id = validate::existing_id(raw_id, self.spec.entity)?;
         let amount = validate::positive(raw_amount, "amount")?;
         let log_id = self.ids.next();
+        let mut db = self.db.clone();
         let outcome = self
             .spec
-            .add(&mut self.db.clone(), &self.layout, &log_id, id, amount)
+            .add(&mut db, &self.layout, &log_id, id, amount)
             .await?;
+        db.replicated(&self.spec.key(&self.layout, id)).await?;
         self.answer(id, amount, outcome)
     }
 
@@ -326,10 +330,12 @@ impl CounterService {
         let id = validate::existing_id(raw_id, self.spec.entity)?;
         let amount = validate::positive(raw_amount, "amount")?;
         let log_id = self.ids.next();
+        let mut db = self.db.clone();
         let outcome = self
             .spec
-            .subtract(&mut self.db.clone(), &self.layout, &log_id, id, amount)
+            .subtract(&mut db, &self.layout, &log_id, id, amount)
             .await?;
+        db.replicated(&self.spec.key(&self.layout, id)).await?;
         self.answer(id, amount, outcome)
     }
 
@@ -343,9 +349,14 @@ impl CounterService {
         let n = validate::count(raw_n, "n", 1, MAX_BATCH)?;
         let start = validate::non_negative(raw_start, self.spec.field)?;
         let log_id = self.ids.next();
+        let mut db = self.db.clone();
         self.spec
-            .batch_init(&mut self.db.clone(), &self.layout, &log_id, n, start, extra)
+            .batch_init(&mut db, &self.layout, &log_id, n, start, extra)
             .await?;
+        for part in self.layout.parts() {
+            db.replicated(&crate::keys::log(self.spec.log, &self.layout, part))
+                .await?;
+        }
         http::json(&serde_json::json!({
             "msg": format!("batch init for {} {}s successful", n, self.spec.entity)
         }))

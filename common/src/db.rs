@@ -61,10 +61,28 @@ impl DbUrl {
     }
 }
 
+/// How many replicas must hold a change before it is acknowledged (`REPLICA_ACKS`, 0: none,
+/// the default for a database without replicas), and how long to wait for them
+/// (`REPLICA_ACK_TIMEOUT_MS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replication {
+    /// Replicas that must confirm (`WAIT` count).
+    pub acks: u32,
+    /// How long to wait for them.
+    pub timeout: Duration,
+}
+
 /// A connection to a service's database, single or cluster; cheap to clone (every clone shares
-/// the same multiplexed connections).
+/// the same multiplexed connections), with the replication that its writes need before they
+/// are acknowledged ([`Conn::replicated`]).
 #[derive(Clone)]
-pub enum Conn {
+pub struct Conn {
+    link: Link,
+    replication: Replication,
+}
+
+#[derive(Clone)]
+enum Link {
     /// One Redis.
     Single(ConnectionManager),
     /// A Redis Cluster.
@@ -75,7 +93,79 @@ impl Conn {
     /// Whether this is a cluster, where one command may only name keys of one slot (a consumer
     /// then reads each partition's stream with its own command).
     pub fn is_cluster(&self) -> bool {
-        matches!(self, Conn::Cluster(_))
+        matches!(self.link, Link::Cluster(_))
+    }
+
+    /// This connection, its writes to be confirmed by `r.acks` replicas before they count.
+    pub fn replicating(mut self, r: Replication) -> Conn {
+        self.replication = r;
+        self
+    }
+
+    /// Waits until the configured number of replicas hold every write this process sent so far to
+    /// the primary of `key`'s slot (`WAIT` on that primary; a no-op without `REPLICA_ACKS`). Call
+    /// it after a change and before acknowledging it, to a client or with `XACK`: then a primary
+    /// killed at any moment loses nothing acknowledged. Fewer replicas within the timeout is an
+    /// error (an HTTP 503; a consumer leaves the entry pending and handles it again).
+    pub async fn replicated(&mut self, key: &str) -> redis::RedisResult<()> {
+        let Replication { acks, timeout } = self.replication;
+        if acks == 0 {
+            return Ok(());
+        }
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(acks).arg(timeout.as_millis() as u64);
+        let got: i64 = match &mut self.link {
+            Link::Single(c) => wait.query_async(c).await?,
+            Link::Cluster(c) => {
+                // WAIT names no key: send it to the primary of `key`'s slot.
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::new(key_slot(key), SlotAddr::Master);
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                redis::FromRedisValue::from_redis_value(c.route_command(wait, route).await?)?
+            }
+        };
+        if got < i64::from(acks) {
+            return Err(redis::RedisError::from(std::io::Error::other(format!(
+                "the change to `{key}` is made, but {got} of {acks} replicas confirmed it within {} ms \
+                 (REPLICA_ACK_TIMEOUT_MS): it could be lost if its primary failed now",
+                timeout.as_millis()
+            ))));
+        }
+        Ok(())
+    }
+}
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the part between the
+/// first `{` and the next `}`, when not empty) or of the whole key, modulo 16,384.
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match key.find('{') {
+        Some(open) => match key[open + 1..].find('}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    let mut crc: u16 = 0;
+    for b in hashed {
+        crc ^= u16::from(*b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+impl From<Link> for Conn {
+    fn from(link: Link) -> Conn {
+        Conn {
+            link,
+            replication: Replication::default(),
+        }
     }
 }
 
@@ -84,9 +174,9 @@ impl ConnectionLike for Conn {
         &'a mut self,
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+        match &mut self.link {
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -96,16 +186,16 @@ impl ConnectionLike for Conn {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        match &mut self.link {
+            Link::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+        match &self.link {
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
         }
     }
 }
@@ -128,7 +218,7 @@ async fn open(
                 .set_max_delay(Duration::from_millis(500));
             ConnectionManager::new_with_config(client, config)
                 .await
-                .map(Conn::Single)
+                .map(|c| Link::Single(c).into())
                 .map_err(|e| e.to_string())
         }
         DbUrl::Cluster(nodes) => {
@@ -143,7 +233,7 @@ async fn open(
             client
                 .get_async_connection()
                 .await
-                .map(Conn::Cluster)
+                .map(|c| Link::Cluster(c).into())
                 .map_err(|e| e.to_string())
         }
     }
@@ -391,6 +481,16 @@ impl From<StoreError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_slots_are_redis_clusters() {
+        // Values of CLUSTER KEYSLOT on Redis 7.
+        assert_eq!(key_slot("foo"), 12182);
+        assert_eq!(key_slot("123456789"), 12739);
+        assert_eq!(key_slot("order:{o3}:17"), key_slot("log:order:{o3}"));
+        // An empty tag hashes the whole key.
+        assert_ne!(key_slot("{}foo"), key_slot("foo"));
+    }
 
     #[test]
     fn a_database_url_names_one_redis_or_a_cluster_by_its_seed_nodes() {

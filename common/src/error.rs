@@ -50,7 +50,7 @@ impl From<redis::RedisError> for ApiError {
         // BUSY: a long script (batch_init) runs; LOADING: the database is loading its AOF.
         let transient = matches!(
             e.code(),
-            Some("BUSY" | "LOADING" | "TRYAGAIN" | "MASTERDOWN")
+            Some("BUSY" | "LOADING" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" | "NOREPLICAS")
         );
         if transient
             || e.is_io_error()

@@ -118,11 +118,14 @@ impl RedisServer {
     }
 }
 
-/// A Redis Cluster of `n` primaries (no replicas), each a [`RedisServer`], the hash slots split
-/// evenly between them: a service database spread over several nodes, as on a real cluster.
+/// A Redis Cluster of `n` primaries, each a [`RedisServer`], the hash slots split evenly between
+/// them, optionally each with replicas: a service database spread over several nodes, as on a
+/// real cluster.
 pub struct RedisCluster {
-    /// Its nodes.
+    /// Its primaries, in slot order.
     pub nodes: Vec<RedisServer>,
+    /// Replicas: `replicas[i]` replicate `nodes[i % nodes.len()]`.
+    pub replicas: Vec<RedisServer>,
 }
 
 impl RedisCluster {
@@ -132,7 +135,19 @@ impl RedisCluster {
     /// # Panics
     /// As [`RedisServer::start`], or when the cluster is not ready within 20 s.
     pub fn start(n: usize) -> RedisCluster {
+        Self::start_with_replicas(n, 0)
+    }
+
+    /// As [`RedisCluster::start`], and `r` replicas for each primary, each in sync before this
+    /// returns.
+    ///
+    /// # Panics
+    /// As [`RedisCluster::start`], or when a replica is not in sync within 20 s.
+    pub fn start_with_replicas(n: usize, r: usize) -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..n.max(1))
+            .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes"]))
+            .collect();
+        let replicas: Vec<RedisServer> = (0..nodes.len() * r)
             .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes"]))
             .collect();
         let cli = |port: u16, args: &[&str]| {
@@ -168,20 +183,40 @@ impl RedisCluster {
                 );
             }
         }
+        let first = nodes[0].port.to_string();
+        for replica in &replicas {
+            cli(replica.port, &["CLUSTER", "MEET", "127.0.0.1", &first]);
+        }
+        let total = nodes.len() + replicas.len();
         let started = Instant::now();
-        while !nodes.iter().all(|n| {
-            let info = cli(n.port, &["CLUSTER", "INFO"]);
+        let ready = |port: u16| {
+            let info = cli(port, &["CLUSTER", "INFO"]);
             info.contains("cluster_state:ok")
-                && info.contains(&format!("cluster_known_nodes:{}", nodes.len()))
-        }) {
+                && info.contains(&format!("cluster_known_nodes:{total}"))
+        };
+        while !nodes.iter().chain(&replicas).all(|n| ready(n.port)) {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
-                "the {}-node cluster did not become ready",
-                nodes.len()
+                "the {total}-node cluster did not become ready"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        RedisCluster { nodes }
+        for (i, replica) in replicas.iter().enumerate() {
+            let primary = cli(nodes[i % nodes.len()].port, &["CLUSTER", "MYID"]);
+            cli(replica.port, &["CLUSTER", "REPLICATE", primary.trim()]);
+        }
+        let started = Instant::now();
+        while !replicas
+            .iter()
+            .all(|n| cli(n.port, &["INFO", "replication"]).contains("master_link_status:up"))
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the replicas did not get in sync"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RedisCluster { nodes, replicas }
     }
 
     /// `redis+cluster://127.0.0.1:<port>,...`: every node as a seed.

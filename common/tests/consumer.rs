@@ -69,9 +69,11 @@ async fn a_failing_entry_is_retried_then_dead_lettered_and_the_rest_acknowledged
             async move {
                 if e.kind() == "poison" {
                     p.fetch_add(1, Ordering::SeqCst);
-                    Err(HandlerError::Redis(
-                        std::io::Error::other("cannot handle this").into(),
-                    ))
+                    Err(HandlerError::Record(common::db::RecordError {
+                        key: "poison".into(),
+                        field: "state",
+                        found: None,
+                    }))
                 } else {
                     c.fetch_add(1, Ordering::SeqCst);
                     Ok(())
@@ -111,6 +113,44 @@ async fn a_failing_entry_is_retried_then_dead_lettered_and_the_rest_acknowledged
         1,
         "only the poison entry is dead-lettered, not {ok1}"
     );
+}
+
+/// An entry whose handler fails for want of its database (here: an I/O error, as when a primary
+/// fails over) is retried past `max_attempts` and handled once the database is back, never
+/// dead-lettered: an outage is no fault of the entry's.
+#[tokio::test]
+async fn an_entry_failing_for_want_of_its_database_is_retried_not_dead_lettered() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn().await;
+    append(&mut conn, "ok").await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let metrics = Arc::new(Metrics::new("test"));
+    // max_attempts is 3: the database "comes back" only at the 6th delivery.
+    let task = tokio::spawn(consumer::run(
+        config("c1"),
+        redis.conn().await,
+        metrics.clone(),
+        move |_| {
+            let c = c.clone();
+            async move {
+                if c.fetch_add(1, Ordering::SeqCst) < 5 {
+                    return Err(HandlerError::Redis(
+                        std::io::Error::other("CLUSTERDOWN, failing over").into(),
+                    ));
+                }
+                Ok(())
+            }
+        },
+    ));
+    let mut probe = redis.conn().await;
+    let handled = common::testing::until(Duration::from_secs(20), async || {
+        calls.load(Ordering::SeqCst) >= 6 && pending(&mut probe).await == 0
+    })
+    .await;
+    task.abort();
+    assert!(handled, "{} deliveries", calls.load(Ordering::SeqCst));
+    assert_eq!(metrics.counter("dead_letters_total"), 0);
 }
 
 #[tokio::test]

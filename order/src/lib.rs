@@ -20,6 +20,7 @@ use common::db::Outcome;
 use common::error::ApiError;
 use common::http::{self, HandlerResult, Method, Service};
 use common::ids::IdPool;
+use common::keys;
 use common::metrics::Metrics;
 use common::saga::{Participant, PARTICIPANTS};
 use common::validate;
@@ -82,14 +83,9 @@ impl Order {
     async fn create(&self, user: &str) -> HandlerResult {
         let user = validate::new_id(user, "user_id")?;
         let id = self.ids.next();
-        store::create(
-            &mut self.db.clone(),
-            &self.layout,
-            &self.ids.next(),
-            &id,
-            user,
-        )
-        .await?;
+        let mut db = self.db.clone();
+        store::create(&mut db, &self.layout, &self.ids.next(), &id, user).await?;
+        db.replicated(&keys::order(&self.layout, &id)).await?;
         http::json(&serde_json::json!({ "order_id": id }))
     }
 
@@ -118,8 +114,9 @@ impl Order {
                 i64::MAX
             ))
         })?;
+        let mut db = self.db.clone();
         let outcome = store::add_item(
-            &mut self.db.clone(),
+            &mut db,
             &self.layout,
             &self.ids.next(),
             id,
@@ -129,6 +126,7 @@ impl Order {
             cost,
         )
         .await?;
+        db.replicated(&keys::order(&self.layout, id)).await?;
         match outcome {
             Outcome::Ok(_) => http::json(&serde_json::json!({ "done": true })),
             Outcome::NotFound => Err(ApiError::NotFound(format!("unknown order `{id}`"))),
@@ -169,7 +167,12 @@ impl Order {
             price,
             seed,
         };
-        store::batch_init(&mut self.db.clone(), &self.layout, &self.ids.next(), params).await?;
+        let mut db = self.db.clone();
+        store::batch_init(&mut db, &self.layout, &self.ids.next(), params).await?;
+        for part in self.layout.parts() {
+            db.replicated(&keys::log(keys::ORDER_LOG, &self.layout, part))
+                .await?;
+        }
         http::json(&serde_json::json!({ "msg": format!("batch init for {n} orders successful") }))
     }
 }

@@ -184,6 +184,8 @@ impl Decider {
             }
             StepKind::Compensated => confirm(&mut conn, l, &log_id, saga, order, part.name).await?,
         };
+        // On the replicas before the entry that triggered it is acknowledged.
+        conn.replicated(&keys::order(l, order)).await?;
         match &reply {
             Reply::Ok(_) => tracing::debug!(participant = part.name, ?step, "saga advanced"),
             Reply::Fenced(status, holder) => {

@@ -93,5 +93,8 @@ async fn run(
     if let Some(total) = total {
         inv.arg(total);
     }
-    inv.invoke_async(conn).await
+    let reply = inv.invoke_async(conn).await?;
+    // On the replicas before the entry that triggered it is acknowledged.
+    conn.replicated(&keys::user(l, user)).await?;
+    Ok(reply)
 }

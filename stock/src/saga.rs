@@ -172,7 +172,12 @@ impl<'a> Steps<'a> {
         for (_, qty) in &items.lines {
             inv.arg(*qty);
         }
-        inv.invoke_async(&mut self.conn).await
+        let reply = inv.invoke_async(&mut self.conn).await?;
+        // On the replicas before the entry that triggered it is acknowledged.
+        self.conn
+            .replicated(&keys::log(STOCK_LOG, self.l, part))
+            .await?;
+        Ok(reply)
     }
 
     /// `finish.lua`: logs a multi-partition saga's outcome `kind` in its home partition.
@@ -194,7 +199,11 @@ impl<'a> Steps<'a> {
         for (k, v) in fields {
             inv.arg(*k).arg(*v);
         }
-        inv.invoke_async(&mut self.conn).await
+        let reply = inv.invoke_async(&mut self.conn).await?;
+        self.conn
+            .replicated(&keys::log(STOCK_LOG, self.l, home))
+            .await?;
+        Ok(reply)
     }
 }
 

@@ -74,8 +74,9 @@ class FaultStack(OperatedStack):
 
     report = REPORT
 
-    def __init__(self, offset: int, gateway: int, replicas: int = 1, appendfsync: str = "everysec"):
-        self.offset, self.gateway, self.replicas = offset, gateway, replicas
+    def __init__(self, offset: int, gateway: int, replicas: int = 1, appendfsync: str = "everysec",
+                 cluster: bool = False):
+        self.offset, self.gateway, self.replicas, self.cluster = offset, gateway, replicas, cluster
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"shoplog-faults-{replicas}r-"))
         self.env = dict(
             os.environ,
@@ -92,7 +93,8 @@ class FaultStack(OperatedStack):
                               timeout=timeout, stdin=subprocess.DEVNULL)
 
     def up(self):
-        out = self.run("up", "--detach", "--replicas", str(self.replicas))
+        out = self.run("up", "--detach", "--replicas", str(self.replicas),
+                       *(["--cluster"] if self.cluster else []))
         assert out.returncode == 0, out.stderr + _log_tails(self.data_dir)
 
     def down(self):
@@ -117,7 +119,8 @@ class FaultStack(OperatedStack):
 
     def describe(self) -> dict:
         """The deployment's settings, for the report."""
-        return {"replicas": self.replicas, "appendfsync": self.env["SHOPLOG_APPENDFSYNC"]}
+        return {"replicas": self.replicas, "appendfsync": self.env["SHOPLOG_APPENDFSYNC"],
+                **({"databases": "Redis Cluster 3 × (1 + 1), WAIT 1"} if self.cluster else {})}
 
 
 @dataclass
