@@ -85,7 +85,7 @@ def snap(shoplog, data_dir):
         if not c.get("pid"):
             continue
         entry = {"cpu": cpu_seconds(c["pid"], kids)}
-        if c["name"].endswith("-db") or c["name"].startswith("lock-"):
+        if "-db" in c["name"] or c["name"].startswith("lock-"):
             entry["commands"] = redis_commandstats(c["port"])
         out[c["name"]] = entry
     return out
