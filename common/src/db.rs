@@ -260,6 +260,23 @@ pub async fn each<T: redis::FromRedisValue>(
     pipe.query_async(conn).await
 }
 
+/// One page of `SCAN … MATCH pattern` on one node from `cursor`: the next cursor (0: done) and
+/// the keys found. On a cluster, call it on each of [`primaries`].
+pub async fn scan_page(
+    node: &mut Conn,
+    cursor: u64,
+    pattern: &str,
+) -> redis::RedisResult<(u64, Vec<String>)> {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(1000)
+        .query_async(node)
+        .await
+}
+
 /// A connection to each primary that holds keys: the database itself when it is one Redis;
 /// each primary of a cluster (from `CLUSTER NODES`), for what must visit every node, such as a
 /// `SCAN` of all keys.

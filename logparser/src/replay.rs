@@ -619,14 +619,7 @@ pub async fn dump_prefixes(conn: &mut Conn, prefixes: &[&str]) -> Result<State, 
             let pattern = format!("{prefix}*");
             let mut cursor: u64 = 0;
             loop {
-                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut node)
-                    .await?;
+                let (next, batch) = common::db::scan_page(&mut node, cursor, &pattern).await?;
                 keys.extend(batch);
                 if next == 0 {
                     break;

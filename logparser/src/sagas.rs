@@ -73,14 +73,7 @@ pub async fn scan(
     for mut node in nodes {
         let mut cursor: u64 = 0;
         loop {
-            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut node)
-                .await?;
+            let (next, found) = common::db::scan_page(&mut node, cursor, &pattern).await?;
             let ids: Vec<(u32, String)> = found
                 .iter()
                 .filter_map(|k| keys::parse(keys::SAGA_PREFIX, l, k))
