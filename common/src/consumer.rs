@@ -118,24 +118,7 @@ impl HandlerError {
     /// Such an entry is retried for as long as it takes, never dead-lettered.
     pub fn is_transient(&self) -> bool {
         match self {
-            HandlerError::Redis(e) => {
-                e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || e.is_timeout()
-                    || e.is_cluster_error()
-                    || matches!(
-                        e.code(),
-                        Some(
-                            "BUSY"
-                                | "LOADING"
-                                | "TRYAGAIN"
-                                | "MASTERDOWN"
-                                | "CLUSTERDOWN"
-                                | "NOREPLICAS"
-                        )
-                    )
-            }
+            HandlerError::Redis(e) => crate::db::is_transient(e),
             HandlerError::Event(_) | HandlerError::Record(_) => false,
         }
     }

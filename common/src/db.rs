@@ -302,14 +302,37 @@ pub async fn primaries(conn: &mut Conn) -> anyhow::Result<Vec<Conn>> {
     Ok(out)
 }
 
-/// Connects to `url`, retrying every second until it answers (a service may start before its
-/// database). `what` names the database in log lines.
-pub async fn connect(url: &str, what: &str) -> anyhow::Result<Conn> {
+/// `url` read as a database URL, an error naming `what` when it is not one — before any attempt
+/// to connect, so that a typo is said at once instead of retried.
+fn checked(url: &str, what: &str) -> anyhow::Result<DbUrl> {
     let parsed = DbUrl::parse(url).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
     if let DbUrl::Single(u) = &parsed {
         redis::Client::open(u.as_str())
             .map_err(|e| anyhow::anyhow!("{what}: `{url}` is not a Redis URL: {e}"))?;
     }
+    Ok(parsed)
+}
+
+/// Whether `e` is the database's state, not the request's fault: it did not answer, is loading,
+/// busy, failing over, without its replicas, or did not confirm a change replicated (a retry
+/// later may succeed). The HTTP layer answers 503 for these; a consumer retries such an entry
+/// however long it takes, never dead-letters it.
+pub fn is_transient(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_cluster_error()
+        || matches!(
+            e.code(),
+            Some("BUSY" | "LOADING" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" | "NOREPLICAS")
+        )
+}
+
+/// Connects to `url`, retrying every second until it answers (a service may start before its
+/// database). `what` names the database in log lines.
+pub async fn connect(url: &str, what: &str) -> anyhow::Result<Conn> {
+    let parsed = checked(url, what)?;
     let mut attempt = 0u32;
     loop {
         match open(&parsed, Duration::from_secs(2), Duration::from_secs(10), 3).await {
@@ -387,11 +410,7 @@ impl redis::FromRedisValue for Outcome {
 /// Connects to `url` once, giving up after `timeout` — for command-line tools, which should say
 /// what is wrong instead of waiting forever.
 pub async fn connect_once(url: &str, what: &str, timeout: Duration) -> anyhow::Result<Conn> {
-    let parsed = DbUrl::parse(url).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-    if let DbUrl::Single(u) = &parsed {
-        redis::Client::open(u.as_str())
-            .map_err(|e| anyhow::anyhow!("{what}: `{url}` is not a Redis URL: {e}"))?;
-    }
+    let parsed = checked(url, what)?;
     let opened = open(&parsed, timeout, Duration::from_secs(60), 0);
     match tokio::time::timeout(timeout, opened).await {
         Ok(Ok(conn)) => Ok(conn),

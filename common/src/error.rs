@@ -47,17 +47,8 @@ impl ApiError {
 
 impl From<redis::RedisError> for ApiError {
     fn from(e: redis::RedisError) -> Self {
-        // BUSY: a long script (batch_init) runs; LOADING: the database is loading its AOF.
-        let transient = matches!(
-            e.code(),
-            Some("BUSY" | "LOADING" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" | "NOREPLICAS")
-        );
-        if transient
-            || e.is_io_error()
-            || e.is_connection_dropped()
-            || e.is_timeout()
-            || e.is_connection_refusal()
-        {
+        // E.g. BUSY: a long script (batch_init) runs; LOADING: the database is loading its AOF.
+        if crate::db::is_transient(&e) {
             ApiError::Unavailable(format!("database unavailable, retry later: {e}"))
         } else {
             ApiError::Internal(format!("database error: {e}"))

@@ -29,28 +29,9 @@ impl RedisServer {
     /// its declared keys: tests run the scripts against it to prove that each touches one slot.
     ///
     /// # Panics
-    /// As [`RedisServer::start`], or when the node does not take the slots within 10 s.
+    /// As [`RedisCluster::start`].
     pub fn start_cluster() -> RedisServer {
-        let server = Self::start_with(&["--cluster-enabled", "yes"]);
-        let cli = |args: &[&str]| {
-            Command::new("redis-cli")
-                .arg("-p")
-                .arg(server.port.to_string())
-                .args(args)
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-                .unwrap_or_default()
-        };
-        cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
-        let started = Instant::now();
-        while !cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the one-node cluster did not become ready"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
+        RedisCluster::start(1).nodes.remove(0)
     }
 
     fn start_with(extra: &[&str]) -> RedisServer {
@@ -118,6 +99,17 @@ impl RedisServer {
     }
 }
 
+/// What `redis-cli -p <port> <args>` prints (empty when it cannot run).
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default()
+}
+
 /// A Redis Cluster of `n` primaries, each a [`RedisServer`], the hash slots split evenly between
 /// them, optionally each with replicas: a service database spread over several nodes, as on a
 /// real cluster.
@@ -150,15 +142,6 @@ impl RedisCluster {
         let replicas: Vec<RedisServer> = (0..nodes.len() * r)
             .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes"]))
             .collect();
-        let cli = |port: u16, args: &[&str]| {
-            Command::new("redis-cli")
-                .arg("-p")
-                .arg(port.to_string())
-                .args(args)
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-                .unwrap_or_default()
-        };
         let per = 16384 / nodes.len();
         for (i, node) in nodes.iter().enumerate() {
             let first = i * per;
@@ -167,7 +150,7 @@ impl RedisCluster {
             } else {
                 first + per - 1
             };
-            cli(
+            redis_cli(
                 node.port,
                 &[
                     "CLUSTER",
@@ -177,7 +160,7 @@ impl RedisCluster {
                 ],
             );
             if i > 0 {
-                cli(
+                redis_cli(
                     node.port,
                     &["CLUSTER", "MEET", "127.0.0.1", &nodes[0].port.to_string()],
                 );
@@ -185,12 +168,12 @@ impl RedisCluster {
         }
         let first = nodes[0].port.to_string();
         for replica in &replicas {
-            cli(replica.port, &["CLUSTER", "MEET", "127.0.0.1", &first]);
+            redis_cli(replica.port, &["CLUSTER", "MEET", "127.0.0.1", &first]);
         }
         let total = nodes.len() + replicas.len();
         let started = Instant::now();
         let ready = |port: u16| {
-            let info = cli(port, &["CLUSTER", "INFO"]);
+            let info = redis_cli(port, &["CLUSTER", "INFO"]);
             info.contains("cluster_state:ok")
                 && info.contains(&format!("cluster_known_nodes:{total}"))
         };
@@ -202,13 +185,13 @@ impl RedisCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         for (i, replica) in replicas.iter().enumerate() {
-            let primary = cli(nodes[i % nodes.len()].port, &["CLUSTER", "MYID"]);
-            cli(replica.port, &["CLUSTER", "REPLICATE", primary.trim()]);
+            let primary = redis_cli(nodes[i % nodes.len()].port, &["CLUSTER", "MYID"]);
+            redis_cli(replica.port, &["CLUSTER", "REPLICATE", primary.trim()]);
         }
         let started = Instant::now();
         while !replicas
             .iter()
-            .all(|n| cli(n.port, &["INFO", "replication"]).contains("master_link_status:up"))
+            .all(|n| redis_cli(n.port, &["INFO", "replication"]).contains("master_link_status:up"))
         {
             assert!(
                 started.elapsed() < Duration::from_secs(20),

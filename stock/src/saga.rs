@@ -225,7 +225,7 @@ pub async fn reserve_all(
     };
     for (i, (part, lines)) in before.iter().enumerate() {
         let reply = steps.reserve(*part, lines, "part", n, user, &total).await?;
-        if let Some(reason) = refusal(reply, *part)? {
+        if let Some(reason) = refusal(&reply, *part)? {
             return reject(&mut steps, &groups[..i], home, n, reason).await;
         }
         if let Some(pause) = *TEST_PAUSE {
@@ -238,7 +238,7 @@ pub async fn reserve_all(
     let reply = steps
         .reserve(home, home_lines, "last", n, user, &total)
         .await?;
-    match refusal(reply.clone(), home)? {
+    match refusal(&reply, home)? {
         None => Ok(reply),
         Some(reason) => reject(&mut steps, before, home, n, reason).await,
     }
@@ -247,11 +247,11 @@ pub async fn reserve_all(
 /// What one partition's reservation answered: `None` when it holds the saga's lines (reserved
 /// now, or the first time, before a crash), or why it refused (now, before a crash, or because an
 /// abort overtook the reservation there and left a tombstone).
-fn refusal(reply: Reply, part: u32) -> Result<Option<String>, redis::RedisError> {
+fn refusal(reply: &Reply, part: u32) -> Result<Option<String>, redis::RedisError> {
     match reply {
         Reply::Ok(_) => Ok(None),
         Reply::Dup(state) if state == STOCK.held => Ok(None),
-        Reply::Rejected(reason) => Ok(Some(reason)),
+        Reply::Rejected(reason) => Ok(Some(reason.clone())),
         Reply::Dup(state) => Ok(Some(format!(
             "the stock of this order was already {} (partition {part}) when the checkout was delivered again",
             state.to_lowercase()
