@@ -9,6 +9,7 @@ STOCK_URL), so the suite works through the gateway and against the services dire
 from __future__ import annotations
 
 import http.client
+import functools
 import json
 import os
 import threading
@@ -236,16 +237,32 @@ def partition(entity_id: str, p: int) -> int:
     return fnv1a(entity_id) % p
 
 
-def tag(service: str, part: int) -> str:
-    """The hash tag of a partition: `{o3}`."""
-    return "{" + service[0] + str(part) + "}"
+def key_slot(s: str) -> int:
+    """Redis Cluster's hash slot of a hash tag's content: CRC16 (XMODEM) mod 16384."""
+    crc = 0
+    for b in s.encode():
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
+    return crc % 16384
+
+
+@functools.lru_cache(maxsize=None)
+def tag(service: str, part: int, p: int) -> str:
+    """The hash tag of partition `part` of `p`: `{o3.60}`, the smallest `.n` that puts its slot in
+    the part-th of p equal slices of the slot space (common/src/partition.rs, `tags`)."""
+    lo, hi = part * 16384 // p, (part + 1) * 16384 // p
+    n = 0
+    while not lo <= key_slot(f"{service[0]}{part}.{n}") < hi:
+        n += 1
+    return "{" + f"{service[0]}{part}.{n}" + "}"
 
 
 def key(prefix: str, service: str, entity_id: str, p: int) -> str:
     """The key of an entity or saga record in its partition: `key("item:", "stock", id, 16)`."""
-    return f"{prefix}{tag(service, partition(entity_id, p))}:{entity_id}"
+    return f"{prefix}{tag(service, partition(entity_id, p), p)}:{entity_id}"
 
 
 def streams(service: str, p: int) -> list[str]:
     """Every partition's stream of a service's log."""
-    return [f"log:{service}:{tag(service, k)}" for k in range(p)]
+    return [f"log:{service}:{tag(service, k, p)}" for k in range(p)]

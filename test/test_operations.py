@@ -327,8 +327,8 @@ def test_audit_detects_each_kind_of_tampering(stack):
 
     item_key = key("item:", "stock", item, sp)
     # Records of the aborted saga: payment's in the user's partition, stock's in the item's.
-    psaga = f"psaga:{tag('payment', partition(user, pp))}:{aborted}"
-    ssaga = f"ssaga:{tag('stock', partition(item, sp))}:{aborted}"
+    psaga = f"psaga:{tag('payment', partition(user, pp), pp)}:{aborted}"
+    ssaga = f"ssaga:{tag('stock', partition(item, sp), sp)}:{aborted}"
 
     # 1. A stock value edited directly.
     redis_cli(stock_db, "HINCRBY", item_key, "stock", "1")

@@ -65,7 +65,8 @@ pub struct Config {
     pub max_deliveries: u64,
     /// `REPLICA_ACKS` and `REPLICA_ACK_TIMEOUT_MS`: how many replicas of a database must hold a
     /// change before it is acknowledged (0: acknowledge once the primary has it), and how long
-    /// to wait for them.
+    /// to wait for them (default 5 s: longer than a replica's restart and resynchronisation, so
+    /// that a replica restarted by its supervisor costs its shard latency, not errors).
     pub replication: crate::db::Replication,
     /// `LEASE_TTL_MS`: the log parser's Redlock lease.
     pub lease_ttl: Duration,
@@ -200,7 +201,7 @@ impl Config {
             claim_idle: millis("CLAIM_IDLE_MS", 5_000)?,
             replication: crate::db::Replication {
                 acks: env.parse_or("REPLICA_ACKS", 0, "a whole number of replicas", 0)?,
-                timeout: millis("REPLICA_ACK_TIMEOUT_MS", 1_000)?,
+                timeout: millis("REPLICA_ACK_TIMEOUT_MS", 5_000)?,
             },
             max_deliveries: env.parse_or(
                 "MAX_DELIVERIES",

@@ -39,7 +39,7 @@ use crate::saga::Participant;
 pub struct ConsumerConfig {
     /// The log (`log:order`), for log lines and metrics.
     pub log: &'static str,
-    /// Its streams: one per partition (`log:order:{o0}`, …).
+    /// Its streams: one per partition (`log:order:{o0.43}`, …).
     pub streams: Vec<String>,
     /// The consumer group: the consuming service's name (`stock`).
     pub group: &'static str,

@@ -9,12 +9,12 @@
 //!
 //! | key | database | holds |
 //! |---|---|---|
-//! | [`order`] `order:{o3}:<id>` | order-db | an order (`store.rs`) |
-//! | [`item`] `item:{s3}:<id>` | stock-db | an item's `stock` and `price` |
-//! | [`user`] `user:{p3}:<id>` | payment-db | a user's `credit` |
-//! | [`saga`] `saga:{o3}:<sid>` | order-db | the order side of a saga, in its order's partition |
-//! | [`participant_saga`] `ssaga:{s3}:<sid>`, `psaga:{p3}:<sid>` | the participant's | its side of a saga, in the partition of what it changed |
-//! | [`log`] `log:order:{o3}` | the service's | one partition of the service log (a stream) |
+//! | [`order`] `order:{o3.60}:<id>` | order-db | an order (`store.rs`) |
+//! | [`item`] `item:{s3.20}:<id>` | stock-db | an item's `stock` and `price` |
+//! | [`user`] `user:{p3.0}:<id>` | payment-db | a user's `credit` |
+//! | [`saga`] `saga:{o3.60}:<sid>` | order-db | the order side of a saga, in its order's partition |
+//! | [`participant_saga`] `ssaga:{s3.20}:<sid>`, `psaga:{p3.0}:<sid>` | the participant's | its side of a saga, in the partition of what it changed |
+//! | [`log`] `log:order:{o3.60}` | the service's | one partition of the service log (a stream) |
 //! | [`dead_letter`] `dead:<group>:<stream>` | the stream's | entries a group gave up on (same slot as the stream) |
 //! | [`PARTITIONS_KEY`] `shoplog:partitions` | each service's | its number of partitions |
 //! | [`order_lock`] `lock:order:<id>` | lock nodes | the checkout admission Redlock |
@@ -82,7 +82,7 @@ pub fn participant_saga(prefix: &str, l: &Layout, part: u32, sid: &str) -> Strin
     tagged(prefix, l, part, sid)
 }
 
-/// Partition `part` of the log `base` (`log:order` → `log:order:{o3}`).
+/// Partition `part` of the log `base` (`log:order` → `log:order:{o3.60}`).
 pub fn log(base: &str, l: &Layout, part: u32) -> String {
     format!("{base}:{}", l.tag(part))
 }
@@ -112,25 +112,16 @@ pub fn dead_letter(group: &str, stream: &str) -> String {
     format!("dead:{group}:{stream}")
 }
 
-/// The partition named by a tag of `l` (`{o3}` → 3).
-fn tag_part(l: &Layout, tag: &str) -> Option<u32> {
-    let inner = tag.strip_prefix('{')?.strip_suffix('}')?;
-    let mut chars = inner.chars();
-    let letter = chars.next()?;
-    let part: u32 = chars.as_str().parse().ok()?;
-    (l.tag(part).chars().nth(1) == Some(letter) && part < l.p).then_some(part)
-}
-
 /// A key's partition and id, when it has `prefix` and a tag of `l`
-/// (`parse("saga:", l, "saga:{o3}:01H…")` = `Some((3, "01H…"))`).
+/// (`parse("saga:", l, "saga:{o3.60}:01H…")` = `Some((3, "01H…"))`).
 pub fn parse<'a>(prefix: &str, l: &Layout, key: &'a str) -> Option<(u32, &'a str)> {
     let rest = key.strip_prefix(prefix)?;
     let (tag, id) = rest.split_once(':')?;
-    tag_part(l, tag).map(|k| (k, id))
+    l.part_of_tag(tag).map(|k| (k, id))
 }
 
-/// The partition of a stream of `l` (`log:order:{o3}` → 3).
+/// The partition of a stream of `l` (`log:order:{o3.60}` → 3).
 pub fn partition_of_stream(l: &Layout, stream: &str) -> Option<u32> {
     let (_, tag) = stream.rsplit_once(':')?;
-    tag_part(l, tag)
+    l.part_of_tag(tag)
 }

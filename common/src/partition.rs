@@ -14,10 +14,17 @@
 //!   partitions of a log in one `XREADGROUP`, whose cost grows with the number of streams named, so
 //!   more partitions than shards cost throughput for nothing. Raising `P` later means replaying the
 //!   logs into a fresh database.
-//! - **Hash tags.** A partition's keys carry `{<letter><k>}` (`order:{o3}:<id>`, `log:order:{o3}`),
-//!   so Redis Cluster puts all of them in one hash slot: every script's keys share a slot.
+//! - **Hash tags.** A partition's keys carry its tag `{<letter><k>.<n>}` (`order:{o3.60}:<id>`,
+//!   `log:order:{o3.60}`), so Redis Cluster puts all of them in one hash slot: every script's keys
+//!   share a slot. `n` is the smallest number that puts partition `k`'s slot in the `k`-th of `P`
+//!   equal slices of the 16,384 slots ([`tags`]). A cluster created with even slot ranges (what
+//!   `redis-cli --cluster create` does) so holds `P/N` partitions on each of its `N` primaries, ±1,
+//!   and so their share of the work: with bare tags (`{o3}`) the CRC16 slots of 16 partitions fell
+//!   3/5/8 on three shards.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, OnceLock};
 
 use crate::db::Conn;
 
@@ -43,26 +50,55 @@ pub fn of(id: &str, p: u32) -> u32 {
     (fnv1a(id) % u64::from(p.max(1))) as u32
 }
 
-/// How a service's keys are partitioned: its tag letter and its `P`.
+/// Redis Cluster's number of hash slots.
+const SLOTS: u32 = 16_384;
+
+/// The hash tags of `p` partitions whose tags start with `letter`: partition `k`'s tag is
+/// `{<letter><k>.<n>}` for the smallest `n` whose hash slot lies in `[k·16384/p, (k+1)·16384/p)`.
+/// Computed once per `(letter, p)` in a process (a search of ~`p` CRC16s per partition) and kept.
+pub fn tags(letter: char, p: u32) -> &'static [String] {
+    /// The tags computed so far, by letter and `P` (leaked: a process uses a handful).
+    type Computed = HashMap<(char, u32), &'static [String]>;
+    static TAGS: OnceLock<Mutex<Computed>> = OnceLock::new();
+    let cache = TAGS.get_or_init(Default::default);
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    cache.entry((letter, p)).or_insert_with(|| {
+        let found: Vec<String> = (0..p)
+            .map(|k| {
+                let slice = (k * SLOTS / p)..((k + 1) * SLOTS / p);
+                (0u32..)
+                    .map(|n| format!("{{{letter}{k}.{n}}}"))
+                    .find(|tag| slice.contains(&u32::from(crate::db::key_slot(tag))))
+                    .unwrap_or_default() // every slice is hit: CRC16 reaches every slot
+            })
+            .collect();
+        Box::leak(found.into_boxed_slice())
+    })
+}
+
+/// How a service's keys are partitioned: its tag letter, its `P` and its partitions' tags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     /// The service (`order`, `stock`, `payment`, or a participant a table adds).
     pub service: &'static str,
     /// Its number of partitions.
     pub p: u32,
+    /// The hash tag of each partition ([`tags`]).
+    tags: &'static [String],
 }
 
 impl Layout {
     /// The layout of `service` with `p` partitions (clamped to 1..=[`MAX`]).
-    pub const fn new(service: &'static str, p: u32) -> Layout {
-        let p = if p < 1 {
-            1
-        } else if p > MAX {
-            MAX
-        } else {
-            p
-        };
-        Layout { service, p }
+    pub fn new(service: &'static str, p: u32) -> Layout {
+        let p = p.clamp(1, MAX);
+        let letter = service.chars().next().unwrap_or('x');
+        Layout {
+            service,
+            p,
+            tags: tags(letter, p),
+        }
     }
 
     /// The partition of `id`.
@@ -75,10 +111,19 @@ impl Layout {
         0..self.p
     }
 
-    /// The hash tag of partition `part`: `{o3}` (the service's first letter and the partition).
-    pub fn tag(&self, part: u32) -> String {
-        let letter = self.service.chars().next().unwrap_or('x');
-        format!("{{{letter}{part}}}")
+    /// The hash tag of partition `part`: `{o3.60}` ([`tags`]); `part` must be below `p`.
+    pub fn tag(&self, part: u32) -> &'static str {
+        self.tags
+            .get(part as usize)
+            .map(String::as_str)
+            .unwrap_or("{?}")
+    }
+
+    /// The partition whose tag is `tag` (`{o3.60}` → 3), if it is one of this layout's.
+    pub fn part_of_tag(&self, tag: &str) -> Option<u32> {
+        let digits = tag.strip_prefix('{')?.get(1..)?.split('.').next()?;
+        let part: u32 = digits.parse().ok()?;
+        (self.tag(part) == tag).then_some(part)
     }
 }
 
@@ -103,8 +148,8 @@ pub enum LayoutError {
         /// `P` this process was given.
         configured: u32,
     },
-    /// The database holds the single-stream layout of earlier versions.
-    #[error("{service}-db holds the single-stream layout of an earlier shoplog (`{legacy}` exists): this version cannot read it. Keep running the earlier version, or start from an empty database (`shoplog down --wipe`)")]
+    /// The database holds the layout of an earlier version (one stream, or partitions tagged `{o3}`).
+    #[error("{service}-db holds the key layout of an earlier shoplog (`{legacy}` exists): this version cannot read it. Keep running the earlier version, or start from an empty database (`shoplog down --wipe`)")]
     Legacy {
         /// The service.
         service: &'static str,
@@ -155,18 +200,24 @@ pub async fn stored(conn: &mut Conn, service: &'static str) -> Result<Option<u32
 }
 
 /// Checks `service`'s database against `configured`: stores it when the database is new, refuses
-/// another stored `P` or the single-stream layout of earlier versions. Returns the layout.
+/// another stored `P` or the layouts of earlier versions (one stream `log:<service>`, or partition
+/// 0's stream under the bare tag `{o0}`). Returns the layout.
 pub async fn ensure(
     conn: &mut Conn,
     service: &'static str,
     configured: u32,
 ) -> Result<Layout, LayoutError> {
-    if stored(conn, service).await?.is_none() {
-        let legacy = format!("log:{service}");
+    let letter = service.chars().next().unwrap_or('x');
+    for legacy in [
+        format!("log:{service}"),
+        format!("log:{service}:{{{letter}0}}"),
+    ] {
         let exists: bool = redis::cmd("EXISTS").arg(&legacy).query_async(conn).await?;
         if exists {
             return Err(LayoutError::Legacy { service, legacy });
         }
+    }
+    if stored(conn, service).await?.is_none() {
         let _: Option<String> = redis::cmd("SET")
             .arg(keys::PARTITIONS_KEY)
             .arg(configured)
@@ -232,7 +283,43 @@ mod tests {
         );
         assert_eq!(of("anything", 1), 0);
         let l = Layout::new("order", 16);
-        assert_eq!(l.tag(3), "{o3}");
         assert_eq!(l.part("42"), of("42", 16));
+    }
+
+    #[test]
+    fn partition_k_of_p_has_its_slot_in_the_kth_slice_of_the_slot_space() {
+        for p in [1, 2, 3, 16, 64, MAX] {
+            let l = Layout::new("stock", p);
+            for k in l.parts() {
+                let tag = l.tag(k);
+                assert!(tag.starts_with(&format!("{{s{k}.")), "{tag}");
+                let slot = u32::from(crate::db::key_slot(tag));
+                assert!(
+                    (k * SLOTS / p..(k + 1) * SLOTS / p).contains(&slot),
+                    "P={p}: partition {k}'s tag {tag} has slot {slot}"
+                );
+                assert_eq!(l.part_of_tag(tag), Some(k));
+            }
+        }
+        // Fixed values: the tags are part of the on-disk layout and must never change.
+        let l = Layout::new("order", 16);
+        assert_eq!(
+            (l.tag(0), l.tag(3), l.tag(15)),
+            ("{o0.43}", "{o3.60}", "{o15.43}")
+        );
+        assert_eq!(l.part_of_tag("{o3}"), None);
+        assert_eq!(l.part_of_tag("{s3.0}"), None);
+    }
+
+    #[test]
+    fn three_even_shards_hold_five_or_six_of_sixteen_partitions_each() {
+        let l = Layout::new("order", 16);
+        let mut per_shard = [0; 3];
+        for k in l.parts() {
+            let slot = u32::from(crate::db::key_slot(l.tag(k)));
+            per_shard[(slot * 3 / SLOTS) as usize] += 1;
+        }
+        per_shard.sort();
+        assert_eq!(per_shard, [5, 5, 6]);
     }
 }

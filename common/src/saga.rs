@@ -740,11 +740,11 @@ mod tests {
         assert_eq!(r.pending, ["stock", "payment"]);
         h.remove("started_ms");
         let e = SagaRecord::from_hash(&l, 3, "s1", &h).unwrap_err();
-        assert_eq!((e.key.as_str(), e.field), ("saga:{o3}:s1", "started_ms"));
+        assert_eq!((e.key.as_str(), e.field), ("saga:{o3.60}:s1", "started_ms"));
         h.insert("started_ms".into(), "5".into());
         h.insert("decision".into(), "maybe".into());
         let e = SagaRecord::from_hash(&l, 3, "s1", &h).unwrap_err();
         assert_eq!(e.field, "decision");
-        assert!(e.to_string().contains("saga:{o3}:s1"));
+        assert!(e.to_string().contains("saga:{o3.60}:s1"));
     }
 }

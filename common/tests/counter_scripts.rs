@@ -9,8 +9,12 @@ use common::partition::Layout;
 use common::testing::RedisServer;
 
 /// Four partitions each: the scripts' keys and log entries land in the entity's partition.
-const SL: Layout = Layout::new("stock", 4);
-const PL: Layout = Layout::new("payment", 4);
+fn sl() -> Layout {
+    Layout::new("stock", 4)
+}
+fn pl() -> Layout {
+    Layout::new("payment", 4)
+}
 
 fn id() -> String {
     ulid::Ulid::new().to_string()
@@ -26,25 +30,25 @@ async fn create_add_subtract_are_logged_with_their_state_change() {
     let mut conn = redis.conn().await;
     let item = id();
     STOCK
-        .create(&mut conn, &SL, "L1", &item, &[("price", 7)])
+        .create(&mut conn, &sl(), "L1", &item, &[("price", 7)])
         .await
         .unwrap();
     assert_eq!(
-        STOCK.add(&mut conn, &SL, "L2", &item, 10).await.unwrap(),
+        STOCK.add(&mut conn, &sl(), "L2", &item, 10).await.unwrap(),
         Outcome::Ok(vec!["10".into()])
     );
     assert_eq!(
         STOCK
-            .subtract(&mut conn, &SL, "L3", &item, 4)
+            .subtract(&mut conn, &sl(), "L3", &item, 4)
             .await
             .unwrap(),
         Outcome::Ok(vec!["6".into()])
     );
-    let found = STOCK.find(&mut conn, &SL, &item).await.unwrap().unwrap();
+    let found = STOCK.find(&mut conn, &sl(), &item).await.unwrap().unwrap();
     assert_eq!(found["stock"], 6);
     assert_eq!(found["price"], 7);
 
-    let log = entries(&mut conn, &keys::log(STOCK_LOG, &SL, SL.part(&item))).await;
+    let log = entries(&mut conn, &keys::log(STOCK_LOG, &sl(), sl().part(&item))).await;
     let kinds: Vec<&str> = log.iter().map(|e| e.kind()).collect();
     assert_eq!(kinds, ["ItemCreated", "StockAdded", "StockSubtracted"]);
     let log_ids: Vec<&str> = log.iter().map(|e| e.get("log_id").unwrap()).collect();
@@ -59,15 +63,15 @@ async fn refused_changes_change_nothing_and_log_nothing() {
     let mut conn = redis.conn().await;
     let user = id();
     CREDIT
-        .create(&mut conn, &PL, "L1", &user, &[])
+        .create(&mut conn, &pl(), "L1", &user, &[])
         .await
         .unwrap();
-    CREDIT.add(&mut conn, &PL, "L2", &user, 5).await.unwrap();
+    CREDIT.add(&mut conn, &pl(), "L2", &user, 5).await.unwrap();
 
     // Not enough credit.
     assert_eq!(
         CREDIT
-            .subtract(&mut conn, &PL, "L3", &user, 6)
+            .subtract(&mut conn, &pl(), "L3", &user, 6)
             .await
             .unwrap(),
         Outcome::Insufficient("5".into())
@@ -75,34 +79,37 @@ async fn refused_changes_change_nothing_and_log_nothing() {
     // Overflow past i64::MAX.
     assert_eq!(
         CREDIT
-            .add(&mut conn, &PL, "L4", &user, i64::MAX)
+            .add(&mut conn, &pl(), "L4", &user, i64::MAX)
             .await
             .unwrap(),
         Outcome::Overflow
     );
     // Unknown entity.
     assert_eq!(
-        CREDIT.add(&mut conn, &PL, "L5", "nobody", 1).await.unwrap(),
+        CREDIT
+            .add(&mut conn, &pl(), "L5", "nobody", 1)
+            .await
+            .unwrap(),
         Outcome::NotFound
     );
     assert_eq!(
         CREDIT
-            .subtract(&mut conn, &PL, "L6", "nobody", 1)
+            .subtract(&mut conn, &pl(), "L6", "nobody", 1)
             .await
             .unwrap(),
         Outcome::NotFound
     );
 
     assert_eq!(
-        CREDIT.find(&mut conn, &PL, &user).await.unwrap().unwrap()["credit"],
+        CREDIT.find(&mut conn, &pl(), &user).await.unwrap().unwrap()["credit"],
         5
     );
     assert!(CREDIT
-        .find(&mut conn, &PL, "nobody")
+        .find(&mut conn, &pl(), "nobody")
         .await
         .unwrap()
         .is_none());
-    let stream = keys::log(PAYMENT_LOG, &PL, PL.part(&user));
+    let stream = keys::log(PAYMENT_LOG, &pl(), pl().part(&user));
     assert_eq!(entries(&mut conn, &stream).await.len(), 2);
 }
 
@@ -113,36 +120,36 @@ async fn subtract_compares_exactly_near_i64_max() {
     let mut conn = redis.conn().await;
     let item = id();
     STOCK
-        .create(&mut conn, &SL, "L1", &item, &[("price", 1)])
+        .create(&mut conn, &sl(), "L1", &item, &[("price", 1)])
         .await
         .unwrap();
     let big = (1i64 << 53) + 1;
     STOCK
-        .add(&mut conn, &SL, "L2", &item, big - 1)
+        .add(&mut conn, &sl(), "L2", &item, big - 1)
         .await
         .unwrap();
     assert_eq!(
         STOCK
-            .subtract(&mut conn, &SL, "L3", &item, big)
+            .subtract(&mut conn, &sl(), "L3", &item, big)
             .await
             .unwrap(),
         Outcome::Insufficient((big - 1).to_string())
     );
-    STOCK.add(&mut conn, &SL, "L4", &item, 1).await.unwrap();
+    STOCK.add(&mut conn, &sl(), "L4", &item, 1).await.unwrap();
     assert_eq!(
         STOCK
-            .subtract(&mut conn, &SL, "L5", &item, big)
+            .subtract(&mut conn, &sl(), "L5", &item, big)
             .await
             .unwrap(),
         Outcome::Ok(vec!["0".into()])
     );
     STOCK
-        .add(&mut conn, &SL, "L6", &item, i64::MAX)
+        .add(&mut conn, &sl(), "L6", &item, i64::MAX)
         .await
         .unwrap();
     assert_eq!(
         STOCK
-            .subtract(&mut conn, &SL, "L7", &item, i64::MAX)
+            .subtract(&mut conn, &sl(), "L7", &item, i64::MAX)
             .await
             .unwrap(),
         Outcome::Ok(vec!["0".into()])
@@ -154,31 +161,35 @@ async fn batch_init_creates_and_overwrites_with_one_log_entry_per_partition() {
     let redis = RedisServer::start();
     let mut conn = redis.conn().await;
     STOCK
-        .batch_init(&mut conn, &SL, "L1", 1000, 3, &[("price", 9)])
+        .batch_init(&mut conn, &sl(), "L1", 1000, 3, &[("price", 9)])
         .await
         .unwrap();
     STOCK
-        .subtract(&mut conn, &SL, "L2", "999", 3)
+        .subtract(&mut conn, &sl(), "L2", "999", 3)
         .await
         .unwrap();
     STOCK
-        .batch_init(&mut conn, &SL, "L3", 1000, 5, &[("price", 2)])
+        .batch_init(&mut conn, &sl(), "L3", 1000, 5, &[("price", 2)])
         .await
         .unwrap();
-    let last = STOCK.find(&mut conn, &SL, "999").await.unwrap().unwrap();
+    let last = STOCK.find(&mut conn, &sl(), "999").await.unwrap().unwrap();
     assert_eq!((last["stock"], last["price"]), (5, 2));
-    assert!(STOCK.find(&mut conn, &SL, "1000").await.unwrap().is_none());
+    assert!(STOCK
+        .find(&mut conn, &sl(), "1000")
+        .await
+        .unwrap()
+        .is_none());
     // "999"'s partition: its two batch entries and the subtraction between them.
-    let log = entries(&mut conn, &keys::log(STOCK_LOG, &SL, SL.part("999"))).await;
+    let log = entries(&mut conn, &keys::log(STOCK_LOG, &sl(), sl().part("999"))).await;
     let kinds: Vec<&str> = log.iter().map(|e| e.kind()).collect();
     assert_eq!(
         kinds,
         ["StockBatchInit", "StockSubtracted", "StockBatchInit"]
     );
     // Every other partition: one entry per batch.
-    for part in SL.parts().filter(|k| *k != SL.part("999")) {
+    for part in sl().parts().filter(|k| *k != sl().part("999")) {
         assert_eq!(
-            entries(&mut conn, &keys::log(STOCK_LOG, &SL, part))
+            entries(&mut conn, &keys::log(STOCK_LOG, &sl(), part))
                 .await
                 .len(),
             2
@@ -200,7 +211,7 @@ async fn scripts_are_reloaded_after_script_flush() {
     let mut conn = redis.conn().await;
     let item = id();
     STOCK
-        .create(&mut conn, &SL, "L1", &item, &[("price", 1)])
+        .create(&mut conn, &sl(), "L1", &item, &[("price", 1)])
         .await
         .unwrap();
     let _: () = redis::cmd("SCRIPT")
@@ -209,7 +220,7 @@ async fn scripts_are_reloaded_after_script_flush() {
         .await
         .unwrap();
     assert_eq!(
-        STOCK.add(&mut conn, &SL, "L2", &item, 1).await.unwrap(),
+        STOCK.add(&mut conn, &sl(), "L2", &item, 1).await.unwrap(),
         Outcome::Ok(vec!["1".into()])
     );
 }

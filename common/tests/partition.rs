@@ -1,6 +1,6 @@
 //! A database's number of partitions against a real redis-server: stored when the database is
-//! new, kept, and any other number refused with both values named; the single-stream layout of
-//! earlier versions refused with what to do.
+//! new, kept, and any other number refused with both values named; the layouts of earlier
+//! versions (one stream, bare `{s0}` tags) refused with what to do.
 
 use common::partition::{self, LayoutError};
 use common::testing::RedisServer;
@@ -64,6 +64,30 @@ async fn the_single_stream_layout_of_earlier_versions_is_refused() {
     assert!(err.to_string().contains("`log:order` exists"), "{err}");
     // Nothing was stored: the database stays as it was.
     assert_eq!(partition::stored(&mut conn, "order").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn the_bare_tags_of_the_first_partitioned_layout_are_refused() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn().await;
+    // What the first partitioned version left: `P` stored, partition 0's stream tagged `{s0}`.
+    let _: () = redis::cmd("SET")
+        .arg("shoplog:partitions")
+        .arg(16)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("log:stock:{s0}")
+        .arg("*")
+        .arg("type")
+        .arg("StockAdded")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = partition::ensure(&mut conn, "stock", 16).await.unwrap_err();
+    assert!(matches!(err, LayoutError::Legacy { .. }), "{err:?}");
+    assert!(err.to_string().contains("`log:stock:{s0}` exists"), "{err}");
 }
 
 /// A service whose database cannot answer yet at start-up (loading its AOF after a restart, or

@@ -19,7 +19,7 @@ pub const STUCK_IDLE_MS: i64 = 30_000;
 pub struct GroupReport {
     /// The log (`log:order`).
     pub log: String,
-    /// The partition's stream (`log:order:{o3}`).
+    /// The partition's stream (`log:order:{o3.60}`).
     pub stream: String,
     /// The group (`stock`).
     pub group: String,

@@ -7,15 +7,21 @@ use common::partition::Layout;
 use common::testing::RedisServer;
 
 /// Each service with four partitions (one Redis holds all three here: their keys do not clash).
-const OL: Layout = Layout::new("order", 4);
-const SL: Layout = Layout::new("stock", 4);
-const PL: Layout = Layout::new("payment", 4);
+fn ol() -> Layout {
+    Layout::new("order", 4)
+}
+fn sl() -> Layout {
+    Layout::new("stock", 4)
+}
+fn pl() -> Layout {
+    Layout::new("payment", 4)
+}
 
 fn layout(service: ServiceLog) -> Layout {
     match service {
-        ServiceLog::Order => OL,
-        ServiceLog::Stock => SL,
-        ServiceLog::Payment => PL,
+        ServiceLog::Order => ol(),
+        ServiceLog::Stock => sl(),
+        ServiceLog::Payment => pl(),
     }
 }
 use logparser::replay::{self, ServiceLog};
@@ -33,60 +39,60 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
 
     // Stock: batch, creates, adds, subtracts, refusals.
     STOCK
-        .batch_init(&mut conn, &SL, &log_id(), 50, 10, &[("price", 3)])
+        .batch_init(&mut conn, &sl(), &log_id(), 50, 10, &[("price", 3)])
         .await
         .unwrap();
     STOCK
-        .create(&mut conn, &SL, &log_id(), "apple", &[("price", 2)])
+        .create(&mut conn, &sl(), &log_id(), "apple", &[("price", 2)])
         .await
         .unwrap();
     STOCK
-        .add(&mut conn, &SL, &log_id(), "apple", 100)
+        .add(&mut conn, &sl(), &log_id(), "apple", 100)
         .await
         .unwrap();
     STOCK
-        .subtract(&mut conn, &SL, &log_id(), "apple", 30)
+        .subtract(&mut conn, &sl(), &log_id(), "apple", 30)
         .await
         .unwrap();
     let refused = STOCK
-        .subtract(&mut conn, &SL, &log_id(), "apple", 1000)
+        .subtract(&mut conn, &sl(), &log_id(), "apple", 1000)
         .await
         .unwrap();
     assert_eq!(refused, Outcome::Insufficient("70".into()));
     STOCK
-        .subtract(&mut conn, &SL, &log_id(), "7", 10)
+        .subtract(&mut conn, &sl(), &log_id(), "7", 10)
         .await
         .unwrap();
     STOCK
-        .batch_init(&mut conn, &SL, &log_id(), 5, 1, &[("price", 9)])
+        .batch_init(&mut conn, &sl(), &log_id(), 5, 1, &[("price", 9)])
         .await
         .unwrap(); // overwrites 0..4
                    // Payment.
     CREDIT
-        .batch_init(&mut conn, &PL, &log_id(), 20, 5, &[])
+        .batch_init(&mut conn, &pl(), &log_id(), 20, 5, &[])
         .await
         .unwrap();
     CREDIT
-        .create(&mut conn, &PL, &log_id(), "alice", &[])
+        .create(&mut conn, &pl(), &log_id(), "alice", &[])
         .await
         .unwrap();
     CREDIT
-        .add(&mut conn, &PL, &log_id(), "alice", 50)
+        .add(&mut conn, &pl(), &log_id(), "alice", 50)
         .await
         .unwrap();
     CREDIT
-        .subtract(&mut conn, &PL, &log_id(), "alice", 20)
+        .subtract(&mut conn, &pl(), &log_id(), "alice", 20)
         .await
         .unwrap();
     let refused = CREDIT
-        .add(&mut conn, &PL, &log_id(), "alice", i64::MAX)
+        .add(&mut conn, &pl(), &log_id(), "alice", i64::MAX)
         .await
         .unwrap();
     assert_eq!(refused, Outcome::Overflow);
     // Orders.
     store::batch_init(
         &mut conn,
-        &OL,
+        &ol(),
         &log_id(),
         BatchInit {
             n: 300,
@@ -98,19 +104,19 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
     )
     .await
     .unwrap();
-    store::create(&mut conn, &OL, &log_id(), "o1", "alice")
+    store::create(&mut conn, &ol(), &log_id(), "o1", "alice")
         .await
         .unwrap();
-    store::add_item(&mut conn, &OL, &log_id(), "o1", "apple", 2, 2, 4)
+    store::add_item(&mut conn, &ol(), &log_id(), "o1", "apple", 2, 2, 4)
         .await
         .unwrap();
-    store::add_item(&mut conn, &OL, &log_id(), "o1", "7", 1, 3, 3)
+    store::add_item(&mut conn, &ol(), &log_id(), "o1", "7", 1, 3, 3)
         .await
         .unwrap();
-    store::add_item(&mut conn, &OL, &log_id(), "5", "apple", 1, 2, 2)
+    store::add_item(&mut conn, &ol(), &log_id(), "5", "apple", 1, 2, 2)
         .await
         .unwrap(); // batch order 5
-    let refused = store::add_item(&mut conn, &OL, &log_id(), "nope", "apple", 1, 2, 2)
+    let refused = store::add_item(&mut conn, &ol(), &log_id(), "nope", "apple", 1, 2, 2)
         .await
         .unwrap();
     assert_eq!(refused, Outcome::NotFound);
@@ -127,19 +133,19 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
 
     // A stock value edited directly in Redis is a difference naming that item.
     let _: () = redis::cmd("HSET")
-        .arg(common::keys::item(&SL, "apple"))
+        .arg(common::keys::item(&sl(), "apple"))
         .arg("stock")
         .arg(1)
         .query_async(&mut conn)
         .await
         .unwrap();
-    let rebuilt = replay::rebuild(&mut conn, ServiceLog::Stock, &SL)
+    let rebuilt = replay::rebuild(&mut conn, ServiceLog::Stock, &sl())
         .await
         .unwrap();
     let live = replay::dump(&mut conn, ServiceLog::Stock).await.unwrap();
     let diff = replay::diff(&rebuilt, &live);
     assert_eq!(diff.len(), 1);
-    assert_eq!(diff[0].key, common::keys::item(&SL, "apple"));
+    assert_eq!(diff[0].key, common::keys::item(&sl(), "apple"));
     assert_eq!(diff[0].from_log.as_ref().unwrap()["stock"], "70");
 }
 
@@ -151,16 +157,19 @@ async fn replay_into_an_empty_database_is_the_same_state() {
     let mut src = source.conn().await;
     let mut dst = target.conn().await;
     CREDIT
-        .batch_init(&mut src, &PL, "L1", 100, 7, &[])
+        .batch_init(&mut src, &pl(), "L1", 100, 7, &[])
         .await
         .unwrap();
-    CREDIT.subtract(&mut src, &PL, "L2", "3", 7).await.unwrap();
-    let rebuilt = replay::rebuild(&mut src, ServiceLog::Payment, &PL)
+    CREDIT
+        .subtract(&mut src, &pl(), "L2", "3", 7)
+        .await
+        .unwrap();
+    let rebuilt = replay::rebuild(&mut src, ServiceLog::Payment, &pl())
         .await
         .unwrap();
     replay::write(&mut dst, &rebuilt).await.unwrap();
     let copy = replay::dump(&mut dst, ServiceLog::Payment).await.unwrap();
     let live = replay::dump(&mut src, ServiceLog::Payment).await.unwrap();
     assert_eq!(copy, live);
-    assert_eq!(copy[&common::keys::user(&PL, "3")]["credit"], "0");
+    assert_eq!(copy[&common::keys::user(&pl(), "3")]["credit"], "0");
 }

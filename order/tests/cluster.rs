@@ -21,9 +21,15 @@ use common::saga::{OrderStatus, PARTICIPANTS};
 use common::testing::{RedisCluster, RedisServer};
 
 /// The services' default partitions, as they record them in their databases at start-up.
-const OL: Layout = Layout::new("order", 16);
-const SL: Layout = Layout::new("stock", 16);
-const PL: Layout = Layout::new("payment", 16);
+fn ol() -> Layout {
+    Layout::new("order", 16)
+}
+fn sl() -> Layout {
+    Layout::new("stock", 16)
+}
+fn pl() -> Layout {
+    Layout::new("payment", 16)
+}
 
 const ITEMS: usize = 24;
 const STOCK_EACH: i64 = 3;
@@ -123,7 +129,7 @@ async fn a_checkout_storm_on_three_node_clusters_reconciles_exactly() {
         STOCK
             .create(
                 &mut stock_db,
-                &SL,
+                &sl(),
                 &format!("c{i}"),
                 &item,
                 &[("price", price)],
@@ -131,32 +137,38 @@ async fn a_checkout_storm_on_three_node_clusters_reconciles_exactly() {
             .await
             .unwrap();
         STOCK
-            .add(&mut stock_db, &SL, &format!("a{i}"), &item, STOCK_EACH)
+            .add(&mut stock_db, &sl(), &format!("a{i}"), &item, STOCK_EACH)
             .await
             .unwrap();
     }
     for u in 0..USERS {
         let user = format!("u{u}");
         CREDIT
-            .create(&mut payment_db, &PL, &format!("cu{u}"), &user, &[])
+            .create(&mut payment_db, &pl(), &format!("cu{u}"), &user, &[])
             .await
             .unwrap();
         CREDIT
-            .add(&mut payment_db, &PL, &format!("au{u}"), &user, CREDIT_EACH)
+            .add(
+                &mut payment_db,
+                &pl(),
+                &format!("au{u}"),
+                &user,
+                CREDIT_EACH,
+            )
             .await
             .unwrap();
     }
     let price = |item: &str| 1 + item[1..].parse::<i64>().unwrap() % 5;
     for k in 0..ORDERS {
         let (order, user) = (format!("o{k}"), format!("u{}", k % USERS));
-        order::store::create(&mut order_db, &OL, &format!("co{k}"), &order, &user)
+        order::store::create(&mut order_db, &ol(), &format!("co{k}"), &order, &user)
             .await
             .unwrap();
         for (j, item) in lines(k).iter().enumerate() {
             let cost = price(item);
             order::store::add_item(
                 &mut order_db,
-                &OL,
+                &ol(),
                 &format!("ai{k}-{j}"),
                 &order,
                 item,
@@ -170,7 +182,7 @@ async fn a_checkout_storm_on_three_node_clusters_reconciles_exactly() {
     }
     // The items of one order live on different nodes: the reservations span slots.
     let spread: std::collections::BTreeSet<u32> =
-        (0..ITEMS).map(|i| SL.part(&format!("i{i}"))).collect();
+        (0..ITEMS).map(|i| sl().part(&format!("i{i}"))).collect();
     assert!(spread.len() > 8, "{spread:?}");
 
     let answers = futures::future::join_all((0..ORDERS).map(|k| {
@@ -207,19 +219,19 @@ async fn a_checkout_storm_on_three_node_clusters_reconciles_exactly() {
     }
     for i in 0..ITEMS {
         let item = format!("i{i}");
-        let left = counter(&mut stock_db, STOCK.key(&SL, &item), STOCK.field).await;
+        let left = counter(&mut stock_db, STOCK.key(&sl(), &item), STOCK.field).await;
         let want = STOCK_EACH - taken.get(&item).copied().unwrap_or(0);
         assert_eq!(left, want, "stock of {item}");
     }
     for u in 0..USERS {
         let user = format!("u{u}");
-        let left = counter(&mut payment_db, CREDIT.key(&PL, &user), CREDIT.field).await;
+        let left = counter(&mut payment_db, CREDIT.key(&pl(), &user), CREDIT.field).await;
         let want = CREDIT_EACH - spent.get(&user).copied().unwrap_or(0);
         assert_eq!(left, want, "credit of {user}");
     }
     for (k, status) in &answers {
         let state: Option<String> = redis::cmd("HGET")
-            .arg(keys::order(&OL, &format!("o{k}")))
+            .arg(keys::order(&ol(), &format!("o{k}")))
             .arg("status")
             .query_async(&mut order_db)
             .await

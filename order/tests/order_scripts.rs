@@ -8,11 +8,13 @@ use common::partition::Layout;
 use common::testing::RedisServer;
 
 /// order-db with four partitions: an order's keys and entries land in its partition.
-const OL: Layout = Layout::new("order", 4);
+fn ol() -> Layout {
+    Layout::new("order", 4)
+}
 
 /// The log partition of order `id`.
 fn log_of(id: &str) -> String {
-    keys::log(ORDER_LOG, &OL, OL.part(id))
+    keys::log(ORDER_LOG, &ol(), ol().part(id))
 }
 use order::store::{self, BatchInit};
 
@@ -20,34 +22,34 @@ use order::store::{self, BatchInit};
 async fn create_and_add_items_in_order() {
     let redis = RedisServer::start();
     let mut conn = redis.conn().await;
-    store::create(&mut conn, &OL, "L1", "o1", "u1")
+    store::create(&mut conn, &ol(), "L1", "o1", "u1")
         .await
         .unwrap();
-    let fresh = store::find(&mut conn, &OL, "o1").await.unwrap().unwrap();
+    let fresh = store::find(&mut conn, &ol(), "o1").await.unwrap().unwrap();
     assert_eq!(
         (fresh.total_cost, fresh.items.len(), fresh.paid()),
         (0, 0, false)
     );
 
     assert_eq!(
-        store::add_item(&mut conn, &OL, "L2", "o1", "a", 2, 5, 10)
+        store::add_item(&mut conn, &ol(), "L2", "o1", "a", 2, 5, 10)
             .await
             .unwrap(),
         Outcome::Ok(vec![])
     );
     assert_eq!(
-        store::add_item(&mut conn, &OL, "L3", "o1", "b", 1, 3, 3)
+        store::add_item(&mut conn, &ol(), "L3", "o1", "b", 1, 3, 3)
             .await
             .unwrap(),
         Outcome::Ok(vec![])
     );
     assert_eq!(
-        store::add_item(&mut conn, &OL, "L4", "o1", "a", 1, 5, 5)
+        store::add_item(&mut conn, &ol(), "L4", "o1", "a", 1, 5, 5)
             .await
             .unwrap(),
         Outcome::Ok(vec![])
     );
-    let o = store::find(&mut conn, &OL, "o1").await.unwrap().unwrap();
+    let o = store::find(&mut conn, &ol(), "o1").await.unwrap().unwrap();
     assert_eq!(o.user_id, "u1");
     assert_eq!(o.total_cost, 18);
     assert_eq!(
@@ -71,37 +73,37 @@ async fn add_item_refusals_change_nothing() {
     let redis = RedisServer::start();
     let mut conn = redis.conn().await;
     assert_eq!(
-        store::add_item(&mut conn, &OL, "L1", "none", "a", 1, 1, 1)
+        store::add_item(&mut conn, &ol(), "L1", "none", "a", 1, 1, 1)
             .await
             .unwrap(),
         Outcome::NotFound
     );
-    store::create(&mut conn, &OL, "L2", "o1", "u1")
+    store::create(&mut conn, &ol(), "L2", "o1", "u1")
         .await
         .unwrap();
-    store::add_item(&mut conn, &OL, "L3", "o1", "a", 1, i64::MAX, i64::MAX)
+    store::add_item(&mut conn, &ol(), "L3", "o1", "a", 1, i64::MAX, i64::MAX)
         .await
         .unwrap();
     assert_eq!(
-        store::add_item(&mut conn, &OL, "L4", "o1", "b", 1, 1, 1)
+        store::add_item(&mut conn, &ol(), "L4", "o1", "b", 1, 1, 1)
             .await
             .unwrap(),
         Outcome::Overflow
     );
     let _: () = redis::cmd("HSET")
-        .arg(keys::order(&OL, "o1"))
+        .arg(keys::order(&ol(), "o1"))
         .arg("status")
         .arg("PAID")
         .query_async(&mut conn)
         .await
         .unwrap();
     assert_eq!(
-        store::add_item(&mut conn, &OL, "L5", "o1", "b", 1, 1, 1)
+        store::add_item(&mut conn, &ol(), "L5", "o1", "b", 1, 1, 1)
             .await
             .unwrap(),
         Outcome::Conflict("PAID".into())
     );
-    let o = store::find(&mut conn, &OL, "o1").await.unwrap().unwrap();
+    let o = store::find(&mut conn, &ol(), "o1").await.unwrap().unwrap();
     assert_eq!((o.total_cost, o.items.len()), (i64::MAX, 1));
     assert_eq!(
         log::read_page(&mut conn, &log_of("o1"), "-", 100)
@@ -123,9 +125,9 @@ async fn batch_init_matches_the_seeded_generator() {
         price: 4,
         seed: 42,
     };
-    store::batch_init(&mut conn, &OL, "L1", b).await.unwrap();
+    store::batch_init(&mut conn, &ol(), "L1", b).await.unwrap();
     for (i, expected) in batch_orders(42, 2000, 50, 30).enumerate().step_by(97) {
-        let o = store::find(&mut conn, &OL, &i.to_string())
+        let o = store::find(&mut conn, &ol(), &i.to_string())
             .await
             .unwrap()
             .unwrap();
@@ -140,8 +142,8 @@ async fn batch_init_matches_the_seeded_generator() {
         assert_eq!((o.total_cost, o.paid()), (8, false));
     }
     // One entry per partition, each with the seed.
-    for part in OL.parts() {
-        let stream = keys::log(ORDER_LOG, &OL, part);
+    for part in ol().parts() {
+        let stream = keys::log(ORDER_LOG, &ol(), part);
         let entries = log::read_page(&mut conn, &stream, "-", 100).await.unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].get("seed").unwrap(), "42");

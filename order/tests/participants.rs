@@ -41,9 +41,15 @@ const SHIPPING: Participant = Participant {
 
 /// Every service initialises its database with the default number of partitions.
 const P: u32 = common::partition::DEFAULT;
-const OL: Layout = Layout::new("order", P);
-const SL: Layout = Layout::new("stock", P);
-const PL: Layout = Layout::new("payment", P);
+fn ol() -> Layout {
+    Layout::new("order", P)
+}
+fn sl() -> Layout {
+    Layout::new("stock", P)
+}
+fn pl() -> Layout {
+    Layout::new("payment", P)
+}
 
 static THREE: [Participant; 3] = [common::saga::STOCK, PAYMENT, SHIPPING];
 
@@ -204,26 +210,26 @@ impl Stack {
     /// Item `a` (price 5, stock 10), user `u` (credit 100), and `orders` each with 2 × `a`.
     async fn seed(&mut self, orders: &[&str]) {
         STOCK
-            .create(&mut self.stock, &SL, "l1", "a", &[("price", 5)])
+            .create(&mut self.stock, &sl(), "l1", "a", &[("price", 5)])
             .await
             .unwrap();
         STOCK
-            .add(&mut self.stock, &SL, "l2", "a", 10)
+            .add(&mut self.stock, &sl(), "l2", "a", 10)
             .await
             .unwrap();
         CREDIT
-            .create(&mut self.payment, &PL, "l3", "u", &[])
+            .create(&mut self.payment, &pl(), "l3", "u", &[])
             .await
             .unwrap();
         CREDIT
-            .add(&mut self.payment, &PL, "l4", "u", 100)
+            .add(&mut self.payment, &pl(), "l4", "u", 100)
             .await
             .unwrap();
         for o in orders {
-            order::store::create(&mut self.order, &OL, "l5", o, "u")
+            order::store::create(&mut self.order, &ol(), "l5", o, "u")
                 .await
                 .unwrap();
-            order::store::add_item(&mut self.order, &OL, "l6", o, "a", 2, 5, 10)
+            order::store::add_item(&mut self.order, &ol(), "l6", o, "a", 2, 5, 10)
                 .await
                 .unwrap();
         }
@@ -250,12 +256,12 @@ impl Stack {
 
     async fn levels(&mut self) -> (i64, i64) {
         let stock = STOCK
-            .find(&mut self.stock, &SL, "a")
+            .find(&mut self.stock, &sl(), "a")
             .await
             .unwrap()
             .unwrap()["stock"];
         let credit = CREDIT
-            .find(&mut self.payment, &PL, "u")
+            .find(&mut self.payment, &pl(), "u")
             .await
             .unwrap()
             .unwrap()["credit"];
@@ -288,9 +294,9 @@ fn the_table_wires_the_third_participant() {
 async fn entries(conn: &Conn, base: &str) -> Vec<LogEntry> {
     let mut all = Vec::new();
     let l = match base {
-        keys::ORDER_LOG => OL,
-        keys::STOCK_LOG => SL,
-        keys::PAYMENT_LOG => PL,
+        keys::ORDER_LOG => ol(),
+        keys::STOCK_LOG => sl(),
+        keys::PAYMENT_LOG => pl(),
         _ => Layout::new(SHIPPING.name, P),
     };
     for stream in keys::logs(base, &l) {
@@ -334,7 +340,7 @@ async fn a_third_participant_is_one_table_row() {
         "payment never charged"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let o1 = order::store::find(&mut s.order, &OL, "o1")
+    let o1 = order::store::find(&mut s.order, &ol(), "o1")
         .await
         .unwrap()
         .unwrap();
@@ -343,7 +349,7 @@ async fn a_third_participant_is_one_table_row() {
         OrderStatus::CheckingOut,
         "committed without shipping"
     );
-    let outcome = common::saga::outcome(&mut s.order, &OL, "o1", &o1.saga)
+    let outcome = common::saga::outcome(&mut s.order, &ol(), "o1", &o1.saga)
         .await
         .unwrap()
         .unwrap();
@@ -381,7 +387,7 @@ async fn a_third_participant_is_one_table_row() {
     let mut sorted = confirmed.clone();
     sorted.sort();
     assert_eq!(sorted, ["payment", "shipping", "stock"], "{confirmed:?}");
-    let refused = order::store::find(&mut s.order, &OL, "refuse1")
+    let refused = order::store::find(&mut s.order, &ol(), "refuse1")
         .await
         .unwrap()
         .unwrap();

@@ -18,9 +18,15 @@ use order::store;
 
 /// Four partitions per service: items `a` and `b` live in different stock partitions, so every
 /// saga over both takes the multi-partition path.
-const OL: Layout = Layout::new("order", 4);
-const SL: Layout = Layout::new("stock", 4);
-const PL: Layout = Layout::new("payment", 4);
+fn ol() -> Layout {
+    Layout::new("order", 4)
+}
+fn sl() -> Layout {
+    Layout::new("stock", 4)
+}
+fn pl() -> Layout {
+    Layout::new("payment", 4)
+}
 
 /// The stock side's context over `conn` (log ids leased locally: no ID service here).
 fn stock_ctx(conn: &Conn) -> SagaCtx {
@@ -29,7 +35,7 @@ fn stock_ctx(conn: &Conn) -> SagaCtx {
         db: conn.clone(),
         ids: common::ids::IdPool::new("http://127.0.0.1:1", 10, metrics.clone()),
         parts: PARTICIPANTS,
-        layout: SL,
+        layout: sl(),
         metrics,
     }
 }
@@ -37,9 +43,9 @@ fn stock_ctx(conn: &Conn) -> SagaCtx {
 /// The layout of the service whose log is `base`.
 fn layout_of(base: &str) -> Layout {
     match base {
-        ORDER_LOG => OL,
-        STOCK_LOG => SL,
-        _ => PL,
+        ORDER_LOG => ol(),
+        STOCK_LOG => sl(),
+        _ => pl(),
     }
 }
 
@@ -120,7 +126,7 @@ mod step {
         else {
             panic!("not a StockReserved: {e:?}")
         };
-        payment::saga::charge(c, &PL, l, &saga, &order, &user, total)
+        payment::saga::charge(c, &pl(), l, &saga, &order, &user, total)
             .await
             .map(words)
     }
@@ -132,7 +138,7 @@ mod step {
         else {
             panic!("not a CheckoutAborted: {e:?}")
         };
-        payment::saga::refund(c, &PL, l, &saga, &order, &user)
+        payment::saga::refund(c, &pl(), l, &saga, &order, &user)
             .await
             .map(words)
     }
@@ -149,7 +155,7 @@ mod saga {
         sid: &str,
         o: &str,
     ) -> redis::RedisResult<Vec<String>> {
-        order::saga::commit(c, &OL, l, sid, o).await.map(words)
+        order::saga::commit(c, &ol(), l, sid, o).await.map(words)
     }
 
     pub async fn confirm(
@@ -159,7 +165,7 @@ mod saga {
         o: &str,
         part: &str,
     ) -> redis::RedisResult<Vec<String>> {
-        order::saga::confirm(c, &OL, l, sid, o, part)
+        order::saga::confirm(c, &ol(), l, sid, o, part)
             .await
             .map(words)
     }
@@ -183,13 +189,14 @@ mod saga {
 
     /// Where saga `sid`'s record lives (found by looking in every partition).
     async fn home(c: &mut Conn, sid: &str) -> SagaHome<'static> {
-        let r = logparser::sagas::find(c, &OL, sid)
+        let r = logparser::sagas::find(c, &ol(), sid)
             .await
             .unwrap()
             .unwrap()
             .unwrap();
+        static ORDER: std::sync::LazyLock<Layout> = std::sync::LazyLock::new(ol);
         SagaHome {
-            layout: &OL,
+            layout: &ORDER,
             part: r.part,
         }
     }
@@ -198,7 +205,7 @@ mod saga {
         c: &mut Conn,
         sid: &str,
     ) -> Result<Option<common::saga::Outcome>, common::db::StoreError> {
-        let r = logparser::sagas::find(c, &OL, sid).await?.transpose()?;
+        let r = logparser::sagas::find(c, &ol(), sid).await?.transpose()?;
         Ok(r.map(|r| common::saga::Outcome {
             decision: r.decision,
             reason: r.reason,
@@ -261,25 +268,25 @@ impl Dbs {
         for (item, price, stock) in [("a", 5, 10), ("b", 3, 1)] {
             let (l1, l2) = (self.log_id(), self.log_id());
             STOCK
-                .create(&mut self.stock, &SL, &l1, item, &[("price", price)])
+                .create(&mut self.stock, &sl(), &l1, item, &[("price", price)])
                 .await
                 .unwrap();
             STOCK
-                .add(&mut self.stock, &SL, &l2, item, stock)
+                .add(&mut self.stock, &sl(), &l2, item, stock)
                 .await
                 .unwrap();
         }
         let (l1, l2) = (self.log_id(), self.log_id());
         CREDIT
-            .create(&mut self.payment, &PL, &l1, "u", &[])
+            .create(&mut self.payment, &pl(), &l1, "u", &[])
             .await
             .unwrap();
         CREDIT
-            .add(&mut self.payment, &PL, &l2, "u", credit)
+            .add(&mut self.payment, &pl(), &l2, "u", credit)
             .await
             .unwrap();
         let l = self.log_id();
-        store::create(&mut self.order, &OL, &l, "o", "u")
+        store::create(&mut self.order, &ol(), &l, "o", "u")
             .await
             .unwrap();
         for (item, qty) in lines {
@@ -287,7 +294,7 @@ impl Dbs {
             let l = self.log_id();
             store::add_item(
                 &mut self.order,
-                &OL,
+                &ol(),
                 &l,
                 "o",
                 item,
@@ -301,7 +308,7 @@ impl Dbs {
     }
 
     async fn start(&mut self, sid: &str) -> Admission {
-        let o = store::find(&mut self.order, &OL, "o")
+        let o = store::find(&mut self.order, &ol(), "o")
             .await
             .unwrap()
             .unwrap();
@@ -309,7 +316,7 @@ impl Dbs {
         let l = self.log_id();
         saga::start(
             &mut self.order,
-            &OL,
+            &ol(),
             &l,
             "o",
             sid,
@@ -323,7 +330,7 @@ impl Dbs {
 
     async fn stock_of(&mut self, item: &str) -> i64 {
         STOCK
-            .find(&mut self.stock, &SL, item)
+            .find(&mut self.stock, &sl(), item)
             .await
             .unwrap()
             .unwrap()["stock"]
@@ -331,14 +338,14 @@ impl Dbs {
 
     async fn credit(&mut self) -> i64 {
         CREDIT
-            .find(&mut self.payment, &PL, "u")
+            .find(&mut self.payment, &pl(), "u")
             .await
             .unwrap()
             .unwrap()["credit"]
     }
 
     async fn status(&mut self) -> String {
-        store::find(&mut self.order, &OL, "o")
+        store::find(&mut self.order, &ol(), "o")
             .await
             .unwrap()
             .unwrap()
@@ -407,8 +414,8 @@ async fn happy_path_commits_once_even_with_duplicate_delivery() {
         .filter(|k| k.starts_with("StockPart") || k.starts_with("StockRe"))
         .collect();
     assert_eq!(kinds, ["StockPartReserved", "StockReserved"]);
-    let home = SL.part("a").max(SL.part("b"));
-    let in_home = read_page(&mut d.stock, &log::log(STOCK_LOG, &SL, home), "-", 100)
+    let home = sl().part("a").max(sl().part("b"));
+    let in_home = read_page(&mut d.stock, &log::log(STOCK_LOG, &sl(), home), "-", 100)
         .await
         .unwrap();
     let outcome = in_home.iter().find(|e| e.kind() == "StockReserved");
@@ -652,7 +659,7 @@ async fn commit_is_fenced_by_the_saga_id() {
     d.start("s1").await;
     // Forge a second saga record for the same order, as an expired lock might allow.
     let _: () = redis::cmd("HSET")
-        .arg(log::saga_of(&OL, "o", "s2"))
+        .arg(log::saga_of(&ol(), "o", "s2"))
         .arg("decision")
         .arg("none")
         .arg("order")
@@ -667,7 +674,7 @@ async fn commit_is_fenced_by_the_saga_id() {
     );
     assert_eq!(d.status().await, "CHECKING_OUT");
     // The forged record was written behind the log's back: replay shows exactly that.
-    let rebuilt = replay::rebuild(&mut d.order, ServiceLog::Order, &OL)
+    let rebuilt = replay::rebuild(&mut d.order, ServiceLog::Order, &ol())
         .await
         .unwrap();
     let live = replay::dump(&mut d.order, ServiceLog::Order).await.unwrap();
@@ -675,7 +682,7 @@ async fn commit_is_fenced_by_the_saga_id() {
     assert_eq!(diff.len(), 1);
     assert_eq!(
         (diff[0].key.as_str(), diff[0].from_log.is_none()),
-        (log::saga_of(&OL, "o", "s2").as_str(), true)
+        (log::saga_of(&ol(), "o", "s2").as_str(), true)
     );
 }
 
@@ -683,17 +690,29 @@ async fn commit_is_fenced_by_the_saga_id() {
 async fn an_item_added_during_admission_makes_the_caller_reread() {
     let mut d = Dbs::new().await;
     d.setup(100, &[("a", 1)]).await;
-    let o = store::find(&mut d.order, &OL, "o").await.unwrap().unwrap();
+    let o = store::find(&mut d.order, &ol(), "o")
+        .await
+        .unwrap()
+        .unwrap();
     let l = d.log_id();
-    store::add_item(&mut d.order, &OL, &l, "o", "b", 1, 3, 3)
+    store::add_item(&mut d.order, &ol(), &l, "o", "b", 1, 3, 3)
         .await
         .unwrap();
     let l = d.log_id();
     let summed = encode_lines(&sum_lines(&o.items).unwrap());
     assert_eq!(
-        saga::start(&mut d.order, &OL, &l, "o", "s1", &o.items_json, &summed, 1)
-            .await
-            .unwrap(),
+        saga::start(
+            &mut d.order,
+            &ol(),
+            &l,
+            "o",
+            "s1",
+            &o.items_json,
+            &summed,
+            1
+        )
+        .await
+        .unwrap(),
         Admission::Changed
     );
     assert_eq!(d.status().await, "OPEN");
@@ -702,15 +721,24 @@ async fn an_item_added_during_admission_makes_the_caller_reread() {
 
 /// Starts saga `sid` for order `order` (what the checkout does under the order's lock).
 async fn start_order(d: &mut Dbs, order: &str, sid: &str) -> Admission {
-    let o = store::find(&mut d.order, &OL, order)
+    let o = store::find(&mut d.order, &ol(), order)
         .await
         .unwrap()
         .unwrap();
     let summed = encode_lines(&sum_lines(&o.items).unwrap());
     let l = d.log_id();
-    saga::start(&mut d.order, &OL, &l, order, sid, &o.items_json, &summed, 1)
-        .await
-        .unwrap()
+    saga::start(
+        &mut d.order,
+        &ol(),
+        &l,
+        order,
+        sid,
+        &o.items_json,
+        &summed,
+        1,
+    )
+    .await
+    .unwrap()
 }
 
 /// Every script appends its entries, and every entry of every log decodes into an `Event`: the
@@ -724,20 +752,23 @@ async fn every_event_every_script_appends_decodes_within_one_slot() {
     // created, added (item, user), order created, item added; a and b in two stock partitions
     d.setup(100, &[("a", 2), ("b", 1)]).await;
     let l = d.log_id();
-    STOCK.subtract(&mut d.stock, &SL, &l, "a", 1).await.unwrap();
+    STOCK
+        .subtract(&mut d.stock, &sl(), &l, "a", 1)
+        .await
+        .unwrap();
     let l = d.log_id();
     CREDIT
-        .subtract(&mut d.payment, &PL, &l, "u", 1)
+        .subtract(&mut d.payment, &pl(), &l, "u", 1)
         .await
         .unwrap();
     let l = d.log_id();
     STOCK
-        .batch_init(&mut d.stock, &SL, &l, 2, 5, &[("price", 1)])
+        .batch_init(&mut d.stock, &sl(), &l, 2, 5, &[("price", 1)])
         .await
         .unwrap();
     let l = d.log_id();
     CREDIT
-        .batch_init(&mut d.payment, &PL, &l, 2, 5, &[])
+        .batch_init(&mut d.payment, &pl(), &l, 2, 5, &[])
         .await
         .unwrap();
     let l = d.log_id();
@@ -748,7 +779,7 @@ async fn every_event_every_script_appends_decodes_within_one_slot() {
         price: 1,
         seed: 7,
     };
-    store::batch_init(&mut d.order, &OL, &l, b).await.unwrap();
+    store::batch_init(&mut d.order, &ol(), &l, b).await.unwrap();
 
     // A committed saga.
     start_order(&mut d, "o", "s1").await;
@@ -767,15 +798,15 @@ async fn every_event_every_script_appends_decodes_within_one_slot() {
     // A saga refused by payment (a user without credit), aborted, re-driven, compensated.
     let l = d.log_id();
     CREDIT
-        .create(&mut d.payment, &PL, &l, "poor", &[])
+        .create(&mut d.payment, &pl(), &l, "poor", &[])
         .await
         .unwrap();
     let l = d.log_id();
-    store::create(&mut d.order, &OL, &l, "o2", "poor")
+    store::create(&mut d.order, &ol(), &l, "o2", "poor")
         .await
         .unwrap();
     let l = d.log_id();
-    store::add_item(&mut d.order, &OL, &l, "o2", "a", 1, 5, 5)
+    store::add_item(&mut d.order, &ol(), &l, "o2", "a", 1, 5, 5)
         .await
         .unwrap();
     start_order(&mut d, "o2", "s2").await;
@@ -810,15 +841,15 @@ async fn every_event_every_script_appends_decodes_within_one_slot() {
     // A saga refused by stock in one of its two partitions (b has none left): a is reserved,
     // then released before the refusal is logged.
     let l = d.log_id();
-    store::create(&mut d.order, &OL, &l, "o3", "u")
+    store::create(&mut d.order, &ol(), &l, "o3", "u")
         .await
         .unwrap();
     let l = d.log_id();
-    store::add_item(&mut d.order, &OL, &l, "o3", "a", 1, 5, 5)
+    store::add_item(&mut d.order, &ol(), &l, "o3", "a", 1, 5, 5)
         .await
         .unwrap();
     let l = d.log_id();
-    store::add_item(&mut d.order, &OL, &l, "o3", "b", 2, 3, 6)
+    store::add_item(&mut d.order, &ol(), &l, "o3", "b", 2, 3, 6)
         .await
         .unwrap();
     start_order(&mut d, "o3", "s3").await;

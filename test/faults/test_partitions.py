@@ -73,12 +73,12 @@ def test_a_crash_between_two_partitions_reservations_is_finished_and_compensated
     wait_for(lambda: redis_cli(order_db, "HGET", key("order:", "order", order, op), "saga") != "",
              "the checkout's admission")
     saga = redis_cli(order_db, "HGET", key("order:", "order", order, op), "saga")
-    record = f"ssaga:{tag('stock', first)}:{saga}"
+    record = f"ssaga:{tag('stock', first, sp)}:{saga}"
     wait_for(lambda: redis_cli(stock_db, "HGET", record, "state") == "RESERVED",
              "the first partition's reservation", timeout=20, every=0.05)
     # Killed in its pause: the second partition is not reserved yet.
     stack.kill("stock-1")
-    other = f"ssaga:{tag('stock', max(partition(a, sp), partition(b, sp)))}:{saga}"
+    other = f"ssaga:{tag('stock', max(partition(a, sp), partition(b, sp)), sp)}:{saga}"
     assert redis_cli(stock_db, "HGET", other, "state") == ""
     time.sleep(1)
     stack.up()  # restarts stock-1; its pending CheckoutStarted is delivered again

@@ -10,7 +10,7 @@ use logparser::replay::{self, ServiceLog};
     shoplog replay stock                 rebuild stock-db's state from log:stock; print a summary\n  \
     shoplog replay stock --diff          list every entity whose live state differs (exit 1 if any)\n  \
     shoplog replay payment --into redis://127.0.0.1:6500/\n                                       write the rebuilt state into another Redis\n  \
-    shoplog replay order --partition 3 --diff\n                                       one partition only (log:order:{o3} against its keys)")]
+    shoplog replay order --partition 3 --diff\n                                       one partition only (log:order:{o3.60} against its keys)")]
 pub struct ReplayArgs {
     /// `order`, `stock` or `payment`.
     pub service: String,
