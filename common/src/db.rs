@@ -108,10 +108,32 @@ impl Conn {
     /// killed at any moment loses nothing acknowledged. Fewer replicas within the timeout is an
     /// error (an HTTP 503; a consumer leaves the entry pending and handles it again).
     pub async fn replicated(&mut self, key: &str) -> redis::RedisResult<()> {
-        let Replication { acks, timeout } = self.replication;
-        if acks == 0 {
+        if self.replication.acks == 0 {
             return Ok(());
         }
+        self.wait_replicas(key).await
+    }
+
+    /// Like [`Conn::replicated`], but covering every write the primary of `key`'s slot holds so
+    /// far, whoever sent it: `WAIT` only covers its own client's writes, so this first makes one
+    /// (`SET shoplog:sync:<key's hash tag>`, a key of the same slot that holds nothing else).
+    /// For an answer that reports a change another process made — a checkout decided by another
+    /// order replica's consumer.
+    pub async fn replicated_all(&mut self, key: &str) -> redis::RedisResult<()> {
+        if self.replication.acks == 0 {
+            return Ok(());
+        }
+        let _: () = redis::cmd("SET")
+            .arg(crate::keys::sync(key))
+            .arg(1)
+            .query_async(self)
+            .await?;
+        self.wait_replicas(key).await
+    }
+
+    /// `WAIT` on the primary of `key`'s slot; an error when fewer replicas confirm in time.
+    async fn wait_replicas(&mut self, key: &str) -> redis::RedisResult<()> {
+        let Replication { acks, timeout } = self.replication;
         let mut wait = redis::cmd("WAIT");
         wait.arg(acks).arg(timeout.as_millis() as u64);
         let got: i64 = match &mut self.link {

@@ -16,6 +16,7 @@
 //! | [`participant_saga`] `ssaga:{s3.20}:<sid>`, `psaga:{p3.0}:<sid>` | the participant's | its side of a saga, in the partition of what it changed |
 //! | [`log`] `log:order:{o3.60}` | the service's | one partition of the service log (a stream) |
 //! | [`dead_letter`] `dead:<group>:<stream>` | the stream's | entries a group gave up on (same slot as the stream) |
+//! | [`sync`] `shoplog:sync:{o3.60}` | each service's | nothing: a write that advances `WAIT`'s offset |
 //! | [`PARTITIONS_KEY`] `shoplog:partitions` | each service's | its number of partitions |
 //! | [`order_lock`] `lock:order:<id>` | lock nodes | the checkout admission Redlock |
 
@@ -100,6 +101,17 @@ pub fn logparser_checkpoint(l: &Layout, part: u32) -> String {
 /// Key (order-db partition `part`) of the sagas of that partition started and not finished.
 pub fn logparser_open(l: &Layout, part: u32) -> String {
     format!("logparser:open:{}", l.tag(part))
+}
+
+/// A key in the hash slot of `key` that holds nothing: [`crate::db::Conn::replicated_all`]
+/// writes it so that its `WAIT` covers the slot's primary up to now (`shoplog:sync:{o3.60}`).
+pub fn sync(key: &str) -> String {
+    let tag = key
+        .find('{')
+        .and_then(|open| Some(&key[open..=open + key[open..].find('}')?]))
+        .filter(|t| t.len() > 2)
+        .map_or_else(|| format!("{{{key}}}"), str::to_string);
+    format!("shoplog:sync:{tag}")
 }
 
 /// The Redlock resource that serialises checkout admission of order `id`.

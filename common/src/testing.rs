@@ -16,6 +16,11 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// Its process id (to stop it with SIGSTOP in a test, as a frozen host would be).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts a server on a free port and waits until it answers.
     ///
     /// # Panics

@@ -70,3 +70,45 @@ async fn a_write_is_acknowledged_once_its_primarys_replica_has_it_and_refused_wh
     let mut plain = cluster.conn().await;
     plain.replicated(ON_FIRST).await.unwrap();
 }
+
+/// `WAIT` covers only its own client's writes: an answer reporting a change that another process
+/// made (a checkout decided by another order replica) needs `replicated_all`, which waits for
+/// everything the slot's primary holds. Shown with the replica frozen (SIGSTOP) after another
+/// client's write: the plain wait of a client that wrote nothing passes, `replicated_all` refuses.
+#[tokio::test]
+async fn replicated_all_covers_the_writes_of_other_clients() {
+    let cluster = RedisCluster::start_with_replicas(3, 1);
+    let a = slot_owner(&cluster, ON_FIRST).await;
+    let r = Replication {
+        acks: 1,
+        timeout: Duration::from_millis(300),
+    };
+    let mut writer = cluster.conn().await.replicating(r);
+    let mut answerer = cluster.conn().await.replicating(r);
+    answerer.replicated_all(ON_FIRST).await.unwrap();
+
+    let frozen = cluster.replicas[a].pid().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &frozen])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {frozen}");
+    };
+    signal("-STOP");
+    let _: () = redis::cmd("SET")
+        .arg(ON_FIRST)
+        .arg("decided")
+        .query_async(&mut writer)
+        .await
+        .unwrap();
+    // The answerer wrote nothing since: its own WAIT has nothing to wait for.
+    answerer.replicated(ON_FIRST).await.unwrap();
+    let e = answerer.replicated_all(ON_FIRST).await.unwrap_err();
+    signal("-CONT");
+    assert!(e.to_string().contains("0 of 1 replicas"), "{e}");
+    // Thawed, the replica catches up and the same wait passes.
+    answerer.replicated_all(ON_FIRST).await.unwrap();
+    assert_eq!(common::keys::sync(ON_FIRST), "shoplog:sync:{a}");
+    assert_eq!(common::keys::sync("plain"), "shoplog:sync:{plain}");
+}

@@ -60,10 +60,11 @@ impl Order {
         };
         tracing::Span::current().record("saga", saga.as_str());
         let outcome = self.await_outcome(id, &saga).await?;
-        // The decision and the admission before it are on the replicas before the answer.
+        // The decision and the admission before it are on the replicas before the answer, also
+        // when another order replica's consumer made the decision.
         self.db
             .clone()
-            .replicated(&keys::order(&self.layout, id))
+            .replicated_all(&keys::order(&self.layout, id))
             .await?;
         self.answer(id, &saga, outcome)
     }
