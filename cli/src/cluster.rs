@@ -17,8 +17,11 @@ use crate::layout::{StackSettings, CLUSTER_BASE_PORTS};
 /// table in its own directory, a 3 s node timeout, after which a dead primary's replica is
 /// promoted (within a few seconds), and writes refused by a primary whose replica has not been
 /// heard from for 10 s (`min-replicas-to-write`): with the services' `WAIT 1` (`REPLICA_ACKS=1`),
-/// nothing is acknowledged that only a primary holds.
-pub const NODE_ARGS: [&str; 10] = [
+/// nothing is acknowledged that only a primary holds. A primary sends a replica that asks for a
+/// full resynchronisation its data at once (`repl-diskless-sync-delay 0`, not 5 s): with one
+/// replica there is nobody else to wait for, and until it is in sync (a promoted replica's old
+/// primary rejoining) `min-replicas-to-write` refuses every write.
+pub const NODE_ARGS: [&str; 12] = [
     "--cluster-enabled",
     "yes",
     "--cluster-config-file",
@@ -29,6 +32,8 @@ pub const NODE_ARGS: [&str; 10] = [
     "1",
     "--min-replicas-max-lag",
     "10",
+    "--repl-diskless-sync-delay",
+    "0",
 ];
 
 fn cli(redis_cli: &Path, port: u16, args: &[&str]) -> String {

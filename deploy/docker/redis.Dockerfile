@@ -3,6 +3,9 @@
 #
 # Arguments after the image name are added to the fixed ones: docker-compose.yml passes AOF
 # settings to the databases (`--appendonly yes --appendfsync everysec --save ""`).
+#
+# The cluster option (docker-compose.cluster.yml) runs the same image with another entrypoint:
+# cluster-node (a Redis Cluster node) or cluster-keeper (forms and watches one cluster).
 FROM debian:bookworm-slim
 
 # The `redis` user made first with fixed ids (the package keeps an existing one), so that
@@ -13,6 +16,8 @@ RUN groupadd --system --gid 10002 redis \
  && apt-get install -y --no-install-recommends redis-server \
  && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log \
  && install -d -o redis -g redis -m 0750 /data
+
+COPY cluster-node cluster-keeper /usr/local/bin/
 
 USER redis
 WORKDIR /data

@@ -13,6 +13,11 @@ so that the same storm and the same checks run against the containers.
 
 Names are compose service names (`order`, `stock-db`); `order#2` is the second container of a
 scaled service.
+
+`ComposeCluster` is the same stack with docker-compose.cluster.yml on top (each service database
+a Redis Cluster of 3 primaries and 3 replicas; project `shoplogtestcluster`, gateway port
+$SHOPLOG_COMPOSE_PORT + 1, network $SHOPLOG_COMPOSE_CLUSTER_NET.0/24, default 172.30.109), plus
+what the cluster checks read: every node's view of its cluster (`cluster_view`).
 """
 
 from __future__ import annotations
@@ -56,12 +61,13 @@ def inspect(container: str) -> dict:
 
 class ComposeStack(OperatedStack):
     report = ROOT / "target" / "compose-report.jsonl"
+    files = ("docker-compose.yml",)
 
-    def __init__(self, project: str = PROJECT, port: int = PORT):
+    def __init__(self, project: str = PROJECT, port: int = PORT, **env: str):
         self.project, self.port = project, port
         self.base = f"http://127.0.0.1:{port}"
         # The fault harness's short timeouts reach the containers through compose's pass-through.
-        self.env = dict(os.environ, **FAULT_ENV, SHOPLOG_GATEWAY_PORT=str(port))
+        self.env = dict(os.environ, **FAULT_ENV, SHOPLOG_GATEWAY_PORT=str(port), **env)
         self.env.pop("COMPOSE_FILE", None)
         self.replicas = 1
         self.kill_mode = "crash"
@@ -69,7 +75,8 @@ class ComposeStack(OperatedStack):
         self._killed: list[tuple[str, str, float, int]] = []
 
     def compose(self, *args: str, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
-        cmd = [*compose_command(), "-f", str(ROOT / "docker-compose.yml"), "-p", self.project, *args]
+        files = [arg for f in self.files for arg in ("-f", str(ROOT / f))]
+        cmd = [*compose_command(), *files, "-p", self.project, *args]
         out = subprocess.run(cmd, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                              stdin=subprocess.DEVNULL)
         if check and out.returncode != 0:
@@ -189,3 +196,76 @@ class ComposeStack(OperatedStack):
         """`GET path` inside a container (the services publish no port of their own)."""
         script = (f'exec 3<>/dev/tcp/127.0.0.1/{port}; printf "GET {path} HTTP/1.0\\r\\n\\r\\n" >&3; cat <&3')
         return docker("exec", container, "bash", "-c", script).stdout
+
+
+CLUSTER_NET = os.environ.get("SHOPLOG_COMPOSE_CLUSTER_NET", "172.30.109")
+SLOTS = 16384
+
+
+class ComposeCluster(ComposeStack):
+    """The stack of docker-compose.yml + docker-compose.cluster.yml: nodes `<db>-db-1` …
+    `<db>-db-6` per database, the base file's `<db>-db` as the cluster's keeper. The kills of
+    the storm (`kill`, `up`) work on nodes as on any container."""
+
+    files = ("docker-compose.yml", "docker-compose.cluster.yml")
+    databases = ("order", "stock", "payment")
+    nodes_per_db = 6
+
+    def __init__(self, project: str = f"{PROJECT}cluster", port: int = PORT + 1, net: str = CLUSTER_NET):
+        super().__init__(project, port, SHOPLOG_CLUSTER_NET=net)
+        self.env.pop("REPLICA_ACKS", None)  # the file's default, 1
+        self.net = net
+
+    def nodes(self, db: str) -> list[str]:
+        return [f"{db}-db-{i}" for i in range(1, self.nodes_per_db + 1)]
+
+    def cluster_view(self, db: str) -> dict[str, dict]:
+        """Each node of `db`'s cluster as it sees itself, read with one `docker exec`: `id`,
+        `role` (primary/replica), `slots` (a list of (first, last)), `master_id` (a replica's
+        primary), `addr` (its address on the cluster bus), `state` (cluster_state), `known` (the
+        nodes it knows, each `(id, host, flags, link)`), `aof` (INFO persistence's aof_enabled),
+        and for a replica `master_host` and `master_link` (INFO replication). A node that does not
+        answer has `{}`."""
+        script = "; ".join(
+            f"echo '### {n}'; redis-cli -h {n} cluster nodes; echo '#'; redis-cli -h {n} cluster info; "
+            f"echo '#'; redis-cli -h {n} info replication; redis-cli -h {n} info persistence" for n in self.nodes(db))
+        # From the keeper's container (the same image, never killed by the tests).
+        out = docker("exec", self.container(f"{db}-db"), "bash", "-c", script, timeout=60, check=False)
+        view: dict[str, dict] = {}
+        for chunk in out.stdout.replace("\r", "").split("### ")[1:]:
+            name, _, rest = chunk.partition("\n")
+            parts = rest.split("\n#\n")
+            if len(parts) != 3 or "myself" not in parts[0]:
+                view[name] = {}
+                continue
+            nodes, info, repl = parts
+            info, repl = _fields(info), _fields(repl)
+            known = []
+            me = {}
+            for line in nodes.splitlines():
+                f = line.split()
+                if len(f) < 8:
+                    continue
+                host = f[1].split(",", 1)[1] if "," in f[1] else ""
+                known.append((f[0], host, f[2], f[7]))
+                if "myself" in f[2].split(","):
+                    slots = []
+                    for r in f[8:]:
+                        if r.startswith("["):
+                            continue  # a slot being migrated
+                        first, _, last = r.partition("-")
+                        slots.append((int(first), int(last or first)))
+                    me = {"id": f[0], "addr": f[1].split(":")[0],
+                          "role": "primary" if "master" in f[2] else "replica",
+                          "slots": slots, "master_id": f[3] if f[3] != "-" else None}
+            view[name] = {**me, "state": info.get("cluster_state"), "known": known, "aof": repl.get("aof_enabled"),
+                          "master_host": repl.get("master_host"), "master_link": repl.get("master_link_status")}
+        return view
+
+    def describe(self) -> dict:
+        return {**super().describe(), "databases": "Redis Cluster 3 × (1 + 1), WAIT 1"}
+
+
+def _fields(text: str) -> dict[str, str]:
+    """`field:value` lines (CLUSTER INFO, INFO) as a dict."""
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
