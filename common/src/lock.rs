@@ -4,7 +4,7 @@
 //! acquisition is bounded by a deadline ([`Redlock::lock_within`]) and a [`Lease`] must be given
 //! back with [`Redlock::release`]. With three nodes the quorum is two, so one node may be down.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rslock::{Lock, LockManager};
 
@@ -29,6 +29,27 @@ pub enum LockFailure {
 #[derive(Debug)]
 pub struct Lease {
     inner: Lock,
+    valid_until: Instant,
+}
+
+impl Lease {
+    /// The instant until which this holder may rely on the lease: the time the request was sent
+    /// plus the validity Redlock granted (its TTL less the time the request took and the clock
+    /// drift). Past it another holder may have the lock, whatever this process believes — for
+    /// example after this process was frozen (SIGSTOP, a long pause) while holding it.
+    pub fn valid_until(&self) -> Instant {
+        self.valid_until
+    }
+
+    /// Whether the lease is still valid now.
+    pub fn is_valid(&self) -> bool {
+        Instant::now() < self.valid_until
+    }
+
+    fn granted(inner: Lock, asked_at: Instant) -> Lease {
+        let valid_until = asked_at + Duration::from_millis(inner.validity_time as u64);
+        Lease { inner, valid_until }
+    }
 }
 
 /// A Redlock client over the configured lock nodes.
@@ -65,9 +86,10 @@ impl Redlock {
         resource: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, LockFailure> {
+        let asked_at = Instant::now();
         let attempt = tokio::time::timeout(ttl, self.manager.lock(resource.as_bytes(), ttl)).await;
         match attempt {
-            Ok(Ok(inner)) => Ok(Some(Lease { inner })),
+            Ok(Ok(inner)) => Ok(Some(Lease::granted(inner, asked_at))),
             Ok(Err(rslock::LockError::Unavailable)) => Ok(None),
             Ok(Err(source)) => Err(LockFailure::Nodes {
                 resource: resource.to_string(),
@@ -106,8 +128,9 @@ impl Redlock {
     /// Extends a held lease to `ttl` from now; fails if the lease was lost meanwhile.
     pub async fn extend(&self, lease: &Lease, ttl: Duration) -> Result<Lease, LockFailure> {
         let resource = String::from_utf8_lossy(&lease.inner.resource).to_string();
+        let asked_at = Instant::now();
         match tokio::time::timeout(ttl, self.manager.extend(&lease.inner, ttl)).await {
-            Ok(Ok(inner)) => Ok(Lease { inner }),
+            Ok(Ok(inner)) => Ok(Lease::granted(inner, asked_at)),
             Ok(Err(rslock::LockError::Unavailable)) => Err(LockFailure::Busy(resource)),
             Ok(Err(source)) => Err(LockFailure::Nodes { resource, source }),
             Err(_) => Err(LockFailure::Nodes {

@@ -114,6 +114,19 @@ class FaultStack(OperatedStack):
         os.killpg(pid, signal.SIGKILL)
         return pid
 
+    def pause(self, name: str) -> int:
+        """SIGSTOPs the component's process group: frozen, as by a long pause of its host, its
+        connections open and its locks held, until `resume`."""
+        pid = self.status()[name]["pid"]
+        os.killpg(pid, signal.SIGSTOP)
+        self.paused = getattr(self, "paused", {})
+        self.paused[name] = pid
+        return pid
+
+    def resume(self, name: str):
+        """SIGCONTs a component paused with `pause`."""
+        os.killpg(self.paused.pop(name), signal.SIGCONT)
+
     def log_tails(self, lines: int = 15) -> str:
         return _log_tails(self.data_dir, lines=lines)
 
@@ -204,8 +217,9 @@ class Storm:
         except requests.RequestException:
             return False
 
-    def run(self, scenario: str, kills: list[tuple[float, str, float]]) -> StormResult:
-        """Runs the storm; `kills` are (seconds into the storm, component, seconds down)."""
+    def run(self, scenario: str, kills: list[tuple]) -> StormResult:
+        """Runs the storm; `kills` are (seconds into the storm, component, seconds down), with an
+        optional fourth element "pause": SIGSTOP instead of SIGKILL, SIGCONT instead of `up`."""
         self.populate()
         result = StormResult(scenario)
         orders = [str(i) for i in range(self.n_orders)]
@@ -234,15 +248,19 @@ class Storm:
             self.killer_error = e
 
     def _kill_all(self, kills, result: StormResult):
-        for at, name, down_for in kills:
+        for at, name, down_for, *how in kills:
+            pause = how == ["pause"]
             delay = at - (time.monotonic() - self.started)
             if delay > 0:
                 time.sleep(delay)
             result.in_flight_at_kill.append(self.in_flight)
-            self.stack.kill(name)
+            (self.stack.pause if pause else self.stack.kill)(name)
             result.killed.append((name, round(time.monotonic() - self.started, 2), down_for))
             time.sleep(down_for)
-            self.stack.up()
+            if pause:
+                self.stack.resume(name)
+            else:
+                self.stack.up()
 
 
 def settle_and_verify(stack: OperatedStack, storm: Storm, result: StormResult, quiet_timeout: float = 90):
