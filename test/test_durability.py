@@ -37,6 +37,7 @@ def own_stack():
         SHOPLOG_PORT_OFFSET="2000",
         SHOPLOG_GATEWAY_PORT=str(GATEWAY),
         CHECKOUT_TIMEOUT_MS="2000",
+        SHOPLOG_SUPERVISE="0",  # killed components stay down until a test runs `up`
     )
 
     def shoplog(*args, timeout=UP_TIMEOUT):

@@ -38,6 +38,7 @@ ENV = {
     "LEASE_TTL_MS": "1500",
     "CLAIM_IDLE_MS": "200",
     "MAX_DELIVERIES": "3",
+    "SHOPLOG_SUPERVISE": "0",  # killed components stay down until a test runs `up`
 }
 
 

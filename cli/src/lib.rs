@@ -5,6 +5,7 @@
 //! | [`cluster`] | the local Redis Clusters of `shoplog up --cluster`: forming them, each node's role |
 //! | [`layout`] | which components the local stack has, their ports, directories and environment |
 //! | [`process`] | starting, finding and stopping component processes (pid files) |
+//! | [`supervise`] | restarting components that exit (the loop of `up` and of `shoplog supervise`) |
 //! | [`health`] | asking a component whether it is healthy |
 //! | [`nginx`] | the gateway's configuration |
 //! | [`commands`] | one file per subcommand |
@@ -17,3 +18,4 @@ pub mod layout;
 pub mod nginx;
 pub mod output;
 pub mod process;
+pub mod supervise;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use cli::commands::{audit, bench, down, exit, recover, replay, saga, status, tail, up};
+use cli::supervise;
 
 /// Run the shoplog stack locally and operate it.
 #[derive(Parser)]
@@ -12,7 +13,7 @@ use cli::commands::{audit, bench, down, exit, recover, replay, saga, status, tai
     version,
     about,
     after_help = "Examples:\n  \
-    shoplog up --detach     start everything (Redis, services, gateway on :8000)\n  \
+    shoplog up --detach     start everything (Redis, services, gateway on :8000), supervised\n  \
     shoplog status          what runs, on which port, healthy or not\n  \
     shoplog down --wipe     stop everything and delete the data"
 )]
@@ -23,11 +24,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the local stack (only what is not running yet).
+    /// Start the local stack (only what is not running yet) and restart what exits.
     Up(up::UpArgs),
     /// Stop the local stack.
     Down(down::DownArgs),
-    /// Show each component's pid, port and health.
+    /// Show each component's pid, port, health and restarts, and the supervisor.
     Status(status::StatusArgs),
     /// Check every invariant over the logs and databases (exit 1 on any violation).
     Audit(audit::AuditArgs),
@@ -43,6 +44,9 @@ enum Command {
     Recover(recover::RecoverArgs),
     /// Load-test checkouts through the gateway: throughput, latency percentiles, then an audit.
     Bench(bench::BenchArgs),
+    /// Restart the stack's components that exit, until `shoplog down` (started by `up --detach`).
+    #[command(hide = true)]
+    Supervise(supervise::SuperviseArgs),
 }
 
 #[tokio::main]
@@ -59,6 +63,7 @@ async fn main() -> ExitCode {
         Command::Tail(a) => tail::run(a).await,
         Command::Recover(a) => recover::run(a).await,
         Command::Bench(a) => bench::run(a).await,
+        Command::Supervise(a) => supervise::command(a).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),

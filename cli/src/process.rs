@@ -3,6 +3,9 @@
 //! Each component started by `shoplog up` has a pid file `<data>/run/<name>.pid`. A component is
 //! "running" when its pid file names a live process. Processes are started in their own process
 //! group, so a Ctrl-C aimed at `shoplog up` does not reach them; `shoplog` stops them itself.
+//! A pid file whose process is dead means the component exited without being stopped (stopping
+//! removes the pid file): that is what the supervisor restarts, and `<name>.restarts` counts how
+//! often it did since the last `shoplog down`.
 
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -27,7 +30,11 @@ pub fn running_pid(run_dir: &Path, name: &str) -> Option<i32> {
     alive(pid).then_some(pid)
 }
 
-/// Names of all components with a pid file in `run_dir`.
+/// The name of the supervisor's pid file (`run/supervisor.pid`); the supervisor is not a
+/// component, so [`recorded`] leaves it out.
+pub const SUPERVISOR: &str = "supervisor";
+
+/// Names of all components with a pid file in `run_dir` (not the supervisor).
 pub fn recorded(run_dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(run_dir)
         .map(|dir| {
@@ -36,6 +43,7 @@ pub fn recorded(run_dir: &Path) -> Vec<String> {
                     e.file_name()
                         .to_str()
                         .and_then(|n| n.strip_suffix(".pid"))
+                        .filter(|n| *n != SUPERVISOR)
                         .map(String::from)
                 })
                 .collect()
@@ -103,8 +111,9 @@ pub fn signal(pid: i32, signal: i32) -> bool {
     unsafe { libc::kill(pid, signal) == 0 }
 }
 
-/// The pid recorded for `name`, alive or not.
-fn recorded_pid(run_dir: &Path, name: &str) -> Option<i32> {
+/// The pid recorded for `name`, alive or not: a component whose pid file names a dead process
+/// exited without being stopped.
+pub fn recorded_pid(run_dir: &Path, name: &str) -> Option<i32> {
     fs::read_to_string(pid_file(run_dir, name))
         .ok()?
         .trim()
@@ -175,6 +184,80 @@ pub fn clear_leftovers(run_dir: &Path, name: &str) {
                 reap();
                 std::thread::sleep(Duration::from_millis(20));
             }
+        }
+    }
+}
+
+/// How child `pid` ended, reaping it: `Some("killed by signal 9 (SIGKILL)")` or
+/// `Some("exited with status 1")` once it has ended; `None` while it runs, or when it is not a
+/// child of this process (then nobody here can know).
+pub fn exit_status(pid: i32) -> Option<String> {
+    if pid <= 0 {
+        return None;
+    }
+    let mut status = 0;
+    // SAFETY: waitpid on one pid with WNOHANG, writing only to `status`.
+    if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } != pid {
+        return None;
+    }
+    Some(if libc::WIFEXITED(status) {
+        format!("exited with status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        format!("killed by signal {sig}{}", signal_name(sig))
+    } else {
+        format!("ended (wait status {status})")
+    })
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => " (SIGKILL)",
+        libc::SIGTERM => " (SIGTERM)",
+        libc::SIGINT => " (SIGINT)",
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGABRT => " (SIGABRT)",
+        libc::SIGBUS => " (SIGBUS)",
+        libc::SIGHUP => " (SIGHUP)",
+        _ => "",
+    }
+}
+
+/// The file counting how often the supervisor restarted `name`.
+fn restarts_file(run_dir: &Path, name: &str) -> PathBuf {
+    run_dir.join(format!("{name}.restarts"))
+}
+
+/// How often the supervisor restarted `name` since the last `shoplog down` (0 if never).
+pub fn restarts(run_dir: &Path, name: &str) -> u32 {
+    fs::read_to_string(restarts_file(run_dir, name))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Counts one more restart of `name`; returns the new count. Written to a temporary file and
+/// renamed, so that `shoplog status` never reads half a number.
+pub fn count_restart(run_dir: &Path, name: &str) -> anyhow::Result<u32> {
+    let n = restarts(run_dir, name).saturating_add(1);
+    let tmp = run_dir.join(format!(".{name}.restarts.tmp"));
+    fs::write(&tmp, n.to_string())
+        .and_then(|()| fs::rename(&tmp, restarts_file(run_dir, name)))
+        .with_context(|| format!("cannot write the restart count of {name}"))?;
+    Ok(n)
+}
+
+/// Forgets every restart count in `run_dir` (`shoplog down`: the counts are per run of the stack).
+pub fn clear_restarts(run_dir: &Path) {
+    let Ok(dir) = fs::read_dir(run_dir) else {
+        return;
+    };
+    for e in dir.filter_map(Result::ok) {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(".restarts"))
+        {
+            let _ = fs::remove_file(e.path());
         }
     }
 }

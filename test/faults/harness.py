@@ -93,7 +93,9 @@ class FaultStack(OperatedStack):
                               timeout=timeout, stdin=subprocess.DEVNULL)
 
     def up(self):
-        out = self.run("up", "--detach", "--replicas", str(self.replicas),
+        # --no-supervise: a killed component must stay down for as long as the scenario says
+        # (e.g. a cluster primary for 8 s, to force a failover); the scenario calls `up` itself.
+        out = self.run("up", "--detach", "--no-supervise", "--replicas", str(self.replicas),
                        *(["--cluster"] if self.cluster else []))
         assert out.returncode == 0, out.stderr + _log_tails(self.data_dir)
 

@@ -1,5 +1,5 @@
-//! `shoplog down`: stop every process `shoplog up` started in this data directory (and, with
-//! `--wipe`, delete the data).
+//! `shoplog down`: stop every process `shoplog up` started in this data directory, the supervisor
+//! first (and, with `--wipe`, delete the data).
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use super::{exit, StackArgs};
 use crate::layout::StackSettings;
-use crate::process;
+use crate::{process, supervise};
 
 /// Arguments of `shoplog down`.
 #[derive(Debug, clap::Args)]
@@ -29,10 +29,16 @@ pub fn run(args: DownArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// Stops the gateway and services first, databases last (so nothing acknowledged is in flight
-/// when a database stops), then optionally deletes the data directory.
+/// Stops the supervisor first (so that it restarts nothing stopped here), then the gateway and
+/// services, databases last (so nothing acknowledged is in flight when a database stops); forgets
+/// the restart counts; then optionally deletes the data directory.
 pub fn stop_all(s: &StackSettings, wipe: bool) -> anyhow::Result<()> {
     let run_dir = s.run_dir();
+    let mut stopped = 0;
+    if let Some(pid) = supervise::stop(&run_dir, Duration::from_secs(10)) {
+        eprintln!("  {:<12} stopped (pid {pid})", supervise::NAME);
+        stopped += 1;
+    }
     let mut names: Vec<String> = s
         .components()
         .iter()
@@ -45,13 +51,13 @@ pub fn stop_all(s: &StackSettings, wipe: bool) -> anyhow::Result<()> {
             names.insert(0, extra);
         }
     }
-    let mut stopped = 0;
     for name in names {
         if let Some(pid) = process::stop(&run_dir, &name, Duration::from_secs(10)) {
             eprintln!("  {name:<12} stopped (pid {pid})");
             stopped += 1;
         }
     }
+    process::clear_restarts(&run_dir);
     if stopped == 0 {
         eprintln!("nothing was running in {}", s.data_dir.display());
     }

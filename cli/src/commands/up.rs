@@ -1,6 +1,12 @@
-//! `shoplog up`: start whatever part of the local stack is not running, then wait until every
-//! component is healthy.
+//! `shoplog up`: start whatever part of the local stack is not running, wait until every
+//! component is healthy, then supervise it: restart a component that exits (in the foreground
+//! until Ctrl-C; with `--detach` through a small detached `shoplog supervise` process).
+//!
+//! [`Launcher::start`] is the one way a component is started, used by `up` and by the
+//! supervisor alike, so that a restarted component gets exactly the command line, environment
+//! and log file `up` gave it.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -9,6 +15,7 @@ use anyhow::Context;
 use super::{exit, StackArgs};
 use crate::health::{self, Health};
 use crate::layout::{Component, Kind, StackSettings};
+use crate::supervise::{self, PidLock, Stop, Supervisor};
 use crate::{nginx, process};
 
 /// Arguments of `shoplog up`.
@@ -18,14 +25,27 @@ use crate::{nginx, process};
     shoplog up --detach             start it in the background and return once healthy\n  \
     shoplog up --detach --replicas 2\n  \
     shoplog up --detach --cluster   each database a Redis Cluster of 3 primaries + 3 replicas\n  \
+    shoplog up --detach --no-supervise   nothing restarts a component that exits\n  \
     SHOPLOG_DATA_DIR=/tmp/s shoplog up --detach --port-offset 1000 --gateway-port 9000\n\n\
-    Run it again while part of the stack is up to start only what is missing.")]
+    Run it again while part of the stack is up to start only what is missing.\n\n\
+    Supervision: once the stack is healthy, a component whose process exits (it crashed, or was\n\
+    killed) is started again the way `up` started it, after 0.5 s, then 1, 2, 4 ... 30 s if it\n\
+    keeps exiting (back to 0.5 s once it stayed up 60 s). In the foreground `up` does it itself\n\
+    and logs to stderr; `--detach` leaves a small `shoplog supervise` process that does it\n\
+    (pid file <data>/run/supervisor.pid, log <data>/logs/supervisor.log); `shoplog down` stops\n\
+    it first. `shoplog status` shows the restarts. --no-supervise, or SHOPLOG_SUPERVISE=0 in\n\
+    the environment, turns this off: a component that exits then stays down until `up` runs\n\
+    again.")]
 pub struct UpArgs {
     #[command(flatten)]
     pub stack: StackArgs,
     /// Return once every component is healthy instead of staying in the foreground.
     #[arg(long, short)]
     pub detach: bool,
+    /// Do not restart components that exit: no supervisor in the foreground, none left behind
+    /// by `--detach` (also SHOPLOG_SUPERVISE=0). A supervisor already running keeps running.
+    #[arg(long)]
+    pub no_supervise: bool,
     /// Instances of the order, stock and payment services behind the gateway.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
     pub replicas: u16,
@@ -49,6 +69,7 @@ pub struct UpArgs {
 
 /// Runs `shoplog up`.
 pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
+    let supervised = supervise::enabled(args.no_supervise)?;
     let shards = if args.cluster { args.shards } else { 0 };
     let s = args.stack.settings(Some(args.replicas), shards);
     if args.cluster && s.shards == 0 {
@@ -58,23 +79,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
         );
         return Ok(exit::CANNOT_RUN);
     }
-    let Some(tools) = find_tools()? else {
+    let Some(launcher) = Launcher::new(&args.appendfsync)? else {
         return Ok(exit::CANNOT_RUN);
     };
     prepare_dirs(&s)?;
     s.save().context("cannot save the stack settings")?;
-    let nginx_conf = s.component_dir("gateway").join("nginx.conf");
+    let nginx_conf = Launcher::nginx_conf(&s);
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     std::fs::write(&nginx_conf, nginx::config(&s, root)).context("cannot write nginx.conf")?;
 
-    let run_dir = s.run_dir();
     let mut clusters_formed = s.shards == 0;
     for c in s.components() {
         if !clusters_formed && !is_redis(&c.kind) {
             // Every database node runs: make each service's nodes one cluster (a no-op when they
             // already are, after a restart), before the services connect to it.
-            crate::cluster::form_all(&s, &tools.redis_cli, Duration::from_secs(args.timeout))?;
+            crate::cluster::form_all(
+                &s,
+                &launcher.tools.redis_cli,
+                Duration::from_secs(args.timeout),
+            )?;
             clusters_formed = true;
         }
         if c.kind == Kind::Gateway {
@@ -86,38 +110,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
                 .collect();
             wait_healthy(&others, Duration::from_secs(args.timeout));
         }
-        if let Some(pid) = process::running_pid(&run_dir, &c.name) {
-            if c.kind == Kind::Gateway {
-                // Reload: the set of replicas may have changed.
-                process::signal(pid, libc::SIGHUP);
+        match launcher.start(&s, &c)? {
+            Start::Running(pid) => {
+                if c.kind == Kind::Gateway {
+                    // Reload: the set of replicas may have changed.
+                    process::signal(pid, libc::SIGHUP);
+                }
+                eprintln!("  {:<12} already running (pid {pid})", c.name);
             }
-            eprintln!("  {:<12} already running (pid {pid})", c.name);
-            continue;
+            Start::Started(pid) => {
+                eprintln!("  {:<12} started (pid {pid}, port {})", c.name, c.port)
+            }
         }
-        process::clear_leftovers(&run_dir, &c.name);
-        if health::check(&c) != Health::Down {
-            anyhow::bail!(
-                "port {} (for {}) is in use by a process shoplog did not start; stop it, or move \
-                 this stack with --port-offset / --gateway-port",
-                c.port,
-                c.name
-            );
-        }
-        let (program, argv) = command_line(&c, &s, &tools, &nginx_conf, &args.appendfsync);
-        let env = if matches!(c.kind, Kind::Service { .. }) {
-            c.env.clone()
-        } else {
-            Vec::new()
-        };
-        let pid = process::spawn(
-            &run_dir,
-            &c.name,
-            &program,
-            &argv,
-            &env,
-            &s.log_file(&c.name),
-        )?;
-        eprintln!("  {:<12} started (pid {pid}, port {})", c.name, c.port);
     }
 
     let unhealthy = wait_healthy(&s.components(), Duration::from_secs(args.timeout));
@@ -132,6 +136,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
         }
         return Ok(exit::PROBLEM);
     }
+    let run_dir = s.run_dir();
+    let already = supervise::running(&run_dir);
+    if args.detach {
+        match (supervised, already) {
+            (_, Some(pid)) => eprintln!("  {:<12} already running (pid {pid})", "supervisor"),
+            (true, None) => {
+                let pid = supervise::spawn_detached(&s, &args.appendfsync)?;
+                eprintln!(
+                    "  {:<12} started (pid {pid}, log {})",
+                    "supervisor",
+                    s.log_file(supervise::NAME).display()
+                );
+            }
+            (false, None) => eprintln!(
+                "  {:<12} none (--no-supervise / SHOPLOG_SUPERVISE=0): a component that exits stays down",
+                "supervisor"
+            ),
+        }
+    }
     eprintln!(
         "shoplog is up: gateway on http://127.0.0.1:{}  (data in {})",
         s.gateway_port,
@@ -140,10 +163,42 @@ pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
     if args.detach {
         return Ok(exit::OK);
     }
-    eprintln!("press Ctrl-C to stop");
-    let _ = tokio::signal::ctrl_c().await;
-    eprintln!("stopping…");
-    super::down::stop_all(&s, false)?;
+    let lock = if supervised && already.is_none() {
+        PidLock::acquire(&run_dir)?
+    } else {
+        None
+    };
+    let Some(lock) = lock else {
+        match already {
+            Some(pid) => eprintln!(
+                "press Ctrl-C to stop (the supervisor with pid {pid} restarts what exits)"
+            ),
+            None if supervised => {
+                eprintln!("press Ctrl-C to stop (another supervisor restarts what exits)")
+            }
+            None => eprintln!(
+                "press Ctrl-C to stop (not supervised: a component that exits stays down)"
+            ),
+        }
+        supervise::stop_signal().await?;
+        eprintln!("stopping…");
+        super::down::stop_all(&s, false)?;
+        return Ok(exit::OK);
+    };
+    eprintln!("press Ctrl-C to stop; a component that exits is restarted (--no-supervise: not)");
+    let mut supervisor = Supervisor::new(s.data_dir.clone(), launcher, false);
+    match supervisor.run(&lock).await? {
+        Stop::Signal(_) if lock.still_ours() => {
+            lock.release();
+            eprintln!("stopping…");
+            super::down::stop_all(&s, false)?;
+        }
+        Stop::StackGone => eprintln!("{}; exiting", Stop::StackGone),
+        stop => {
+            // `shoplog down` took over: it removed our pid file and stops the components itself.
+            eprintln!("{stop}: `shoplog down` is stopping the stack; exiting");
+        }
+    }
     Ok(exit::OK)
 }
 
@@ -157,6 +212,93 @@ struct Tools {
     redis_cli: PathBuf,
     nginx: PathBuf,
     bin_dir: PathBuf,
+}
+
+/// What [`Launcher::start`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The component was already running (its pid file names a live process), with this pid.
+    Running(i32),
+    /// It was started now, with this pid.
+    Started(i32),
+}
+
+/// Starts components the way `shoplog up` does. The supervisor restarts through the same
+/// launcher, so a restarted component gets the same command line, environment and log file.
+pub struct Launcher {
+    tools: Tools,
+    appendfsync: String,
+}
+
+impl Launcher {
+    /// Finds redis-server, redis-cli, nginx and the service binaries (next to `shoplog`).
+    /// Returns `None`, having printed what is missing and how to get it, when something is.
+    /// `appendfsync` is the databases' AOF fsync policy.
+    pub fn new(appendfsync: &str) -> anyhow::Result<Option<Launcher>> {
+        Ok(find_tools()?.map(|tools| Launcher {
+            tools,
+            appendfsync: appendfsync.to_string(),
+        }))
+    }
+
+    /// The gateway's configuration file (written by `up`, read by every nginx it starts).
+    pub fn nginx_conf(s: &StackSettings) -> PathBuf {
+        s.component_dir("gateway").join("nginx.conf")
+    }
+
+    /// Starts component `c` of stack `s` unless it is running: clears what is left of a dead
+    /// predecessor (orphaned nginx workers), refuses a port held by a process shoplog did not
+    /// start, then spawns it with its pid file and log file. Holds the run directory's start
+    /// lock meanwhile, so that `up` and the supervisor never start the same component twice.
+    pub fn start(&self, s: &StackSettings, c: &Component) -> anyhow::Result<Start> {
+        let run_dir = s.run_dir();
+        let _lock = start_lock(&run_dir)?;
+        if let Some(pid) = process::running_pid(&run_dir, &c.name) {
+            return Ok(Start::Running(pid));
+        }
+        process::clear_leftovers(&run_dir, &c.name);
+        if health::check(c) != Health::Down {
+            anyhow::bail!(
+                "port {} (for {}) is in use by a process shoplog did not start; stop it, or move \
+                 this stack with --port-offset / --gateway-port",
+                c.port,
+                c.name
+            );
+        }
+        let (program, argv) = command_line(c, s, &self.tools, &self.appendfsync);
+        let env = if matches!(c.kind, Kind::Service { .. }) {
+            c.env.clone()
+        } else {
+            Vec::new()
+        };
+        let pid = process::spawn(
+            &run_dir,
+            &c.name,
+            &program,
+            &argv,
+            &env,
+            &s.log_file(&c.name),
+        )?;
+        Ok(Start::Started(pid))
+    }
+}
+
+/// Takes the run directory's start lock (`run/start.lock`, flock), waiting for it. Released when
+/// the returned file is dropped.
+fn start_lock(run_dir: &Path) -> anyhow::Result<File> {
+    let path = run_dir.join("start.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; blocks until the lock is ours.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot lock {}", path.display()));
+    }
+    Ok(file)
 }
 
 /// Finds redis-server, nginx and the service binaries; prints what is missing and how to get it.
@@ -225,7 +367,6 @@ fn command_line(
     c: &Component,
     s: &StackSettings,
     t: &Tools,
-    nginx_conf: &Path,
     appendfsync: &str,
 ) -> (PathBuf, Vec<String>) {
     match &c.kind {
@@ -268,7 +409,7 @@ fn command_line(
                 "-p".to_string(),
                 format!("{}/", prefix.display()),
                 "-c".to_string(),
-                nginx_conf.display().to_string(),
+                Launcher::nginx_conf(s).display().to_string(),
                 "-e".to_string(),
                 s.log_file("gateway").display().to_string(),
             ];
