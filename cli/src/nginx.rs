@@ -1,8 +1,8 @@
 //! The gateway's nginx configuration, for both deployments: the native stack of `shoplog up` and
 //! the container stack of `docker-compose.yml`. Both route `/orders/ /stock/ /payment/ /ids/` to
-//! the services, answer JSON for everything else (unknown routes, nginx's own 400/414, a service
-//! with no live replica), and differ only in where nginx writes its files and how it finds the
-//! replicas:
+//! the services, answer JSON for everything else (unknown routes, every refusal of nginx's own, a
+//! service with no live replica), and differ only in where nginx writes its files and how it finds
+//! the replicas:
 //!
 //! - **native** ([`config`]): one `upstream` per service listing every replica's loopback port,
 //!   keep-alive connections, everything nginx writes under the data directory (no root needed);
@@ -10,6 +10,15 @@
 //!   Docker's DNS every second, so replicas added by `--scale`, removed, or restarted with a new
 //!   address are found without a reload. The result is committed as `deploy/docker/nginx.conf`
 //!   (a test keeps it equal to what this module renders).
+//!
+//! **Hostile input stops at the gateway** (issue 13: no 5xx from bad input, ever). A request body
+//! over [`common::http::MAX_BODY_BYTES`] is refused with a JSON 413 (no endpoint takes a body);
+//! only the headers the services read ([`FORWARDED_HEADERS`]) go upstream; a request target with
+//! bytes the services' HTTP parser refuses is answered here; and every refusal of nginx's own
+//! (bad request line, headers too large, TRACE, an unknown transfer coding, HTTP/2.0 on this
+//! port) is a JSON 4xx, never nginx's HTML page nor a 5xx. Upstream keep-alive stays safe because
+//! the services read every body to its end before answering (`common::http`), so they never
+//! close a connection nginx is still writing into.
 
 use std::fmt::Write;
 
@@ -25,6 +34,12 @@ pub const ROUTES: [(&str, &str, u16); 4] = [
     ("payment", "payment", defaults::PAYMENT_PORT),
     ("ids", "ids", defaults::IDS_PORT),
 ];
+
+/// The request headers the gateway passes to the services: the only ones they read. Nothing else
+/// of a client's headers goes upstream, so hostile headers (thousands of them, huge values) end at
+/// nginx's limits, with a JSON 400, instead of reaching the services' HTTP parser, which refuses
+/// more than 100 headers with an empty 431. A header a service starts reading must be added here.
+pub const FORWARDED_HEADERS: [&str; 1] = ["Idempotency-Key"];
 
 /// Where nginx keeps its pid file and temporary files, and where it logs errors.
 struct Files {
@@ -97,6 +112,8 @@ fn render(files: &Files, upstreams: &Upstreams, listen: &str, run_as_root: bool)
         temp_dir: tmp,
         error_log,
     } = files;
+    let max_body = common::http::MAX_BODY_BYTES;
+    let body_buffer = 2 * max_body;
     let mut out = String::new();
     if run_as_root {
         out.push_str("user root;\n");
@@ -119,7 +136,31 @@ http {{
     proxy_set_header Connection "";
     proxy_read_timeout 60s;
     keepalive_requests 100000;
+    # No endpoint takes a body (every parameter is in the path): one of at most {max_body} bytes
+    # goes on, and the services read and ignore it; a larger one is refused here with a JSON 413
+    # before anything reaches a service. Bodies stay in memory (no temporary files: the buffer
+    # also holds the last chunk read of a chunked body found too large).
+    client_max_body_size {max_body};
+    client_body_buffer_size {body_buffer};
+    # The request line and headers must fit in 8 KB a line and 32 KB in all (a JSON 400 beyond).
+    large_client_header_buffers 4 8k;
+    # Only the headers the services read go upstream (cli/src/nginx.rs, FORWARDED_HEADERS).
+    proxy_pass_request_headers off;
 "#
+    );
+    for header in FORWARDED_HEADERS {
+        let var = header.to_ascii_lowercase().replace('-', "_");
+        let _ = writeln!(out, "    proxy_set_header {header} $http_{var};");
+    }
+    out.push_str(
+        r#"    # A failed connect, or a connection that fails before any answer, moves on to the next
+    # replica. nginx never retries a POST or PATCH it has sent (the service may have applied it),
+    # and `non_idempotent` is deliberately not added: a retried checkout or add_funds could apply
+    # twice. Services close no keep-alive connection under nginx (they read every body before
+    # answering and have no idle timeout; nginx closes idle ones after 60 s), so that failure is
+    # left to crashes and restarts.
+    proxy_next_upstream error timeout;
+"#,
     );
     let mut locations = Vec::new();
     match upstreams {
@@ -152,6 +193,18 @@ http {{
         }
     }
     let _ = writeln!(out, "    server {{\n        listen {listen};");
+    out.push_str(
+        r#"        # Bytes nginx lets through in a request target but the services' HTTP parser refuses
+        # with an empty 400 (`<`, `>` or a backquote in the path; `<`, `>` or a double quote in the
+        # query; bytes that are not UTF-8): refused here, with JSON.
+        if ($request_uri ~ "^[^?#]*[<>`]|^[^?#]*\?[^#]*[<>\"]") {
+            rewrite ^ /__bad_target last;
+        }
+        if ($request_uri !~ "^(?:[\x00-\x7f]|[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2})*+$") {
+            rewrite ^ /__bad_target last;
+        }
+"#,
+    );
     for (prefix, pass) in &locations {
         let _ = writeln!(out, "        location /{prefix}/ {{ {pass} }}");
         // Without this nginx answers `/stock` with an HTML redirect to `/stock/`.
@@ -170,20 +223,42 @@ http {{
             default_type application/json;
             return 404 '{"error": "no route: the gateway serves /orders/, /stock/, /payment/ and /ids/"}';
         }
-        # Requests nginx itself refuses (a NUL byte in the path, ...) get a JSON body too.
-        error_page 400 /__bad_request;
-        location = /__bad_request {
-            internal;
-            default_type application/json;
-            return 400 '{"error": "bad request: the gateway cannot parse this request"}';
+"#,
+    );
+    for refusal in own_refusals() {
+        let Refusal {
+            codes,
+            status,
+            name,
+            why,
+            message,
+        } = refusal;
+        let _ = writeln!(out, "        # {why}");
+        if !codes.is_empty() {
+            // `=status`: the answer's status, where nginx's own code is not the one to answer.
+            let overwrite = if codes.split(' ').all(|c| c == status.to_string()) {
+                String::new()
+            } else {
+                format!("={status} ")
+            };
+            let _ = writeln!(out, "        error_page {codes} {overwrite}/__{name};");
         }
-        error_page 414 /__too_long;
-        location = /__too_long {
+        // `client_max_body_size 0`: an error page is a location of its own, where the body limit
+        // would apply again; a second error in an error page gets nginx's HTML page (a request
+        // refused with 501 for its Transfer-Encoding that also announced a large body did).
+        let _ = write!(
+            out,
+            r#"        location = /__{name} {{
             internal;
+            client_max_body_size 0;
             default_type application/json;
-            return 414 '{"error": "the path is too long"}';
-        }
-        error_page 502 503 504 = @unavailable;
+            return {status} '{{"error": "{message}"}}';
+        }}
+"#
+        );
+    }
+    out.push_str(
+        r#"        error_page 502 503 504 = @unavailable;
         location @unavailable {
             default_type application/json;
             return 503 '{"error": "no replica of this service is answering; retry later"}';
@@ -193,6 +268,90 @@ http {{
 "#,
     );
     out
+}
+
+/// One refusal nginx makes itself, answered with JSON from an internal location.
+struct Refusal {
+    /// The codes nginx raises for it (`error_page`); none when a `rewrite` leads there.
+    codes: &'static str,
+    /// The status answered: a 4xx, also for what nginx itself answers with a 5xx.
+    status: u16,
+    /// The internal location: `/__<name>`.
+    name: &'static str,
+    /// A comment saying when it happens.
+    why: &'static str,
+    /// The `error` of the JSON body (no quotes or backslashes).
+    message: String,
+}
+
+/// Every refusal of nginx's own. Hostile input must get a JSON 4xx, never nginx's HTML page nor a
+/// 5xx (a 5xx means the system failed): nginx answers an unknown transfer coding with 501 and
+/// an HTTP version it does not speak with 505, which become 400s here.
+fn own_refusals() -> Vec<Refusal> {
+    let max_body = common::http::MAX_BODY_BYTES;
+    vec![
+        Refusal {
+            codes: "400",
+            status: 400,
+            name: "bad_request",
+            why: "Requests nginx cannot parse (a NUL byte in the path, a bad chunk, ...).",
+            message: "bad request: the gateway cannot parse this request".into(),
+        },
+        Refusal {
+            codes: "",
+            status: 400,
+            name: "bad_target",
+            why: "Request targets the `if`s above refuse.",
+            message: "bad request: percent-encode <, >, backquotes, double quotes and \
+                      non-UTF-8 bytes in the URL"
+                .into(),
+        },
+        Refusal {
+            codes: "494",
+            status: 400,
+            name: "headers_too_large",
+            why: "Request headers over large_client_header_buffers (nginx's own code 494).",
+            message: "request headers too large: at most 8 KB a line and 32 KB in all".into(),
+        },
+        Refusal {
+            codes: "405",
+            status: 405,
+            name: "method_not_allowed",
+            why: "TRACE and CONNECT, which nginx refuses itself.",
+            message: "method not allowed by the gateway".into(),
+        },
+        Refusal {
+            codes: "413",
+            status: 413,
+            name: "too_large",
+            why: "A body over client_max_body_size.",
+            message: format!(
+                "request body too large: no endpoint takes a body, and one of at most \
+                 {max_body} bytes is ignored"
+            ),
+        },
+        Refusal {
+            codes: "414",
+            status: 414,
+            name: "too_long",
+            why: "A request line over large_client_header_buffers.",
+            message: "the path is too long".into(),
+        },
+        Refusal {
+            codes: "501",
+            status: 400,
+            name: "bad_transfer_encoding",
+            why: "A Transfer-Encoding other than chunked (nginx: 501).",
+            message: "unsupported Transfer-Encoding: only chunked is understood".into(),
+        },
+        Refusal {
+            codes: "505",
+            status: 400,
+            name: "bad_version",
+            why: "HTTP/2.0 or a made-up version on this HTTP/1.1 port (nginx: 505).",
+            message: "unsupported HTTP version: use HTTP/1.1".into(),
+        },
+    ]
 }
 
 #[cfg(test)]
@@ -232,6 +391,50 @@ mod tests {
             "no static upstreams in containers"
         );
         assert!(conf.contains("listen 8000;"));
+    }
+
+    /// Issue 13: hostile input stops at the gateway, in both deployments, with a JSON 4xx.
+    #[test]
+    fn both_gateways_bound_bodies_and_headers_and_answer_json() {
+        let s = StackSettings {
+            data_dir: "/tmp/x".into(),
+            port_offset: 0,
+            gateway_port: 8000,
+            replicas: 1,
+            shards: 0,
+        };
+        for conf in [config(&s, false), container_config()] {
+            let limit = common::http::MAX_BODY_BYTES;
+            assert!(conf.contains(&format!("client_max_body_size {limit};")));
+            assert!(conf.contains("proxy_pass_request_headers off;"));
+            assert!(conf.contains("proxy_set_header Idempotency-Key $http_idempotency_key;"));
+            // Never retry a request that may have been applied.
+            assert!(conf.contains("proxy_next_upstream error timeout;"));
+            assert!(!conf.contains("non_idempotent;"));
+            for r in own_refusals() {
+                assert!(r.status < 500, "{}", r.name);
+                assert!(!r.message.contains(['"', '\\', '\'']), "{}", r.message);
+                if !r.codes.is_empty() {
+                    assert!(
+                        conf.contains(&format!("error_page {} ", r.codes)),
+                        "{}",
+                        r.name
+                    );
+                }
+                assert!(conf.contains(&format!(
+                    "location = /__{} {{\n            internal;\n            client_max_body_size 0;",
+                    r.name
+                )));
+            }
+            for code in ["400", "405", "413", "414", "494", "501", "505"] {
+                assert!(
+                    own_refusals()
+                        .iter()
+                        .any(|r| r.codes.split(' ').any(|c| c == code)),
+                    "nginx's {code} has no JSON page"
+                );
+            }
+        }
     }
 
     #[test]

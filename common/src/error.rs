@@ -20,6 +20,11 @@ pub enum ApiError {
     /// The path exists but not for this method. 405.
     #[error("method not allowed: {0}")]
     MethodNotAllowed(String),
+    /// The request carries a body larger than [`crate::http::MAX_BODY_BYTES`]. No endpoint takes
+    /// a body, so a small one is ignored; a large one is refused before the request is handled,
+    /// so that it changes nothing. 413.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// The request conflicts with the entity's state (e.g. adding to a paid order). 409.
     #[error("{0}")]
     Conflict(String),
@@ -39,6 +44,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

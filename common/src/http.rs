@@ -6,15 +6,23 @@
 //! `GET /<prefix>/health` and `GET /<prefix>/metrics`, a tracing span per request, request metrics,
 //! JSON error bodies for every failure (unknown routes included) and graceful shutdown on SIGTERM or
 //! Ctrl-C.
+//!
+//! **Request bodies.** No endpoint takes a body: every parameter is in the path. A body is still
+//! read to its end, and thrown away, before the request is handled (see [`MAX_BODY_BYTES`]):
+//! hyper closes a connection whose request body was left unread, and the gateway, still writing
+//! that body into its keep-alive connection, then met a broken pipe and answered 503 for what was
+//! only hostile input (issue 13).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use tracing::Instrument;
-use warp::Filter;
+// `Buf`: warp's re-export of `bytes::Buf`, the type of a body chunk (common has no `bytes` dependency).
+use warp::{Buf, Filter};
 
 pub use warp::http::{Method, StatusCode};
 
@@ -23,6 +31,70 @@ use crate::metrics::Metrics;
 
 /// An HTTP response.
 pub type Response = warp::reply::Response;
+
+/// The largest request body a service accepts, and ignores: 16 KiB. No endpoint takes a body, so
+/// this only bounds what a careless client may send along (an empty JSON object, a form); a
+/// larger body is refused with 413 before the request is handled, so it changes nothing. The
+/// gateway refuses larger bodies itself with the same limit (`cli/src/nginx.rs` renders it from
+/// this constant), so a body it lets through is never refused behind it.
+pub const MAX_BODY_BYTES: u64 = 16 * 1024;
+
+/// How much of a body larger than [`MAX_BODY_BYTES`] a service still reads (and throws away)
+/// before it answers 413. Reading it keeps the connection clean: a client, or the gateway, still
+/// writing a body into a connection the server closed gets a reset instead of the answer. Past
+/// this the 413 goes out with `Connection: close` and the rest is left unread, so that one
+/// request costs at most this much reading. Only a client talking to a service directly can get
+/// there: the gateway refuses such a body itself.
+const DRAIN_LIMIT_BYTES: u64 = 1024 * 1024;
+
+/// What reading a request's body found.
+#[derive(Debug, PartialEq)]
+enum Body {
+    /// Read to its end; this many bytes, thrown away.
+    Read(u64),
+    /// Longer than [`DRAIN_LIMIT_BYTES`]: reading stopped, the rest is still in the connection.
+    Unread,
+    /// The body broke off: the client closed early or sent a malformed chunk.
+    Broken(String),
+}
+
+/// Reads a request body to its end without keeping it (memory stays one chunk), stopping after
+/// [`DRAIN_LIMIT_BYTES`].
+async fn drain<B: Buf>(body: impl Stream<Item = Result<B, warp::Error>>) -> Body {
+    let mut body = std::pin::pin!(body);
+    let mut read: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) => {
+                read = read.saturating_add(chunk.remaining() as u64);
+                if read > DRAIN_LIMIT_BYTES {
+                    return Body::Unread;
+                }
+            }
+            Err(e) => return Body::Broken(e.to_string()),
+        }
+    }
+    Body::Read(read)
+}
+
+/// The refusal of a request for its body, if any: 413 for a body over [`MAX_BODY_BYTES`], 400
+/// for one that broke off. A request so refused is never handled.
+fn body_refusal(body: &Body) -> Option<ApiError> {
+    let too_large = |size: String| {
+        ApiError::PayloadTooLarge(format!(
+            "request body too large ({size}): no endpoint takes a body, and one of at most \
+             {MAX_BODY_BYTES} bytes is ignored"
+        ))
+    };
+    match body {
+        Body::Read(n) if *n <= MAX_BODY_BYTES => None,
+        Body::Read(n) => Some(too_large(format!("{n} bytes"))),
+        Body::Unread => Some(too_large(format!("over {DRAIN_LIMIT_BYTES} bytes"))),
+        Body::Broken(e) => Some(ApiError::BadRequest(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
+}
 
 /// What a handler returns.
 pub type HandlerResult = Result<Response, ApiError>;
@@ -141,7 +213,8 @@ fn route_label(segments: &[String]) -> String {
     }
 }
 
-async fn dispatch<S: Service>(svc: Arc<S>, method: Method, path: String) -> Response {
+/// Answers one request whose body has been read (`body`): refused for its body, or routed.
+async fn dispatch<S: Service>(svc: Arc<S>, method: Method, path: String, body: Body) -> Response {
     let started = Instant::now();
     let segments: Vec<String> = path
         .trim_start_matches('/')
@@ -151,7 +224,12 @@ async fn dispatch<S: Service>(svc: Arc<S>, method: Method, path: String) -> Resp
         .collect();
     let mut route = route_label(&segments);
     let span = tracing::info_span!("request", %method, path = %path, saga = tracing::field::Empty);
+    let refusal = body_refusal(&body);
+    let refused_for_body = refusal.is_some();
     let result = async {
+        if let Some(err) = refusal {
+            return Err(err);
+        }
         match (segments.as_slice(), &method) {
             ([p, h], &Method::GET) if p == S::PREFIX && h == "health" => {
                 match svc.clone().healthy().await {
@@ -173,10 +251,14 @@ async fn dispatch<S: Service>(svc: Arc<S>, method: Method, path: String) -> Resp
     }
     .instrument(span.clone())
     .await;
-    let resp = match result {
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(err) => {
-            if matches!(err, ApiError::NoRoute(_) | ApiError::MethodNotAllowed(_)) {
+            // The path of a request no handler saw may be anything: one label for all of them
+            // keeps the metrics' series bounded.
+            if refused_for_body
+                || matches!(err, ApiError::NoRoute(_) | ApiError::MethodNotAllowed(_))
+            {
                 route = "unmatched".to_string();
             }
             let _enter = span.enter();
@@ -188,6 +270,14 @@ async fn dispatch<S: Service>(svc: Arc<S>, method: Method, path: String) -> Resp
             error_response(&err)
         }
     };
+    if matches!(body, Body::Unread | Body::Broken(_)) {
+        // Part of the body is still in the connection (or its framing is lost): it cannot carry
+        // another request. Saying so lets the client expect the close.
+        resp.headers_mut().insert(
+            warp::http::header::CONNECTION,
+            warp::http::HeaderValue::from_static("close"),
+        );
+    }
     svc.metrics()
         .observe_request(&route, resp.status().as_u16(), started.elapsed());
     resp
@@ -202,12 +292,18 @@ pub async fn serve<S: Service>(svc: Arc<S>, addr: SocketAddr) -> anyhow::Result<
     })?;
     tracing::info!(%addr, service = S::PREFIX, "listening");
     let stopper = svc.clone();
-    let routes = warp::method().and(warp::path::full()).then(
-        move |method: Method, path: warp::path::FullPath| {
+    // The body is read before anything else (see the module's doc): a request is answered only
+    // once its body is out of the connection, so hyper keeps the connection alive.
+    let routes = warp::method()
+        .and(warp::path::full())
+        .and(warp::body::stream())
+        .then(move |method: Method, path: warp::path::FullPath, body| {
             let svc = svc.clone();
-            async move { dispatch(svc, method, path.as_str().to_string()).await }
-        },
-    );
+            async move {
+                let body = drain(body).await;
+                dispatch(svc, method, path.as_str().to_string(), body).await
+            }
+        });
     warp::serve(routes)
         .incoming(listener)
         .graceful(shutdown_signal())
@@ -239,4 +335,40 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(
+        sizes: &[usize],
+    ) -> impl Stream<Item = Result<std::io::Cursor<Vec<u8>>, warp::Error>> {
+        let chunks: Vec<_> = sizes
+            .iter()
+            .map(|n| Ok(std::io::Cursor::new(vec![b'x'; *n])))
+            .collect();
+        futures::stream::iter(chunks)
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_to_its_end_and_counted() {
+        assert_eq!(drain(chunks(&[])).await, Body::Read(0));
+        assert_eq!(drain(chunks(&[3, 0, 4])).await, Body::Read(7));
+        let limit = DRAIN_LIMIT_BYTES as usize;
+        assert_eq!(drain(chunks(&[limit])).await, Body::Read(DRAIN_LIMIT_BYTES));
+        assert_eq!(drain(chunks(&[limit, 1, 1 << 20])).await, Body::Unread);
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_a_413_and_a_broken_one_a_400() {
+        assert!(body_refusal(&Body::Read(0)).is_none());
+        assert!(body_refusal(&Body::Read(MAX_BODY_BYTES)).is_none());
+        for body in [Body::Read(MAX_BODY_BYTES + 1), Body::Unread] {
+            let err = body_refusal(&body).map(|e| e.status());
+            assert_eq!(err, Some(StatusCode::PAYLOAD_TOO_LARGE), "{body:?}");
+        }
+        let err = body_refusal(&Body::Broken("early eof".into())).map(|e| e.status());
+        assert_eq!(err, Some(StatusCode::BAD_REQUEST));
+    }
 }
