@@ -8,11 +8,12 @@ STOCK_URL), so the suite works through the gateway and against the services dire
 
 from __future__ import annotations
 
-import http.client
 import functools
+import http.client
 import json
 import os
 import threading
+import time
 import urllib.parse
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -266,3 +267,13 @@ def key(prefix: str, service: str, entity_id: str, p: int) -> str:
 def streams(service: str, p: int) -> list[str]:
     """Every partition's stream of a service's log."""
     return [f"log:{service}:{tag(service, k, p)}" for k in range(p)]
+
+
+def wait_for(check, what: str, timeout: float = 30, every: float = 0.2):
+    """Polls `check` until it is true; fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

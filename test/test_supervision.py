@@ -24,7 +24,8 @@ import pytest
 import requests
 
 from conftest import DOWN_TIMEOUT, _log_tails, shoplog, shoplog_bin
-from helpers import Api, ok_json
+import helpers
+from helpers import Api
 
 OFFSET = 9000
 GATEWAY = 9800
@@ -35,12 +36,8 @@ BACK_WITHIN = 15  # seconds for a killed component to be healthy again
 
 
 def wait_for(check, what: str, timeout: float = BACK_WITHIN, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    """`helpers.wait_for` with this module's defaults."""
+    helpers.wait_for(check, what, timeout, every)
 
 
 def alive(pid: int | None) -> bool:

@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "test" / "faults"))
 
@@ -38,6 +40,28 @@ from harness import FAULT_ENV, OperatedStack, wait_for  # noqa: E402
 
 PROJECT = os.environ.get("SHOPLOG_COMPOSE_PROJECT", "shoplogtest")
 PORT = int(os.environ.get("SHOPLOG_COMPOSE_PORT", "18000"))
+
+
+# The images every container stack runs (`make images`).
+IMAGES = ["shoplog:latest", "shoplog-redis:latest", "shoplog-gateway:latest"]
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """Overrides test/conftest.py's `stack` in the container test modules, which import it: they
+    bring their own stacks (compose), not `shoplog up`."""
+    return None
+
+
+def require_engine_and_images():
+    """Fails (never skips: `make test` runs these tests only where an engine answers) when no
+    Docker engine answers or an image is missing, saying what to do."""
+    if docker("info", check=False).returncode != 0:
+        pytest.fail("no Docker engine answers (`docker info` failed); `make test` runs these tests only "
+                    "when one does")
+    missing = [i for i in IMAGES if docker("image", "inspect", i, check=False).returncode != 0]
+    if missing:
+        pytest.fail(f"images missing: {missing}; build them with `make images`")
 
 
 def compose_command() -> list[str]:

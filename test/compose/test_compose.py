@@ -24,11 +24,11 @@ import time
 
 import pytest
 
-from compose_stack import ROOT, ComposeStack, docker
+from compose_stack import IMAGES, ROOT, ComposeStack, docker, require_engine_and_images
+from compose_stack import stack  # noqa: F401 (the fixture: no local stack for these tests)
 from conftest import _say
 from harness import Storm, settle_and_verify
 
-IMAGES = ["shoplog:latest", "shoplog-redis:latest", "shoplog-gateway:latest"]
 BASE = "debian:bookworm-slim"
 
 # The HTTP contract suite, as run against any deployment (the files that need a local stack of
@@ -39,20 +39,9 @@ CONTRACT_SUITE = ["test_stock.py", "test_payment.py", "test_orders.py", "test_id
                   "test_fuzz.py"]
 
 
-@pytest.fixture(scope="session")
-def stack():
-    """Overrides the suite's stack: these tests bring their own (the containers), not `shoplog up`."""
-    return None
-
-
 @pytest.fixture(scope="module")
 def compose(request):
-    if docker("info", check=False).returncode != 0:
-        pytest.fail("no Docker engine answers (`docker info` failed); `make test` runs these tests only "
-                    "when one does")
-    missing = [i for i in IMAGES if docker("image", "inspect", i, check=False).returncode != 0]
-    if missing:
-        pytest.fail(f"images missing: {missing}; build them with `make images`")
+    require_engine_and_images()
     s = ComposeStack()
     s.down()  # what an interrupted earlier run left
     seconds = s.start()

@@ -32,12 +32,12 @@ import time
 
 import pytest
 
-from compose_stack import SLOTS, ComposeCluster, docker, inspect
+from compose_stack import SLOTS, ComposeCluster, docker, inspect, require_engine_and_images
+from compose_stack import stack  # noqa: F401 (the fixture: no local stack for these tests)
 from conftest import _say
 from harness import Storm, settle_and_verify, wait_for
 from helpers import Api, run_concurrently
 
-IMAGES = ["shoplog:latest", "shoplog-redis:latest", "shoplog-gateway:latest"]
 
 # Bringing 30 containers up (or down and up again) on a 2-core machine, or a storm with a
 # failover, can take longer than the suite's 120 s per test.
@@ -48,20 +48,9 @@ pytestmark = pytest.mark.timeout(300)
 BEFORE: dict[str, dict] = {}
 
 
-@pytest.fixture(scope="session")
-def stack():
-    """Overrides the suite's stack: these tests bring their own (the containers), not `shoplog up`."""
-    return None
-
-
 @pytest.fixture(scope="module")
 def cluster(request):
-    if docker("info", check=False).returncode != 0:
-        pytest.fail("no Docker engine answers (`docker info` failed); `make test` runs these tests only "
-                    "when one does")
-    missing = [i for i in IMAGES if docker("image", "inspect", i, check=False).returncode != 0]
-    if missing:
-        pytest.fail(f"images missing: {missing}; build them with `make images`")
+    require_engine_and_images()
     s = ComposeCluster()
     s.down()  # what an interrupted earlier run left
     seconds = s.start(timeout=180)

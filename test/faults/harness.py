@@ -30,7 +30,7 @@ from pathlib import Path
 import requests
 
 from conftest import DOWN_TIMEOUT, _log_tails, shoplog_bin
-from helpers import Api, run_concurrently
+from helpers import Api, run_concurrently, wait_for  # noqa: F401 (wait_for: re-exported)
 
 REPORT = Path(os.environ.get("FAULTS_REPORT", Path(__file__).resolve().parents[2] / "target" / "faults-report.jsonl"))
 
@@ -43,15 +43,6 @@ FAULT_ENV = {
     "CLAIM_IDLE_MS": "1000",
     "LEASE_TTL_MS": "1500",
 }
-
-
-def wait_for(check, what: str, timeout: float = 30, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class OperatedStack:
