@@ -8,6 +8,12 @@
 //! 3. Wait until the saga is done (woken by pub/sub, re-reading the record as a fallback).
 //! 4. Still undecided after `CHECKOUT_TIMEOUT`: abort through the same compare-and-set the
 //!    participants use, and answer whichever decision won.
+//!
+//! **No checkout waits longer than its timeout plus [`GRACE`]** from the request's arrival,
+//! whatever stalls: the admission lock's wait is cut to the time left, the wait after a timeout
+//! abort to the grace, and a database that stops answering (cut off, frozen) gets a 503 when the
+//! time is up ("may still complete; retry to learn the outcome": a retry joins the same saga)
+//! instead of holding the client until the Redis response timeout.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +32,8 @@ use crate::{store, Order};
 pub const LOCK_TTL: Duration = Duration::from_secs(10);
 /// How long a checkout waits for the admission lock before answering 503.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How long past `CHECKOUT_TIMEOUT` a checkout may take to answer: the abort and its answer.
+pub const GRACE: Duration = Duration::from_secs(1);
 /// How often a waiting checkout re-reads its saga when no wake-up came.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -33,6 +41,29 @@ impl Order {
     /// Handles `POST /orders/checkout/{raw_id}`.
     pub(crate) async fn checkout(&self, raw_id: &str) -> HandlerResult {
         let id = common::validate::existing_id(raw_id, "order")?;
+        let arrived = Instant::now();
+        // A little under the limit: the answer still has to be written.
+        let limit = self.checkout_timeout + GRACE - Duration::from_millis(100);
+        match tokio::time::timeout(limit, self.checkout_within(id, arrived)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                self.metrics.incr("checkouts_past_deadline_total", 1);
+                tracing::warn!(
+                    order = id,
+                    "checkout not answered within its timeout; answering 503"
+                );
+                Err(ApiError::Unavailable(format!(
+                    "the checkout of order `{id}` could not be decided within {} ms (a database \
+                     or service is not answering): it may still complete; retry to learn its \
+                     outcome (a retry joins the same checkout)",
+                    self.checkout_timeout.as_millis()
+                )))
+            }
+        }
+    }
+
+    /// The checkout of `id`, which arrived at `arrived`.
+    async fn checkout_within(&self, id: &str, arrived: Instant) -> HandlerResult {
         let mut conn = self.db.clone();
         let saga = loop {
             let order = store::find(&mut conn, &self.layout, id)
@@ -48,7 +79,11 @@ impl Order {
             }
             let summed = encode_lines(&sum_lines(&order.items)?);
             let sid = self.ids.next();
-            let admission = self.admit(id, &sid, &order.items_json, &summed).await?;
+            let wait = LOCK_WAIT
+                .min((arrived + self.checkout_timeout).saturating_duration_since(Instant::now()));
+            let admission = self
+                .admit(id, &sid, &order.items_json, &summed, wait)
+                .await?;
             match admission {
                 Admission::Started(s) | Admission::Join(s) => break s,
                 Admission::Paid(s) => return paid(id, &s),
@@ -59,7 +94,7 @@ impl Order {
             }
         };
         tracing::Span::current().record("saga", saga.as_str());
-        let outcome = self.await_outcome(id, &saga).await?;
+        let outcome = self.await_outcome(id, &saga, arrived).await?;
         // The decision and the admission before it are on the replicas before the answer, also
         // when another order replica's consumer made the decision.
         self.db
@@ -76,10 +111,11 @@ impl Order {
         sid: &str,
         items_json: &str,
         summed: &str,
+        wait: Duration,
     ) -> Result<Admission, ApiError> {
         let lease = self
             .locks
-            .lock_within(&keys::order_lock(id), LOCK_TTL, LOCK_WAIT)
+            .lock_within(&keys::order_lock(id), LOCK_TTL, wait)
             .await
             .map_err(|e| match e {
                 LockFailure::Busy(_) => ApiError::Unavailable(format!(
@@ -106,11 +142,17 @@ impl Order {
         Ok(started?)
     }
 
-    /// Waits for saga `sid` to be done; aborts it on timeout. Answers the final view (or, when a
-    /// timeout abort's compensations are still running, the abort decision).
-    async fn await_outcome(&self, id: &str, sid: &str) -> Result<Outcome, ApiError> {
+    /// Waits for saga `sid` to be done, until `CHECKOUT_TIMEOUT` after the request `arrived`;
+    /// then aborts it. Answers the final view (or, when a timeout abort's compensations are still
+    /// running after the grace, the abort decision).
+    async fn await_outcome(
+        &self,
+        id: &str,
+        sid: &str,
+        arrived: Instant,
+    ) -> Result<Outcome, ApiError> {
         if let Some(done) = self
-            .wait_done(id, sid, Instant::now() + self.checkout_timeout)
+            .wait_done(id, sid, arrived + self.checkout_timeout)
             .await?
         {
             return Ok(done);
@@ -134,8 +176,9 @@ impl Order {
         )
         .await?;
         tracing::debug!(saga = sid, reply = reply.name(), "timeout abort");
+        // Compensations confirmed within the grace, or the decision as it stands.
         if let Some(done) = self
-            .wait_done(id, sid, Instant::now() + self.checkout_timeout)
+            .wait_done(id, sid, arrived + self.checkout_timeout + GRACE / 2)
             .await?
         {
             return Ok(done);

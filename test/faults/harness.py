@@ -160,6 +160,7 @@ class Storm:
         self.rng = random.Random(seed)
         self.in_flight = 0
         self.lock = threading.Lock()
+        self.durations: list[float] = []  # seconds each checkout took to be answered
 
     def populate(self):
         api = Api(self.stack.base)
@@ -173,6 +174,7 @@ class Storm:
     def _checkout(self, api: Api, order: str) -> int:
         with self.lock:
             self.in_flight += 1
+        sent = time.monotonic()
         try:
             return api.post(f"/orders/checkout/{order}", timeout=30).status_code
         except requests.RequestException:
@@ -180,6 +182,7 @@ class Storm:
         finally:
             with self.lock:
                 self.in_flight -= 1
+                self.durations.append(time.monotonic() - sent)
 
     def _side_writer(self, stop: threading.Event, result: StormResult):
         """Acknowledged single writes during the storm, on entities of their own."""

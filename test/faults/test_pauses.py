@@ -10,6 +10,10 @@ every acknowledged write present.
 - **A stock replica** (of 2) frozen for 6 s in the middle of its handlers: the other takes its
   pending entries over (`XAUTOCLAIM` after `CLAIM_IDLE_MS`); resumed, it handles them again and
   changes nothing twice.
+- **order-db frozen for 6 s** (as a database cut off by the network would be: connections open,
+  nothing answered): no checkout waits longer than `CHECKOUT_TIMEOUT_MS` plus the 1 s grace
+  (those that cannot be decided get a 503 saying they may still complete), instead of the Redis
+  response timeout (10 s). `make test` runs it.
 - **The active log parser**, with a standby started beside it, frozen for 5 s (its 1.5 s lease
   expires): the standby takes over, the resumed one stays standing by, and the two are never seen
   active at once. (That a resumed instance is inactive from its first instruction — being active
@@ -30,7 +34,7 @@ import pytest
 import requests
 
 from conftest import shoplog_bin
-from harness import FaultStack, Storm, settle_and_verify, wait_for
+from harness import FAULT_ENV, FaultStack, Storm, settle_and_verify, wait_for
 
 OFFSET, GATEWAY = 4500, 9450
 
@@ -47,6 +51,19 @@ def replicated():
 def test_an_order_replica_frozen_past_its_locks_and_timeouts(replicated):
     storm = Storm(replicated, seed=51)
     result = storm.run("pause order-1 (SIGSTOP 12 s, 2 replicas)", [(1.0, "order-1", 12.0, "pause")])
+    settle_and_verify(replicated, storm, result)
+
+
+@pytest.mark.timeout(300)
+def test_no_checkout_outlives_its_timeout_while_order_db_is_frozen(replicated):
+    storm = Storm(replicated, seed=54)
+    result = storm.run("pause order-db (SIGSTOP 6 s)", [(1.0, "order-db", 6.0, "pause")])
+    limit = int(FAULT_ENV["CHECKOUT_TIMEOUT_MS"]) / 1000 + 1
+    slowest = max(storm.durations)
+    result.scenario += f" (slowest answer {slowest:.2f} s)"
+    # The product answers within limit − 0.1 s; the slack is for a loaded machine's scheduling,
+    # far below the 10 s a stalled database call would take.
+    assert slowest < limit + 1.0, f"a checkout took {slowest:.2f} s (limit {limit} s)"
     settle_and_verify(replicated, storm, result)
 
 
