@@ -60,6 +60,9 @@ test-http:
 ## test-faults: every fault-injection scenario (kill each component, chaos, 2 replicas); ~8 min (release build)
 test-faults: deps build python-deps
 	SHOPLOG_BIN=$(CURDIR)/$(SHOPLOG) $(PYTHON) -m pytest test/faults -q
+	@if docker info >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory images && $(PYTHON) -m pytest test/compose -q -m slow; \
+	else echo "no Docker engine answers: skipping the container fault scenarios"; fi
 
 ## binaries: the release binaries, stripped, in target/docker/bin (what the shoplog image holds)
 DOCKER_BIN := target/docker/bin
@@ -84,7 +87,7 @@ images: binaries
 
 ## test-compose: the container stack on the real engine — HTTP suite, storm, kills, scaling
 test-compose: images python-deps
-	$(PYTHON) -m pytest test/compose -q
+	$(PYTHON) -m pytest test/compose -q -m "not slow"
 
 test-compose-if-docker:
 	@if docker info >/dev/null 2>&1; then \

@@ -168,6 +168,7 @@ def assert_before_unchanged(cluster: ComposeCluster):
     api.close()
 
 
+@pytest.mark.slow  # make test-faults: see test/faults/test_failover.py on why not make test
 def test_a_stock_db_primary_crashed_in_a_storm_fails_over_and_loses_nothing(cluster, request):
     view = assert_formed(cluster, "stock")
     primary = min(n for n, v in view.items() if v["role"] == "primary")
