@@ -78,6 +78,7 @@ class FaultStack(OperatedStack):
             SHOPLOG_APPENDFSYNC=appendfsync,
         )
         self.base = f"http://127.0.0.1:{gateway}"
+        self.paused: dict[str, int] = {}  # component -> pid, while SIGSTOPped by `pause`
 
     def run(self, *args, timeout: int = 300) -> subprocess.CompletedProcess:
         return subprocess.run([str(shoplog_bin()), *args], env=self.env, capture_output=True, text=True,
@@ -112,7 +113,6 @@ class FaultStack(OperatedStack):
         connections open and its locks held, until `resume`."""
         pid = self.status()[name]["pid"]
         os.killpg(pid, signal.SIGSTOP)
-        self.paused = getattr(self, "paused", {})
         self.paused[name] = pid
         return pid
 

@@ -109,7 +109,7 @@ def test_the_active_log_parser_frozen_past_its_lease(replicated):
 
         def watch():
             while not stop.is_set():
-                if replicated.__dict__.get("paused"):
+                if replicated.paused:
                     time.sleep(0.01)  # a frozen process answers nothing: nothing to compare
                     continue
                 if all(logparser_status(p).get("active") for p in ports.values()):
