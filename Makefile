@@ -6,7 +6,7 @@ PYTHON  ?= python3
 SHOPLOG := target/release/shoplog
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up down status deps build lint test test-rust test-http test-faults python-deps clean \
+.PHONY: up down status deps test-deps build lint test test-rust test-http test-faults python-deps clean \
         binaries images test-compose test-compose-if-docker test-deploy
 
 ## up: install what is missing, build in release, run the stack in the foreground (Ctrl-C stops it)
@@ -30,6 +30,17 @@ deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+## test-deps: what the network-fault scenarios use besides (iptables, ss), from apt when missing
+test-deps:
+	@missing=""; \
+	command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing="$$missing iptables"; \
+	command -v ss >/dev/null 2>&1 || [ -x /usr/bin/ss ] || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
 build:
 	$(CARGO) build --release --workspace
 
@@ -47,7 +58,7 @@ python-deps:
 ## test: everything CI runs — lint, Rust tests (real redis-servers), the HTTP suite against a real
 ## stack, the deployment files' offline validation, and the container tests when a Docker engine answers
 ## (SHOPLOG_REQUIRE_DOCKER=1, as CI sets it, turns a missing engine into a failure)
-test: deps build lint python-deps test-rust test-http test-deploy test-compose-if-docker
+test: deps test-deps build lint python-deps test-rust test-http test-deploy test-compose-if-docker
 
 test-rust:
 	$(CARGO) test --release --workspace
@@ -58,7 +69,7 @@ test-http:
 	  --ignore=test/compose --ignore=test/deploy
 
 ## test-faults: every fault-injection scenario (kill each component, chaos, 2 replicas); ~8 min (release build)
-test-faults: deps build python-deps
+test-faults: deps test-deps build python-deps
 	SHOPLOG_BIN=$(CURDIR)/$(SHOPLOG) $(PYTHON) -m pytest test/faults -q
 	@if docker info >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory images && $(PYTHON) -m pytest test/compose -q -m slow; \

@@ -5,7 +5,8 @@
 //! one [`Conn`], cloned into every request: a `ConnectionManager` (one multiplexed connection,
 //! reconnecting by itself after the database restarts) or redis-rs's async cluster connection
 //! (one multiplexed connection per node, commands and scripts routed by the slot of their keys,
-//! `MOVED`/`ASK` followed, the slot map refreshed after a failover). Scripts are `redis::Script`s,
+//! `MOVED`/`ASK` followed, the slot map refreshed after a failover), inside a [`ClusterLink`]
+//! that replaces it when it wedges. Scripts are `redis::Script`s,
 //! which call `EVALSHA` and upload the script only when Redis answers `NOSCRIPT`.
 
 use std::time::Duration;
@@ -13,7 +14,8 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
+
+use crate::cluster_link::ClusterLink;
 
 use crate::error::ApiError;
 
@@ -85,8 +87,8 @@ pub struct Conn {
 enum Link {
     /// One Redis.
     Single(ConnectionManager),
-    /// A Redis Cluster.
-    Cluster(ClusterConnection),
+    /// A Redis Cluster, through a connection that replaces itself when it wedges.
+    Cluster(ClusterLink),
 }
 
 impl Conn {
@@ -94,6 +96,14 @@ impl Conn {
     /// then reads each partition's stream with its own command).
     pub fn is_cluster(&self) -> bool {
         matches!(self.link, Link::Cluster(_))
+    }
+
+    /// The self-replacing cluster connection underneath, when this is a cluster.
+    pub fn cluster_link(&self) -> Option<&ClusterLink> {
+        match &self.link {
+            Link::Cluster(link) => Some(link),
+            Link::Single(_) => None,
+        }
     }
 
     /// This connection, its writes to be confirmed by `r.acks` replicas before they count.
@@ -138,12 +148,14 @@ impl Conn {
         wait.arg(acks).arg(timeout.as_millis() as u64);
         let got: i64 = match &mut self.link {
             Link::Single(c) => wait.query_async(c).await?,
-            Link::Cluster(c) => {
+            Link::Cluster(link) => {
                 // WAIT names no key: send it to the primary of `key`'s slot.
                 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
                 let route = Route::new(key_slot(key), SlotAddr::Master);
                 let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                redis::FromRedisValue::from_redis_value(c.route_command(wait, route).await?)?
+                let answer = link.connection().route_command(wait, route).await;
+                link.observe(&answer);
+                redis::FromRedisValue::from_redis_value(answer?)?
             }
         };
         if got < i64::from(acks) {
@@ -223,9 +235,10 @@ impl ConnectionLike for Conn {
 }
 
 /// Connects once to the database at `url` (single or cluster): `timeout` to connect, `answer`
-/// to wait for any reply, `retries` of a failed request.
+/// to wait for any reply, `retries` of a failed request; `what` names it in log lines.
 async fn open(
     url: &DbUrl,
+    what: &str,
     timeout: Duration,
     answer: Duration,
     retries: usize,
@@ -252,8 +265,7 @@ async fn open(
                 .max_retry_wait(1000)
                 .build()
                 .map_err(|e| e.to_string())?;
-            client
-                .get_async_connection()
+            ClusterLink::open(client, what)
                 .await
                 .map(|c| Link::Cluster(c).into())
                 .map_err(|e| e.to_string())
@@ -357,7 +369,15 @@ pub async fn connect(url: &str, what: &str) -> anyhow::Result<Conn> {
     let parsed = checked(url, what)?;
     let mut attempt = 0u32;
     loop {
-        match open(&parsed, Duration::from_secs(2), Duration::from_secs(10), 3).await {
+        match open(
+            &parsed,
+            what,
+            Duration::from_secs(2),
+            Duration::from_secs(10),
+            3,
+        )
+        .await
+        {
             Ok(conn) => {
                 tracing::info!(database = what, url, "connected");
                 return Ok(conn);
@@ -373,15 +393,20 @@ pub async fn connect(url: &str, what: &str) -> anyhow::Result<Conn> {
     }
 }
 
-/// Whether the database answers `PING` within a second.
+/// Whether the database answers `PING` within a second. A cluster connection counts a
+/// `PING` left unanswered as a failure (see [`ClusterLink`]), as it never sees that reply.
 pub async fn ping(conn: &Conn) -> bool {
     let mut conn = conn.clone();
     let cmd = redis::cmd("PING");
     let ping = cmd.query_async::<String>(&mut conn);
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), ping).await,
-        Ok(Ok(_))
-    )
+    let answered = tokio::time::timeout(Duration::from_secs(1), ping).await;
+    if let (Err(_), Some(link)) = (&answered, conn.cluster_link()) {
+        link.observe::<()>(&Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "PING unanswered for 1 s",
+        ))));
+    }
+    matches!(answered, Ok(Ok(_)))
 }
 
 /// What a transition script answers: a status word, then data.
@@ -433,7 +458,7 @@ impl redis::FromRedisValue for Outcome {
 /// what is wrong instead of waiting forever.
 pub async fn connect_once(url: &str, what: &str, timeout: Duration) -> anyhow::Result<Conn> {
     let parsed = checked(url, what)?;
-    let opened = open(&parsed, timeout, Duration::from_secs(60), 0);
+    let opened = open(&parsed, what, timeout, Duration::from_secs(60), 0);
     match tokio::time::timeout(timeout, opened).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(anyhow::anyhow!(

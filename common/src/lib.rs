@@ -25,6 +25,7 @@
 //! | [`validate`] | parsing of path parameters (ids and amounts) |
 
 pub mod batch;
+pub mod cluster_link;
 pub mod config;
 pub mod consumer;
 pub mod counter;

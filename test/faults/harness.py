@@ -161,6 +161,7 @@ class Storm:
         self.in_flight = 0
         self.lock = threading.Lock()
         self.durations: list[float] = []  # seconds each checkout took to be answered
+        self.answered: list[float] = []  # when each checkout was answered, seconds into the storm
 
     def populate(self):
         api = Api(self.stack.base)
@@ -182,7 +183,9 @@ class Storm:
         finally:
             with self.lock:
                 self.in_flight -= 1
-                self.durations.append(time.monotonic() - sent)
+                now = time.monotonic()
+                self.durations.append(now - sent)
+                self.answered.append(now - self.started)
 
     def _side_writer(self, stop: threading.Event, result: StormResult):
         """Acknowledged single writes during the storm, on entities of their own."""
@@ -213,9 +216,14 @@ class Storm:
         except requests.RequestException:
             return False
 
+    def rate(self, start: float, end: float) -> float:
+        """Checkouts answered per second between `start` and `end` seconds into the storm."""
+        return sum(1 for t in self.answered if start <= t < end) / max(end - start, 1e-9)
+
     def run(self, scenario: str, kills: list[tuple]) -> StormResult:
         """Runs the storm; `kills` are (seconds into the storm, component, seconds down), with an
-        optional fourth element "pause": SIGSTOP instead of SIGKILL, SIGCONT instead of `up`."""
+        optional fourth element: "pause" (SIGSTOP instead of SIGKILL, SIGCONT instead of `up`), or
+        a fault with `start()` and `stop()` (netfaults.py) made instead of the kill."""
         self.populate()
         result = StormResult(scenario)
         orders = [str(i) for i in range(self.n_orders)]
@@ -246,16 +254,24 @@ class Storm:
     def _kill_all(self, kills, result: StormResult):
         for at, name, down_for, *how in kills:
             pause = how == ["pause"]
+            fault = how[0] if how and hasattr(how[0], "start") else None
             delay = at - (time.monotonic() - self.started)
             if delay > 0:
                 time.sleep(delay)
             result.in_flight_at_kill.append(self.in_flight)
-            (self.stack.pause if pause else self.stack.kill)(name)
+            if fault:
+                fault.start()
+            else:
+                (self.stack.pause if pause else self.stack.kill)(name)
             result.killed.append((name, round(time.monotonic() - self.started, 2), down_for))
-            time.sleep(down_for)
+            try:
+                time.sleep(down_for)
+            finally:
+                if fault:
+                    fault.stop()
             if pause:
                 self.stack.resume(name)
-            else:
+            elif not fault:
                 self.stack.up()
 
 
