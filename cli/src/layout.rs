@@ -209,6 +209,11 @@ impl StackSettings {
                 self.db_url("payment", defaults::PAYMENT_DB_PORT),
             ),
             ("LOCK_URLS".into(), locks),
+            // The log parser archives the logs here; the CLI's audit, replay and saga read it.
+            (
+                "ARCHIVE_DIR".into(),
+                self.data_dir.join("archive").display().to_string(),
+            ),
             (
                 "IDS_URL".into(),
                 format!("http://127.0.0.1:{}", self.port(defaults::IDS_PORT)),

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cli::commands::{audit, bench, down, exit, recover, replay, saga, status, tail, up};
+use cli::commands::{archive, audit, bench, down, exit, recover, replay, saga, status, tail, up};
 use cli::supervise;
 
 /// Run the shoplog stack locally and operate it.
@@ -42,6 +42,8 @@ enum Command {
     Tail(tail::TailArgs),
     /// Run one recovery pass now and say what it did (or would do).
     Recover(recover::RecoverArgs),
+    /// The log archive: segments, bytes, lag; `--now` runs an archiving pass.
+    Archive(archive::ArchiveArgs),
     /// Load-test checkouts through the gateway: throughput, latency percentiles, then an audit.
     Bench(bench::BenchArgs),
     /// Restart the stack's components that exit, until `shoplog down` (started by `up --detach`).
@@ -63,6 +65,7 @@ async fn main() -> ExitCode {
         Command::Tail(a) => tail::run(a).await,
         Command::Recover(a) => recover::run(a).await,
         Command::Bench(a) => bench::run(a).await,
+        Command::Archive(a) => archive::run(a).await,
         Command::Supervise(a) => supervise::command(a).await,
     };
     match result {

@@ -76,6 +76,30 @@ pub struct Config {
     /// initialises its database with (default [`crate::partition::DEFAULT`]); a database already
     /// initialised with another number makes the service refuse to start.
     pub partitions: [u32; 3],
+    /// `ARCHIVE_DIR`: where the log parser keeps the log archive and readers find it (default
+    /// `archive`, relative to the working directory; `shoplog up` sets `<data dir>/archive`).
+    pub archive_dir: std::path::PathBuf,
+    /// `LOG_RETAIN`: how long log entries and final saga records stay in Redis before the log
+    /// parser archives them (`90s`, `5m`, `500ms`; default 5 minutes; `off`: never).
+    pub log_retain: Option<Duration>,
+}
+
+/// The default of `LOG_RETAIN`.
+pub const DEFAULT_LOG_RETAIN: Duration = Duration::from_secs(300);
+
+/// Parses a duration written `500ms`, `90s`, `5m` or `2h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
 }
 
 /// Why the environment does not make a configuration. Returned by [`Config::from_env`] so that a
@@ -217,6 +241,17 @@ impl Config {
                 partitions("STOCK_PARTITIONS")?,
                 partitions("PAYMENT_PARTITIONS")?,
             ],
+            archive_dir: env.string_or("ARCHIVE_DIR", "archive".into())?.into(),
+            log_retain: match env.get("LOG_RETAIN")? {
+                None => Some(DEFAULT_LOG_RETAIN),
+                Some(v) if v.trim() == "off" => None,
+                Some(v) => Some(parse_duration(&v).ok_or(ConfigError::Invalid {
+                    var: "LOG_RETAIN",
+                    value: v,
+                    expected: "a duration (500ms, 90s, 5m, 2h) or `off`",
+                    example: "5m".into(),
+                })?),
+            },
         })
     }
 

@@ -70,6 +70,10 @@ pub mod kind {
     /// `order/lua/confirm.lua`: `part` (a participant's name), `reopened` (`1` when this
     /// confirmation completed the compensation and the order became open again).
     pub const COMPENSATION_CONFIRMED: &str = "CompensationConfirmed";
+    /// `logparser/lua/retire.lua` (the log parser's archiving pass, in any service's log):
+    /// `records`, a JSON array of `{"key", "fields"}`, the saga records of final sagas it removed
+    /// from the database, as they were (their history is in the archive).
+    pub const RECORDS_RETIRED: &str = "RecordsRetired";
 
     /// Every type above: what the scripts can append (a test makes each script append its
     /// entries and decodes them all).
@@ -298,6 +302,11 @@ pub enum Event {
         amount: i64,
         refunded: bool,
     },
+    /// `retire.lua`: saga records removed from the database, each with its fields as they were.
+    RecordsRetired {
+        /// `(key, fields)` of each record.
+        records: Vec<(String, std::collections::BTreeMap<String, String>)>,
+    },
     /// A saga step of a participant that has no typed variant here (a participant added by a row
     /// of [`crate::saga::PARTICIPANTS`] only): what the order side needs of it.
     Step {
@@ -350,6 +359,22 @@ impl<'a> Reader<'a> {
         let json = self.text("items")?;
         let lines = decode_lines(&json).ok_or_else(|| self.bad("items"))?;
         Ok(Items { json, lines })
+    }
+
+    /// `records` of `RecordsRetired`: `[{"key": …, "fields": {…}}, …]` (cjson may write an empty
+    /// object as `[]`, never for a record, which has fields).
+    #[allow(clippy::type_complexity)]
+    fn retired(
+        &self,
+    ) -> Result<Vec<(String, std::collections::BTreeMap<String, String>)>, EventError> {
+        #[derive(serde::Deserialize)]
+        struct Retired {
+            key: String,
+            fields: std::collections::BTreeMap<String, String>,
+        }
+        let json = self.text("records")?;
+        let records: Vec<Retired> = serde_json::from_str(&json).map_err(|_| self.bad("records"))?;
+        Ok(records.into_iter().map(|r| (r.key, r.fields)).collect())
     }
 
     fn counter_fields(&self, spec: &CounterSpec) -> Result<Vec<(&'static str, i64)>, EventError> {
@@ -492,6 +517,9 @@ impl Event {
                 amount: r.int("amount")?,
                 refunded: r.flag("refunded")?,
             },
+            RECORDS_RETIRED => Event::RecordsRetired {
+                records: r.retired()?,
+            },
             other if e.get("saga").is_some() && e.get("order").is_some() => Event::Step {
                 kind: other.to_string(),
                 saga: r.text("saga")?,
@@ -533,6 +561,7 @@ impl Event {
             Event::PaymentCharged { .. } => PAYMENT_CHARGED,
             Event::PaymentRejected { .. } => PAYMENT_REJECTED,
             Event::PaymentRefunded { .. } => PAYMENT_REFUNDED,
+            Event::RecordsRetired { .. } => RECORDS_RETIRED,
             Event::Step { kind, .. } => kind,
         }
     }

@@ -103,6 +103,12 @@ pub fn logparser_open(l: &Layout, part: u32) -> String {
     format!("logparser:open:{}", l.tag(part))
 }
 
+/// Key (order-db partition `part`, a sorted set) of the final sagas the archiving pass saw, by
+/// when it saw them (order-db's clock, ms): retired once every log is archived past that time.
+pub fn logparser_retire(l: &Layout, part: u32) -> String {
+    format!("logparser:retire:{}", l.tag(part))
+}
+
 /// A key in the hash slot of `key` that holds nothing: [`crate::db::Conn::replicated_all`]
 /// writes it so that its `WAIT` covers the slot's primary up to now (`shoplog:sync:{o3.60}`).
 pub fn sync(key: &str) -> String {

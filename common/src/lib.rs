@@ -16,6 +16,7 @@
 //! | [`keys`] | every Redis key, stream and channel name: the one place that formats them |
 //! | [`partition`] | which partition an id belongs to, `P` per service, the hash tags |
 //! | [`log`] | the service logs (Redis Streams): entries, paged reads |
+//! | [`archive`] | the log archive (segment files) and the one history of archive + live log |
 //! | [`event`] | the log entries decoded into one `Event` type |
 //! | [`counter`] | the shared "entity with a non-negative counter" scripts (stock, credit) |
 //! | [`batch`] | the deterministic generator behind `batch_init` (used by services and replay) |
@@ -24,6 +25,7 @@
 //! | [`lock`] | Redlock over the lock nodes, with bounded acquisition and explicit release |
 //! | [`validate`] | parsing of path parameters (ids and amounts) |
 
+pub mod archive;
 pub mod batch;
 pub mod cluster_link;
 pub mod config;

@@ -20,6 +20,9 @@ pub enum LogError {
     /// An entry cannot be decoded.
     #[error(transparent)]
     Event(#[from] crate::event::EventError),
+    /// The archived part of the log cannot be read.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
 }
 
 /// The field every entry names its event kind in (one of [`crate::event::kind`]).

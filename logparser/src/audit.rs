@@ -92,84 +92,300 @@ fn reading(e: replay::ReplayError) -> redis::RedisError {
     }
 }
 
+/// Partitions audited at the same time (each holds one partition's state in memory).
+const CONCURRENT_PARTITIONS: usize = 3;
+
+/// What the audit of one partition of one service found.
+#[derive(Default)]
+struct PartAudit {
+    violations: Vec<Violation>,
+    sagas: BTreeMap<&'static str, u64>,
+    records: usize,
+}
+
 /// Audits everything; `progress` is told what is being done (for a progress line).
+///
+/// Streams: one partition of one service at a time (a few in parallel) is replayed from its
+/// history (archive + live log) and compared with its keys in the database, read by key; memory
+/// holds a few partitions' states, never the whole history. Keys the log never created are found
+/// by counting the database's keys per partition (one `SCAN`) and listing a partition's keys only
+/// when its count does not match.
 pub async fn audit(
     dbs: &Dbs,
     mut progress: impl FnMut(&str),
 ) -> Result<AuditReport, redis::RedisError> {
+    use futures::StreamExt;
     let started = Instant::now();
     let mut report = AuditReport::default();
-    let mut live: BTreeMap<&'static str, State> = BTreeMap::new();
-    let mut layouts: BTreeMap<&'static str, Layout> = BTreeMap::new();
+    let layouts: BTreeMap<&'static str, Layout> =
+        dbs.logs().iter().map(|(n, _, _, l)| (*n, *l)).collect();
     for (name, log, mut conn, layout) in dbs.logs() {
-        layouts.insert(name, layout);
         let Some(service) = ServiceLog::parse(name) else {
             // A participant this version cannot replay: its saga records are still checked.
-            let prefixes: Vec<&str> = participant(dbs.parts, name)
-                .map(|p| vec![p.record_prefix])
-                .unwrap_or_default();
             progress(&format!("reading {name}-db"));
-            let state = replay::dump_prefixes(&mut conn, &prefixes).await;
-            live.insert(name, state.map_err(reading)?);
+            let Some(p) = participant(dbs.parts, name) else {
+                continue;
+            };
+            let state = replay::dump_prefixes(&mut conn, &[p.record_prefix])
+                .await
+                .map_err(reading)?;
+            check_started_live(dbs, p, &layout, &state, &mut report.violations).await?;
+            report.records.insert(name, state.len());
             continue;
         };
-        progress(&format!("replaying {log}"));
-        let rebuilt = replay::rebuild(&mut conn, service, &layout).await;
-        progress(&format!("reading {name}-db"));
-        let state = replay::dump_prefixes(&mut conn, &service.key_prefixes())
-            .await
-            .map_err(reading)?;
-        match rebuilt {
-            Ok(rebuilt) => {
-                for d in replay::diff(&rebuilt, &state) {
-                    let invariant = if d.key.starts_with(keys::ITEM_PREFIX) {
-                        "stock conservation (replayed log ≠ database)"
-                    } else if d.key.starts_with(keys::USER_PREFIX) {
-                        "money conservation (replayed log ≠ database)"
-                    } else {
-                        "log completeness (replayed log ≠ database)"
-                    };
-                    let saga = saga_of_key(dbs.parts, &d.key);
-                    report.violations.push(violation(
-                        invariant,
-                        saga,
-                        &d.key,
-                        show(d.from_log.as_ref()),
-                        show(d.in_database.as_ref()),
-                    ));
-                }
+        progress(&format!("replaying {log} (archive + live)"));
+        let counted = count_keys(&mut conn, &service.key_prefixes(), &layout).await?;
+        let counted = &counted;
+        let layouts = &layouts;
+        let parts: Vec<Result<PartAudit, redis::RedisError>> =
+            futures::stream::iter(layout.parts())
+                .map(|part| audit_part(dbs, service, layout, part, counted, layouts))
+                .buffer_unordered(CONCURRENT_PARTITIONS)
+                .collect()
+                .await;
+        let mut records = 0;
+        for p in parts {
+            let p = p?;
+            report.violations.extend(p.violations);
+            for (state, n) in p.sagas {
+                *report.sagas.entry(state).or_default() += n;
             }
-            Err(e) => report.violations.push(violation(
-                "log completeness (the log cannot be replayed)",
-                None,
-                log,
-                "a log that replays from empty",
-                e.to_string(),
-            )),
+            records += p.records;
         }
-        for (key, h) in &state {
-            for field in ["stock", "credit"] {
-                if let Some(v) = h.get(field) {
-                    if v.parse::<i64>().map(|n| n < 0).unwrap_or(true) {
-                        report.violations.push(violation(
-                            &format!("{field} never negative"),
-                            None,
-                            key,
-                            format!("{field} >= 0"),
-                            format!("{field}={v}"),
-                        ));
+        report.records.insert(name, records);
+    }
+    report.violations.sort_by(|a, b| a.entity.cmp(&b.entity));
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// The database's keys of `prefixes`, counted per (prefix, partition) with one `SCAN` per
+/// prefix; keys with a prefix but no tag of the layout are returned (the log never makes them).
+async fn count_keys(
+    conn: &mut common::db::Conn,
+    prefixes: &[&str],
+    l: &Layout,
+) -> Result<(HashMap<(usize, u32), usize>, Vec<String>), redis::RedisError> {
+    let mut counts: HashMap<(usize, u32), usize> = HashMap::new();
+    let mut strays = Vec::new();
+    let nodes = common::db::primaries(conn)
+        .await
+        .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
+    for mut node in nodes {
+        for (i, prefix) in prefixes.iter().enumerate() {
+            let pattern = format!("{prefix}*");
+            let mut cursor = 0;
+            loop {
+                let (next, batch) = common::db::scan_page(&mut node, cursor, &pattern).await?;
+                for k in batch {
+                    match keys::parse(prefix, l, &k) {
+                        Some((part, _)) => *counts.entry((i, part)).or_default() += 1,
+                        None => strays.push(k),
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+    }
+    Ok((counts, strays))
+}
+
+/// Audits partition `part` of `service`: replays its history, compares with its keys, checks
+/// counters and its side of the sagas.
+async fn audit_part(
+    dbs: &Dbs,
+    service: ServiceLog,
+    l: Layout,
+    part: u32,
+    (counts, strays): &(HashMap<(usize, u32), usize>, Vec<String>),
+    layouts: &BTreeMap<&'static str, Layout>,
+) -> Result<PartAudit, redis::RedisError> {
+    let mut out = PartAudit::default();
+    let Ok((mut conn, _)) = dbs.of(service) else {
+        return Ok(out);
+    };
+    let ol = dbs.order_layout;
+    // Replay, counting the sagas whose records were retired (they are final).
+    let mut rebuilt = State::new();
+    let replayed = replay::for_each_entry(&mut conn, dbs.archive(), service, &l, part, |at, e| {
+        if service == ServiceLog::Order && e.kind() == common::event::kind::RECORDS_RETIRED {
+            if let Ok(common::event::Event::RecordsRetired { records }) = e.decode() {
+                for (key, h) in &records {
+                    if let Some((p, sid)) = keys::parse(keys::SAGA_PREFIX, &ol, key) {
+                        let hash: HashMap<String, String> = h.clone().into_iter().collect();
+                        if let Ok(r) = SagaRecord::from_hash(&ol, p, sid, &hash) {
+                            *out.sagas.entry(r.state().name()).or_default() += 1;
+                        }
                     }
                 }
             }
         }
-        report.records.insert(name, state.len());
-        live.insert(name, state);
+        replay::apply(service, at, &mut rebuilt, e)
+    })
+    .await;
+    let prefixes = service.key_prefixes();
+    let mut live = State::new();
+    let mut compare = true;
+    if let Err(e) = replayed {
+        if let replay::ReplayError::Redis(e) = e {
+            return Err(e);
+        }
+        out.violations.push(violation(
+            "log completeness (the log cannot be replayed)",
+            None,
+            &keys::log(service.log(), &l, part),
+            "a log that replays from empty",
+            e.to_string(),
+        ));
+        compare = false;
+        rebuilt.clear();
     }
-    progress("checking sagas");
-    check_sagas(&live, &layouts, dbs.parts, &mut report);
-    report.violations.sort_by(|a, b| a.entity.cmp(&b.entity));
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
+    // The database's side: the replayed keys, read by key.
+    let wanted: Vec<String> = rebuilt.keys().cloned().collect();
+    live.extend(replay::read_keys(&mut conn, &wanted).await?);
+    // Keys the log did not make: only when the partition's count says there are some.
+    let mut found = vec![0usize; prefixes.len()];
+    for k in live.keys() {
+        if let Some(i) = prefixes.iter().position(|p| k.starts_with(p)) {
+            found[i] += 1;
+        }
+    }
+    let mut listed: Vec<String> = strays
+        .iter()
+        .filter(|k| part == 0 && prefixes.iter().any(|p| k.starts_with(p)))
+        .cloned()
+        .collect();
+    for (i, prefix) in prefixes.iter().enumerate() {
+        let n = counts.get(&(i, part)).copied().unwrap_or(0);
+        if n != found[i] || !compare {
+            let p = format!("{prefix}{}:", l.tag(part));
+            let extra = replay::dump_prefixes(&mut conn, &[p.as_str()])
+                .await
+                .map_err(reading)?;
+            listed.extend(extra.into_keys().filter(|k| !live.contains_key(k)));
+        }
+    }
+    live.extend(replay::read_keys(&mut conn, &listed).await?);
+    if compare {
+        for d in replay::diff(&rebuilt, &live) {
+            let invariant = if d.key.starts_with(keys::ITEM_PREFIX) {
+                "stock conservation (replayed log ≠ database)"
+            } else if d.key.starts_with(keys::USER_PREFIX) {
+                "money conservation (replayed log ≠ database)"
+            } else {
+                "log completeness (replayed log ≠ database)"
+            };
+            let saga = saga_of_key(dbs.parts, &d.key);
+            out.violations.push(violation(
+                invariant,
+                saga,
+                &d.key,
+                show(d.from_log.as_ref()),
+                show(d.in_database.as_ref()),
+            ));
+        }
+    }
+    drop(rebuilt);
+    for (key, h) in &live {
+        for field in ["stock", "credit"] {
+            if let Some(v) = h.get(field) {
+                if v.parse::<i64>().map(|n| n < 0).unwrap_or(true) {
+                    out.violations.push(violation(
+                        &format!("{field} never negative"),
+                        None,
+                        key,
+                        format!("{field} >= 0"),
+                        format!("{field}={v}"),
+                    ));
+                }
+            }
+        }
+    }
+    out.records = live.len();
+    // Saga atomicity, from this partition's side.
+    let mut report = AuditReport::default();
+    if service == ServiceLog::Order {
+        // Every participant's records of this partition's sagas, read by key.
+        let mut states: BTreeMap<&'static str, State> = BTreeMap::new();
+        let end = format!("{};", keys::SAGA_PREFIX.trim_end_matches(':'));
+        let records: Vec<SagaRecord> = live
+            .range(keys::SAGA_PREFIX.to_string()..end)
+            .filter_map(|(k, h)| {
+                let (p, sid) = keys::parse(keys::SAGA_PREFIX, &ol, k)?;
+                let hash: HashMap<String, String> = h.clone().into_iter().collect();
+                SagaRecord::from_hash(&ol, p, sid, &hash).ok()
+            })
+            .collect();
+        for p in dbs.parts {
+            let (Some(mut pconn), Some(pl)) = (dbs.by_name(p.name), layouts.get(p.name)) else {
+                continue;
+            };
+            let pkeys: Vec<String> = records
+                .iter()
+                .filter(|r| matches!(r.state(), SagaState::Committed | SagaState::Aborted))
+                .flat_map(|r| {
+                    p.record_parts(pl, r)
+                        .into_iter()
+                        .map(|pp| p.record_key(pl, pp, &r.id))
+                })
+                .collect();
+            states.insert(p.name, replay::read_keys(&mut pconn, &pkeys).await?);
+        }
+        check_decided(&live, &states, layouts, dbs.parts, &mut report);
+        for (state, n) in report.sagas {
+            *out.sagas.entry(state).or_default() += n;
+        }
+    } else if let Some(p) = service.participant() {
+        check_started_live(dbs, p, &l, &live, &mut report.violations).await?;
+    }
+    out.violations.extend(report.violations);
+    Ok(out)
+}
+
+/// The ghost check of a participant's live records `db`: each must have its order-side saga
+/// record (looked up by key in order-db).
+async fn check_started_live(
+    dbs: &Dbs,
+    p: &Participant,
+    pl: &Layout,
+    db: &State,
+    violations: &mut Vec<Violation>,
+) -> Result<(), redis::RedisError> {
+    let ol = dbs.order_layout;
+    let end = format!("{};", p.record_prefix.trim_end_matches(':'));
+    let wanted: Vec<String> = db
+        .range(p.record_prefix.to_string()..end)
+        .filter_map(|(k, h)| {
+            let (_, sid) = keys::parse(p.record_prefix, pl, k)?;
+            Some(keys::saga_of(&ol, h.get("order")?, sid))
+        })
+        .collect();
+    let mut exists = std::collections::HashSet::new();
+    for chunk in wanted.chunks(500) {
+        let reads = chunk
+            .iter()
+            .map(|k| {
+                let mut cmd = redis::cmd("EXISTS");
+                cmd.arg(k);
+                cmd
+            })
+            .collect();
+        let got: Vec<bool> = common::db::each(&mut dbs.order.clone(), reads).await?;
+        exists.extend(
+            chunk
+                .iter()
+                .zip(got)
+                .filter(|(_, e)| *e)
+                .map(|(k, _)| k.clone()),
+        );
+    }
+    let mut report = AuditReport::default();
+    check_started(|k| exists.contains(k), &ol, p, pl, db, &mut report);
+    violations.extend(report.violations);
+    Ok(())
 }
 
 /// The saga a record key belongs to (an order-side or a participant's saga record): the id after
@@ -199,6 +415,27 @@ pub fn check_sagas(
 ) {
     let empty = State::new();
     let order_db = live.get(ORDER).unwrap_or(&empty);
+    let Some(ol) = layouts.get(ORDER).copied() else {
+        return;
+    };
+    check_decided(order_db, live, layouts, parts, report);
+    for p in parts {
+        let (Some(db), Some(pl)) = (live.get(p.name), layouts.get(p.name)) else {
+            continue;
+        };
+        check_started(|k| order_db.contains_key(k), &ol, p, pl, db, report);
+    }
+}
+
+/// The decided sagas of `order_db` (order-side records and orders; one partition or all) against
+/// the participants' records in `live` (at least those of these sagas); counts sagas by state.
+pub fn check_decided(
+    order_db: &State,
+    live: &BTreeMap<&'static str, State>,
+    layouts: &BTreeMap<&'static str, Layout>,
+    parts: &[Participant],
+    report: &mut AuditReport,
+) {
     let Some(ol) = layouts.get(ORDER).copied() else {
         return;
     };
@@ -286,30 +523,34 @@ pub fn check_sagas(
             }
         }
     }
-    for p in parts {
-        let Some(db) = live.get(p.name) else {
+}
+
+/// No participant holds a record of a saga the order service never started: each record of
+/// `db` (participant `p`'s) names an order whose `saga:` record `has_saga` finds.
+pub fn check_started(
+    has_saga: impl Fn(&str) -> bool,
+    ol: &Layout,
+    p: &Participant,
+    pl: &Layout,
+    db: &State,
+    report: &mut AuditReport,
+) {
+    let end = format!("{};", p.record_prefix.trim_end_matches(':'));
+    for (key, h) in db.range(p.record_prefix.to_string()..end) {
+        let Some((_, sid)) = keys::parse(p.record_prefix, pl, key) else {
             continue;
         };
-        let end = format!("{};", p.record_prefix.trim_end_matches(':'));
-        let Some(pl) = layouts.get(p.name) else {
-            continue;
-        };
-        for (key, h) in db.range(p.record_prefix.to_string()..end) {
-            let Some((_, sid)) = keys::parse(p.record_prefix, pl, key) else {
-                continue;
-            };
-            let started = h
-                .get("order")
-                .is_some_and(|order| order_db.contains_key(&keys::saga_of(&ol, order, sid)));
-            if !started {
-                report.violations.push(violation(
-                    "saga atomicity (a participant acted for a saga the order service never started)",
-                    Some(sid),
-                    key,
-                    "a saga:<id> record in order-db",
-                    show(Some(h)),
-                ));
-            }
+        let started = h
+            .get("order")
+            .is_some_and(|order| has_saga(&keys::saga_of(ol, order, sid)));
+        if !started {
+            report.violations.push(violation(
+                "saga atomicity (a participant acted for a saga the order service never started)",
+                Some(sid),
+                key,
+                "a saga:<id> record in order-db",
+                show(Some(h)),
+            ));
         }
     }
 }

@@ -22,13 +22,27 @@ pub struct Dbs {
     /// order-db's partitions.
     pub order_layout: Layout,
     by_name: BTreeMap<&'static str, (Conn, Layout)>,
+    /// The log archive's root (`ARCHIVE_DIR`), read as part of every log's history.
+    pub archive: Option<std::path::PathBuf>,
 }
 
 impl Dbs {
     /// Connects to the databases of `config` ([`PARTICIPANTS`]), failing fast with a clear message
     /// when one does not answer within 3 s.
     pub async fn connect(config: &Config) -> anyhow::Result<Dbs> {
-        Dbs::connect_to(&common::consumer::db_urls(config), PARTICIPANTS).await
+        let dbs = Dbs::connect_to(&common::consumer::db_urls(config), PARTICIPANTS).await?;
+        Ok(dbs.with_archive(config.archive_dir.clone()))
+    }
+
+    /// These connections, with the log archive under `root` read as part of the logs.
+    pub fn with_archive(mut self, root: std::path::PathBuf) -> Dbs {
+        self.archive = Some(root);
+        self
+    }
+
+    /// The archive root, when there is one.
+    pub fn archive(&self) -> Option<&std::path::Path> {
+        self.archive.as_deref()
     }
 
     /// Connects to order-db and every participant's database of `parts`, found in `urls`.
@@ -56,6 +70,7 @@ impl Dbs {
             parts,
             order_layout,
             by_name,
+            archive: None,
         })
     }
 

@@ -2,18 +2,20 @@
 //!
 //! | module | job |
 //! |---|---|
-//! | [`replay`] | rebuild a service's state from its log alone; compare with the database |
+//! | [`replay`] | rebuild a service's state from its history (archive + log); compare with the database |
 //! | [`audit`] | check every invariant of DESIGN.md over the logs and databases |
 //! | [`recovery`] | abort stalled sagas, re-drive unconfirmed compensations (the daemon's passes) |
 //! | [`sagas`] | read the order-side saga records |
 //! | [`timeline`] | one saga's entries across the three logs |
 //! | [`delivery`] | consumer-group lag, stuck entries, dead letters |
 //! | [`lease`] | one active daemon at a time (Redlock lease) |
+//! | [`archive`] | move acknowledged, final, old log entries and saga records into the archive |
 //! | [`dbs`] | connections to the three databases |
 //!
 //! The daemon (`logparser` binary) and the `shoplog` CLI both use this library, so "what a log
 //! entry means" is written once.
 
+pub mod archive;
 pub mod audit;
 pub mod dbs;
 pub mod delivery;

@@ -4,13 +4,16 @@
 //! within about one `LEASE_TTL` after the active one dies). The active instance runs a recovery
 //! pass when it becomes active, then one every `RECOVERY_INTERVAL` (see `logparser::recovery`).
 //! `GET /logparser/status` says whether this instance is active and what its last pass did;
-//! `GET /logparser/metrics` has the counters.
+//! `GET /logparser/metrics` has the counters. After each pass, unless `LOG_RETAIN=off`, it runs an
+//! archiving pass (`logparser::archive`); `POST /logparser/archive` runs one now and answers its
+//! report (`shoplog archive --now`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::http::{self, HandlerResult, Method, Service};
 use common::metrics::Metrics;
+use logparser::archive::{ArchiveReport, Archiver};
 use logparser::lease::{self, Leadership};
 use logparser::recovery::{PassReport, Recovery, Settings};
 
@@ -19,6 +22,30 @@ struct Daemon {
     instance: String,
     last_pass: Mutex<Option<PassReport>>,
     metrics: Arc<Metrics>,
+    /// The archiving engine, once the databases are connected (`None` with `LOG_RETAIN=off`);
+    /// the lock serialises the daemon's passes and those asked for over HTTP.
+    archiver: tokio::sync::Mutex<Option<Archiver>>,
+    last_archive: Mutex<Option<ArchiveReport>>,
+}
+
+impl Daemon {
+    /// Runs an archiving pass if this instance is active and archiving is on; keeps its report.
+    async fn archive_pass(&self) -> Result<Option<ArchiveReport>, String> {
+        let mut guard = self.archiver.lock().await;
+        let Some(archiver) = guard.as_mut() else {
+            return Ok(None);
+        };
+        if !self.leadership.is_active() {
+            return Err("this log parser is not the active instance".into());
+        }
+        let report = archiver.pass().await.map_err(|e| e.to_string())?;
+        if report.archived > 0 || report.retired > 0 || !report.errors.is_empty() {
+            tracing::info!(archived = report.archived, trimmed = report.trimmed, retired = report.retired,
+                lag_ms = report.lag_ms, errors = ?report.errors, duration_ms = report.duration_ms, "archiving pass");
+        }
+        *self.last_archive.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+        Ok(Some(report))
+    }
 }
 
 impl Service for Daemon {
@@ -37,7 +64,19 @@ impl Service for Daemon {
                     "instance": self.instance,
                     "active": self.leadership.is_active(),
                     "last_pass": last,
+                    "last_archive": self.last_archive.lock().unwrap_or_else(|p| p.into_inner()).clone(),
                 }))
+            }
+            [_, s] if s == "archive" => {
+                http::allow(&method, Method::POST)?;
+                match self.archive_pass().await {
+                    Ok(Some(report)) => http::json(&report),
+                    Ok(None) => Err(common::error::ApiError::Conflict(
+                        "archiving is off (LOG_RETAIN=off) or the databases are not connected yet"
+                            .into(),
+                    )),
+                    Err(e) => Err(common::error::ApiError::Unavailable(e)),
+                }
             }
             _ => Err(http::not_found(&segments)),
         }
@@ -76,6 +115,20 @@ async fn recover_while_active(daemon: Arc<Daemon>, config: common::config::Confi
         saga_timeout: config.saga_timeout,
         redrive_after: config.redrive_after,
     };
+    if let Some(retain) = config.log_retain {
+        let ids = common::ids::IdPool::new(&config.ids_url, 100, daemon.metrics.clone());
+        let settings = logparser::archive::Settings {
+            retain,
+            root: config.archive_dir.clone(),
+        };
+        tracing::info!(archive = %config.archive_dir.display(), retain_ms = retain.as_millis() as u64, "archiving on");
+        *daemon.archiver.lock().await = Some(Archiver::new(
+            dbs.clone(),
+            settings,
+            ids,
+            daemon.metrics.clone(),
+        ));
+    }
     let mut recovery = Recovery::new(dbs, locks, ids, settings, daemon.metrics.clone());
     let mut started = false;
     loop {
@@ -96,6 +149,10 @@ async fn recover_while_active(daemon: Arc<Daemon>, config: common::config::Confi
                             errors = ?report.errors, duration_ms = report.duration_ms, "recovery pass");
                     }
                     *daemon.last_pass.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+                    // After the recovery pass: its checkpoint bounds what may leave log:order.
+                    if let Err(e) = daemon.archive_pass().await {
+                        tracing::warn!(error = %e, "archiving pass failed; retrying next interval");
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "recovery pass failed; retrying next interval")
@@ -129,6 +186,8 @@ async fn main() -> anyhow::Result<()> {
         instance: config.instance.clone(),
         last_pass: Mutex::new(None),
         metrics: Arc::new(Metrics::new("logparser")),
+        archiver: tokio::sync::Mutex::new(None),
+        last_archive: Mutex::new(None),
     });
     let recovering = tokio::spawn(recover_while_active(daemon.clone(), config.clone()));
     let served = http::serve(daemon, config.listen_addr()?).await;

@@ -6,13 +6,14 @@
 //! reproduce the database exactly (DESIGN.md, invariant 5, "log completeness").
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use common::batch::batch_orders;
 use common::counter::{CounterSpec, CREDIT, STOCK};
 use common::db::Conn;
 use common::event::{CounterOp, Event, EventError};
 use common::keys::{self, ORDER_LOG, PAYMENT_LOG, STOCK_LOG};
-use common::log::{self, LogEntry, LogError};
+use common::log::{LogEntry, LogError};
 use common::partition::Layout;
 use common::saga::{self as saga_vocab, Decision, OrderStatus, Participant, TOMBSTONE};
 
@@ -113,6 +114,18 @@ pub enum ReplayError {
     /// Reading the database failed.
     #[error("reading the database failed: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A retired record's fields (as the database held them) differ from what the log says.
+    #[error("log entry {id} retired `{key}` holding {held}, but the log says {replayed}: the record had been changed behind the log's back")]
+    Retired {
+        /// Stream id of the `RecordsRetired` entry.
+        id: String,
+        /// The record.
+        key: String,
+        /// Its fields as retired.
+        held: String,
+        /// Its fields as replayed.
+        replayed: String,
+    },
     /// The primaries of a cluster could not be listed or reached.
     #[error("cannot reach every primary of the cluster: {0}")]
     Nodes(String),
@@ -132,6 +145,9 @@ pub fn apply(
     e: &LogEntry,
 ) -> Result<(), ReplayError> {
     let event = e.decode()?;
+    if let Event::RecordsRetired { records } = &event {
+        return retire(e, state, records);
+    }
     let r = Replayer { e, state, at };
     match (service, &event) {
         (ServiceLog::Stock, Event::Counter { spec, op }) if **spec == STOCK => r.counter(spec, op),
@@ -170,6 +186,35 @@ pub fn apply(
             log: service.log(),
         }),
     }
+}
+
+/// Removes retired records from the model, each after checking that the log had built exactly
+/// what the database held when it was retired.
+fn retire(
+    e: &LogEntry,
+    state: &mut State,
+    records: &[(String, BTreeMap<String, String>)],
+) -> Result<(), ReplayError> {
+    let show = |h: Option<&BTreeMap<String, String>>| {
+        h.map_or("(absent)".to_string(), |h| {
+            h.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    };
+    for (key, held) in records {
+        let replayed = state.remove(key);
+        if replayed.as_ref() != Some(held) {
+            return Err(ReplayError::Retired {
+                id: e.stream_id.clone(),
+                key: key.clone(),
+                held: show(Some(held)),
+                replayed: show(replayed.as_ref()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Which log an entry comes from: the service's layout and the partition of its stream. Every
@@ -548,42 +593,54 @@ impl Replayer<'_> {
     }
 }
 
-/// Rebuilds `service`'s state from its log alone, reading the log in pages.
+/// Rebuilds `service`'s state from its history (the archive under `archive`, when given, then
+/// the live log), reading in pages.
 pub async fn rebuild(
     conn: &mut Conn,
+    archive: Option<&Path>,
     service: ServiceLog,
     l: &Layout,
 ) -> Result<State, ReplayError> {
     let mut state = State::new();
     for part in l.parts() {
-        rebuild_into(conn, service, l, part, &mut state).await?;
+        for_each_entry(conn, archive, service, l, part, |at, e| {
+            apply(service, at, &mut state, e)
+        })
+        .await?;
     }
     Ok(state)
 }
 
-/// Rebuilds partition `part` of `service`'s state from that partition's log alone.
+/// Rebuilds partition `part` of `service`'s state from that partition's history alone.
 pub async fn rebuild_part(
     conn: &mut Conn,
+    archive: Option<&Path>,
     service: ServiceLog,
     l: &Layout,
     part: u32,
 ) -> Result<State, ReplayError> {
     let mut state = State::new();
-    rebuild_into(conn, service, l, part, &mut state).await?;
+    for_each_entry(conn, archive, service, l, part, |at, e| {
+        apply(service, at, &mut state, e)
+    })
+    .await?;
     Ok(state)
 }
 
-async fn rebuild_into(
+/// Calls `f` on every entry of partition `part` of `service`'s history (archive, then live log),
+/// in order, each once.
+pub async fn for_each_entry(
     conn: &mut Conn,
+    archive: Option<&Path>,
     service: ServiceLog,
     l: &Layout,
     part: u32,
-    state: &mut State,
-) -> Result<(), ReplayError> {
+    mut f: impl FnMut(Where, &LogEntry) -> Result<(), ReplayError>,
+) -> Result<u64, ReplayError> {
     let at = Where { layout: *l, part };
     let stream = keys::log(service.log(), l, part);
-    log::for_each(conn, &stream, PAGE, |e| apply(service, at, state, e)).await?;
-    Ok(())
+    let dir = archive.map(|root| common::archive::stream_dir(root, service.name(), part));
+    common::archive::for_each_history(conn, dir.as_deref(), &stream, PAGE, |e| f(at, e)).await
 }
 
 /// Reads `service`'s entity hashes from its database (SCAN, so the database keeps serving).
@@ -644,6 +701,28 @@ pub async fn dump_prefixes(conn: &mut Conn, prefixes: &[&str]) -> Result<State, 
         }
     }
     Ok(state)
+}
+
+/// `HGETALL` of each key (pipelined where the database allows): the hashes that exist.
+pub async fn read_keys(conn: &mut Conn, keys: &[String]) -> Result<State, redis::RedisError> {
+    let mut out = State::new();
+    for chunk in keys.chunks(500) {
+        let reads = chunk
+            .iter()
+            .map(|k| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(k);
+                cmd
+            })
+            .collect();
+        let hashes: Vec<BTreeMap<String, String>> = common::db::each(conn, reads).await?;
+        for (k, h) in chunk.iter().zip(hashes) {
+            if !h.is_empty() {
+                out.insert(k.clone(), h);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// One entity whose rebuilt and live states differ.

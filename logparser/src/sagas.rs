@@ -91,3 +91,36 @@ pub async fn scan(
     }
     Ok(seen)
 }
+
+/// The records of every retired saga, as they were when retired, from the `RecordsRetired` entries
+/// of `log:order`'s history (archive + live log).
+pub async fn retired(dbs: &crate::dbs::Dbs) -> Result<Vec<SagaRecord>, common::log::LogError> {
+    use common::event::{kind, Event};
+    let mut out = Vec::new();
+    let l = dbs.order_layout;
+    let mut conn = dbs.order.clone();
+    for part in l.parts() {
+        let stream = keys::log(keys::ORDER_LOG, &l, part);
+        let dir = dbs
+            .archive()
+            .map(|root| common::archive::stream_dir(root, common::saga::ORDER, part));
+        common::archive::for_each_history(&mut conn, dir.as_deref(), &stream, 10_000, |e| {
+            if e.kind() != kind::RECORDS_RETIRED {
+                return Ok::<(), common::log::LogError>(());
+            }
+            if let Event::RecordsRetired { records } = e.decode()? {
+                for (key, h) in records {
+                    if let Some((p, sid)) = keys::parse(keys::SAGA_PREFIX, &l, &key) {
+                        let hash: HashMap<String, String> = h.into_iter().collect();
+                        if let Ok(r) = SagaRecord::from_hash(&l, p, sid, &hash) {
+                            out.push(r);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(out)
+}

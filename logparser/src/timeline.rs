@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use common::event::Event;
-use common::log::{self, LogEntry, LogError};
+use common::archive::{for_each_history, stream_dir};
+use common::event::{kind, Event};
+use common::log::{LogEntry, LogError};
 
 use crate::dbs::Dbs;
 use crate::replay::PAGE;
@@ -26,13 +27,18 @@ pub struct Step {
     rank: u8,
 }
 
-/// The sagas started for `order`, oldest first (scans the order's partition of `log:order`).
+/// The sagas started for `order`, oldest first (scans the history of the order's partition of
+/// `log:order`: archive, then live log).
 pub async fn sagas_of_order(dbs: &Dbs, order: &str) -> Result<Vec<String>, LogError> {
     let mut out = Vec::new();
     let mut conn = dbs.order.clone();
     let l = &dbs.order_layout;
-    let stream = common::keys::log(common::keys::ORDER_LOG, l, l.part(order));
-    log::for_each(&mut conn, &stream, PAGE, |e| {
+    let part = l.part(order);
+    let stream = common::keys::log(common::keys::ORDER_LOG, l, part);
+    let dir = dbs
+        .archive()
+        .map(|root| stream_dir(root, common::saga::ORDER, part));
+    for_each_history(&mut conn, dir.as_deref(), &stream, PAGE, |e| {
         if let Event::CheckoutStarted { saga, order: o, .. } = e.decode()? {
             if o == order {
                 out.push(saga);
@@ -44,13 +50,19 @@ pub async fn sagas_of_order(dbs: &Dbs, order: &str) -> Result<Vec<String>, LogEr
     Ok(out)
 }
 
-/// Every entry of saga `saga` in the logs, in time order (scans the logs in pages).
+/// Every entry of saga `saga` in the logs' histories (archive, then live log), in time order,
+/// with the retirement of its records (scans the logs in pages).
 pub async fn timeline(dbs: &Dbs, saga: &str) -> Result<Vec<Step>, LogError> {
     let mut steps = Vec::new();
     for (service, log, mut conn, layout) in dbs.logs() {
-        for stream in common::keys::logs(log, &layout) {
-            log::for_each(&mut conn, &stream, PAGE, |e: &LogEntry| {
-                if e.get("saga") == Some(saga) {
+        for part in layout.parts() {
+            let stream = common::keys::log(log, &layout, part);
+            let dir = dbs.archive().map(|root| stream_dir(root, service, part));
+            for_each_history(&mut conn, dir.as_deref(), &stream, PAGE, |e: &LogEntry| {
+                let retired = e.kind() == kind::RECORDS_RETIRED
+                    && e.get("records")
+                        .is_some_and(|r| r.contains(&format!(":{saga}\"")));
+                if e.get("saga") == Some(saga) || retired {
                     let event = e.decode()?;
                     steps.push(Step {
                         service,

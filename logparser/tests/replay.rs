@@ -122,7 +122,7 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
     assert_eq!(refused, Outcome::NotFound);
 
     for service in ServiceLog::ALL {
-        let rebuilt = replay::rebuild(&mut conn, service, &layout(service))
+        let rebuilt = replay::rebuild(&mut conn, None, service, &layout(service))
             .await
             .unwrap();
         let live = replay::dump(&mut conn, service).await.unwrap();
@@ -139,7 +139,7 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let rebuilt = replay::rebuild(&mut conn, ServiceLog::Stock, &sl())
+    let rebuilt = replay::rebuild(&mut conn, None, ServiceLog::Stock, &sl())
         .await
         .unwrap();
     let live = replay::dump(&mut conn, ServiceLog::Stock).await.unwrap();
@@ -164,7 +164,7 @@ async fn replay_into_an_empty_database_is_the_same_state() {
         .subtract(&mut src, &pl(), "L2", "3", 7)
         .await
         .unwrap();
-    let rebuilt = replay::rebuild(&mut src, ServiceLog::Payment, &pl())
+    let rebuilt = replay::rebuild(&mut src, None, ServiceLog::Payment, &pl())
         .await
         .unwrap();
     replay::write(&mut dst, &rebuilt).await.unwrap();

@@ -363,7 +363,7 @@ impl Dbs {
             (ServiceLog::Payment, &mut self.payment),
         ] {
             let l = layout_of(service.log());
-            let rebuilt = replay::rebuild(conn, service, &l).await.unwrap();
+            let rebuilt = replay::rebuild(conn, None, service, &l).await.unwrap();
             let live = replay::dump(conn, service).await.unwrap();
             let diff = replay::diff(&rebuilt, &live);
             assert!(diff.is_empty(), "{}: {diff:#?}", service.name());
@@ -674,7 +674,7 @@ async fn commit_is_fenced_by_the_saga_id() {
     );
     assert_eq!(d.status().await, "CHECKING_OUT");
     // The forged record was written behind the log's back: replay shows exactly that.
-    let rebuilt = replay::rebuild(&mut d.order, ServiceLog::Order, &ol())
+    let rebuilt = replay::rebuild(&mut d.order, None, ServiceLog::Order, &ol())
         .await
         .unwrap();
     let live = replay::dump(&mut d.order, ServiceLog::Order).await.unwrap();

@@ -1,5 +1,6 @@
 //! One module per `shoplog` subcommand.
 
+pub mod archive;
 pub mod audit;
 pub mod bench;
 pub mod down;

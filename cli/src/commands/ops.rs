@@ -26,6 +26,7 @@ pub fn config(stack: &StackArgs) -> anyhow::Result<Config> {
                 "PAYMENT_DB_URL" => config.payment_db_url = value,
                 "LOCK_URLS" => config.lock_urls = value.split(',').map(String::from).collect(),
                 "IDS_URL" => config.ids_url = value,
+                "ARCHIVE_DIR" => config.archive_dir = value.into(),
                 _ => {}
             }
         }

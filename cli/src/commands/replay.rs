@@ -1,4 +1,5 @@
-//! `shoplog replay <service>`: rebuild a service's state from its log alone.
+//! `shoplog replay <service>`: rebuild a service's state from its history alone (the archive,
+//! then the live log), one partition at a time.
 
 use super::{exit, ops, StackArgs};
 use crate::output;
@@ -51,42 +52,55 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u8> {
         );
         return Ok(exit::CANNOT_RUN);
     }
-    let rebuilt = match args.partition {
-        Some(k) => replay::rebuild_part(&mut conn, service, &layout, k).await?,
-        None => replay::rebuild(&mut conn, service, &layout).await?,
+    let parts: Vec<u32> = match args.partition {
+        Some(k) => vec![k],
+        None => layout.parts().collect(),
     };
-    let mut code = exit::OK;
-    if let Some(url) = &args.into {
-        progress.say(&format!("writing into {url}"));
-        let mut target =
+    let archive = dbs.archive().map(std::path::Path::to_path_buf);
+    let mut target = match &args.into {
+        Some(url) => Some(
             common::db::connect_once(url, "the --into Redis", std::time::Duration::from_secs(3))
-                .await?;
-        replay::write(&mut target, &rebuilt).await?;
+                .await?,
+        ),
+        None => None,
+    };
+    let (mut rebuilt_n, mut diff, mut all) = (0usize, Vec::new(), replay::State::new());
+    for k in parts {
+        progress.say(&format!("replaying {} partition {k}", service.log()));
+        let rebuilt =
+            replay::rebuild_part(&mut conn, archive.as_deref(), service, &layout, k).await?;
+        rebuilt_n += rebuilt.len();
+        if let Some(target) = target.as_mut() {
+            replay::write(target, &rebuilt).await?;
+        }
+        if args.diff {
+            let live = replay::dump_part(&mut conn, service, &layout, k).await?;
+            diff.extend(replay::diff(&rebuilt, &live));
+        } else if args.into.is_none() {
+            all.extend(rebuilt);
+        }
+    }
+    let mut code = exit::OK;
+    if let (Some(url), Some(target)) = (&args.into, target.as_mut()) {
         // The copy is a database of the same layout: record its partitions, as the service does.
         let _: Option<String> = redis::cmd("SET")
             .arg(common::keys::PARTITIONS_KEY)
             .arg(layout.p)
             .arg("NX")
-            .query_async(&mut target)
+            .query_async(target)
             .await?;
         if !args.json {
-            println!("wrote {} records into {url}", rebuilt.len());
+            println!("wrote {rebuilt_n} records into {url}");
         }
     }
     if args.diff {
-        progress.say(&format!("reading {}-db", service.name()));
-        let live = match args.partition {
-            Some(k) => replay::dump_part(&mut conn, service, &layout, k).await?,
-            None => replay::dump(&mut conn, service).await?,
-        };
-        let diff = replay::diff(&rebuilt, &live);
         progress.done();
         if args.json {
             println!("{}", serde_json::to_string_pretty(&diff)?);
         } else if diff.is_empty() {
             println!(
-                "no differences: {} records replayed from {} match {}-db",
-                rebuilt.len(),
+                "no differences: {} records replayed from {} (archive + live) match {}-db",
+                rebuilt_n,
                 service.log(),
                 service.name()
             );
@@ -112,11 +126,11 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u8> {
     } else if args.into.is_none() {
         progress.done();
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&rebuilt)?);
+            println!("{}", serde_json::to_string_pretty(&all)?);
         } else {
             println!(
                 "{} records rebuilt from {} (use --diff to compare, --json to print them)",
-                rebuilt.len(),
+                all.len(),
                 service.log()
             );
         }

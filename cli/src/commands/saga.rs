@@ -39,6 +39,10 @@ pub async fn run_one(args: SagaArgs) -> anyhow::Result<u8> {
                 .collect();
             let loaded = sagas::load_many(&mut dbs.order.clone(), &l, &ids).await?;
             records.extend(ids.into_iter().map(|(_, id)| id).zip(loaded));
+            // A saga whose records were retired: its history is still in the logs' archive.
+            if records.is_empty() && !timeline::timeline(&dbs, &args.id).await?.is_empty() {
+                records.push((args.id.clone(), None));
+            }
         }
     }
     if records.is_empty() {
@@ -88,7 +92,9 @@ pub async fn run_one(args: SagaArgs) -> anyhow::Result<u8> {
                     }
                 );
             }
-            None => println!("saga {id} (no record in order-db)"),
+            None => println!(
+                "saga {id} (no record in order-db: final and retired; its history is below)"
+            ),
         }
         let first = steps.first().map(|s| s.at_ms).unwrap_or(0);
         let rows: Vec<Vec<String>> = steps
@@ -123,8 +129,13 @@ pub async fn run_one(args: SagaArgs) -> anyhow::Result<u8> {
 #[command(after_help = "Examples:\n  \
     shoplog sagas --state in-flight --older-than 30s     the stuck ones\n  \
     shoplog sagas --state compensating\n  \
-    shoplog sagas --json | jq length")]
+    shoplog sagas --json | jq length\n  \
+    shoplog sagas --retired --state aborted    also the final sagas whose records were retired")]
 pub struct SagasArgs {
+    /// Also list the final sagas whose records were retired to the archive (reads the history
+    /// of log:order: archive + live).
+    #[arg(long)]
+    pub retired: bool,
     /// Only sagas in this state: in-flight, committed, compensating, aborted.
     #[arg(long, value_parser = parse_state)]
     pub state: Option<SagaState>,
@@ -160,6 +171,15 @@ pub async fn run_list(args: SagasArgs) -> anyhow::Result<u8> {
         Err(e) => malformed.push(e),
     })
     .await?;
+    if args.retired {
+        progress.say("reading retired sagas from log:order (archive + live)");
+        let retired = logparser::sagas::retired(&dbs).await?;
+        found.extend(
+            retired
+                .into_iter()
+                .filter(|r| args.state.is_none_or(|s| r.state() == s) && r.age_ms(now) >= min_age),
+        );
+    }
     progress.done();
     for e in &malformed {
         eprintln!("error: {e}");
