@@ -153,15 +153,21 @@ http {{
         let _ = writeln!(out, "    proxy_set_header {header} $http_{var};");
     }
     out.push_str(
-        r#"    # A failed connect, or a connection that fails before any answer, moves on to the next
-    # replica. nginx never retries a POST or PATCH it has sent (the service may have applied it),
-    # and `non_idempotent` is deliberately not added: a retried checkout or add_funds could apply
-    # twice. Services close no keep-alive connection under nginx (they read every body before
-    # answering and have no idle timeout; nginx closes idle ones after 60 s), so that failure is
-    # left to crashes and restarts.
+        r#"    # When the gateway received the request (common::http::REQUEST_START). nginx builds the
+    # upstream request once, so a retry on another replica carries the first attempt's time, and
+    # a checkout moved off a dead replica keeps its first deadline (CHECKOUT_TIMEOUT_MS + 1 s).
+    proxy_set_header X-Request-Start "t=${msec}";
+    # Retries (issue 13: no 5xx when a replica dies). A failed connect, or a connection that
+    # fails before any answer, moves on to the next replica. nginx never retries a POST it has
+    # sent (the service may have applied it) unless `non_idempotent` says so, which only two
+    # kinds of request get: a checkout (idempotent by itself: a repeat joins the same saga or
+    # finds the order paid; location /orders/checkout/) and a POST carrying an Idempotency-Key
+    # (a repeat is answered from the first, common::idempotency), which the locations send to
+    # @keyed, as nginx cannot vary proxy_next_upstream by header.
     proxy_next_upstream error timeout;
 "#,
     );
+    let mut keyed_map = String::from("    map $uri $keyed_upstream {\n");
     let mut locations = Vec::new();
     match upstreams {
         Upstreams::Loopback(ports_by_prefix) => {
@@ -176,6 +182,7 @@ http {{
                 }
                 out.push_str("        keepalive 256;\n    }\n");
                 locations.push((*prefix, format!("proxy_pass http://{prefix};")));
+                let _ = writeln!(keyed_map, "        ~^/{prefix}/ {prefix};");
             }
         }
         Upstreams::Dns { resolver, hosts } => {
@@ -189,9 +196,14 @@ http {{
                     *prefix,
                     format!("set $upstream_{prefix} {host}; proxy_pass http://$upstream_{prefix};"),
                 ));
+                let _ = writeln!(keyed_map, "        ~^/{prefix}/ {host};");
             }
         }
     }
+    // The upstream of a keyed request, by its path: a name of an `upstream` block (native) or a
+    // host resolved per request (containers), as in the prefix's own location.
+    out.push_str(&keyed_map);
+    out.push_str("    }\n");
     let _ = writeln!(out, "    server {{\n        listen {listen};");
     out.push_str(
         r#"        # Bytes nginx lets through in a request target but the services' HTTP parser refuses
@@ -203,10 +215,27 @@ http {{
         if ($request_uri !~ "^(?:[\x00-\x7f]|[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2})*+$") {
             rewrite ^ /__bad_target last;
         }
+        # An Idempotency-Key with bytes other than printable ASCII, which the services refuse
+        # (some of them, DEL or a tab, their HTTP parser with an empty 400): refused here, with JSON.
+        if ($http_idempotency_key ~ "[^\x20-\x7e]") {
+            rewrite ^ /__bad_idempotency_key last;
+        }
 "#,
     );
     for (prefix, pass) in &locations {
-        let _ = writeln!(out, "        location /{prefix}/ {{ {pass} }}");
+        let _ = writeln!(
+            out,
+            "        location /{prefix}/ {{ if ($http_idempotency_key) {{ return 418; }} {pass} }}"
+        );
+        if *prefix == "orders" {
+            // A checkout is retried on another replica when the first fails before answering
+            // (its process died: `error`), cannot be reached, or answers 502/503; the retry joins
+            // the same saga, and the order service answers by the first attempt's deadline.
+            let _ = writeln!(
+                out,
+                "        location /orders/checkout/ {{ proxy_next_upstream error timeout http_502 http_503 non_idempotent; {pass} }}"
+            );
+        }
         // Without this nginx answers `/stock` with an HTML redirect to `/stock/`.
         let _ = writeln!(
             out,
@@ -214,7 +243,18 @@ http {{
         );
     }
     out.push_str(
-        r#"        # nginx itself, not the services behind it: for health checks of the gateway.
+        r#"        # A request with an Idempotency-Key (sent here by `return 418` in its prefix's
+        # location; error_page keeps the URI as received): a repeat on another replica is
+        # answered from the first attempt's record, so it is retried even once sent. The path
+        # decides the upstream ($keyed_upstream). Its own errors (all replicas down, a chunked
+        # body found too large) still get the JSON pages: this is a second error page.
+        error_page 418 = @keyed;
+        location @keyed {
+            recursive_error_pages on;
+            proxy_next_upstream error timeout non_idempotent;
+            proxy_pass http://$keyed_upstream;
+        }
+        # nginx itself, not the services behind it: for health checks of the gateway.
         location = /gateway/health {
             default_type application/json;
             return 200 '{"status": "ok"}';
@@ -304,6 +344,14 @@ fn own_refusals() -> Vec<Refusal> {
             why: "Request targets the `if`s above refuse.",
             message: "bad request: percent-encode <, >, backquotes, double quotes and \
                       non-UTF-8 bytes in the URL"
+                .into(),
+        },
+        Refusal {
+            codes: "",
+            status: 400,
+            name: "bad_idempotency_key",
+            why: "An Idempotency-Key the `if` above refuses.",
+            message: "bad Idempotency-Key: send 1 to 128 printable ASCII characters (space to ~)"
                 .into(),
         },
         Refusal {
@@ -408,9 +456,13 @@ mod tests {
             assert!(conf.contains(&format!("client_max_body_size {limit};")));
             assert!(conf.contains("proxy_pass_request_headers off;"));
             assert!(conf.contains("proxy_set_header Idempotency-Key $http_idempotency_key;"));
-            // Never retry a request that may have been applied.
+            // A sent POST is retried only when a repeat is safe: a checkout, or a keyed request.
             assert!(conf.contains("proxy_next_upstream error timeout;"));
-            assert!(!conf.contains("non_idempotent;"));
+            assert_eq!(conf.matches("non_idempotent;").count(), 2, "{conf}");
+            assert!(conf.contains("location /orders/checkout/ { proxy_next_upstream error timeout http_502 http_503 non_idempotent;"));
+            assert!(conf.contains("if ($http_idempotency_key) { return 418; }"));
+            assert!(conf.contains("error_page 418 = @keyed;"));
+            assert!(conf.contains("proxy_set_header X-Request-Start \"t=${msec}\";"));
             for r in own_refusals() {
                 assert!(r.status < 500, "{}", r.name);
                 assert!(!r.message.contains(['"', '\\', '\'']), "{}", r.message);
@@ -450,7 +502,10 @@ mod tests {
         assert!(conf.contains("server 127.0.0.1:8101 max_fails=0;"));
         assert!(conf.contains("server 127.0.0.1:8111 max_fails=0;"));
         assert!(conf.contains("listen 127.0.0.1:8000;"));
-        assert!(conf.contains("location /orders/ { proxy_pass http://orders; }"));
+        assert!(conf.contains(
+            "location /orders/ { if ($http_idempotency_key) { return 418; } proxy_pass http://orders; }"
+        ));
+        assert!(conf.contains("~^/stock/ stock;"));
         assert!(!conf.contains("resolver"));
     }
 }

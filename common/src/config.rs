@@ -68,6 +68,10 @@ pub struct Config {
     /// to wait for them (default 5 s: longer than a replica's restart and resynchronisation, so
     /// that a replica restarted by its supervisor costs its shard latency, not errors).
     pub replication: crate::db::Replication,
+    /// `IDEMPOTENCY_TTL_SECS`: how long the first answer to a request carrying an
+    /// `Idempotency-Key` is kept and answered again (default
+    /// [`crate::idempotency::DEFAULT_TTL_SECS`], one hour; at least 1 s).
+    pub idempotency_ttl: Duration,
     /// `LEASE_TTL_MS`: the log parser's Redlock lease.
     pub lease_ttl: Duration,
     /// `INSTANCE`: a name for this process, used as its consumer name (default `<host>-<pid>`).
@@ -233,6 +237,23 @@ impl Config {
                 "a whole number of deliveries",
                 10,
             )?,
+            idempotency_ttl: {
+                let secs: u64 = env.parse_or(
+                    "IDEMPOTENCY_TTL_SECS",
+                    crate::idempotency::DEFAULT_TTL_SECS,
+                    "a number of seconds (at least 1)",
+                    crate::idempotency::DEFAULT_TTL_SECS,
+                )?;
+                if secs == 0 {
+                    return Err(ConfigError::Invalid {
+                        var: "IDEMPOTENCY_TTL_SECS",
+                        value: "0".into(),
+                        expected: "a number of seconds (at least 1)",
+                        example: crate::idempotency::DEFAULT_TTL_SECS.to_string(),
+                    });
+                }
+                Duration::from_secs(secs)
+            },
             lease_ttl: millis("LEASE_TTL_MS", 5_000)?,
             instance: env
                 .string_or("INSTANCE", format!("{}-{}", hostname(), std::process::id()))?,
@@ -352,6 +373,7 @@ mod tests {
             assert_eq!(c.max_deliveries, 10);
             assert_eq!(c.lock_urls.len(), 3);
             assert_eq!(c.order_db_url, "redis://127.0.0.1:6401/");
+            assert_eq!(c.idempotency_ttl, Duration::from_secs(3600));
         }
     }
 
@@ -366,9 +388,11 @@ mod tests {
                 ("MAX_DELIVERIES", "3"),
                 ("LOCK_URLS", "redis://a/, redis://b/,"),
                 ("INSTANCE", "order-1"),
+                ("IDEMPOTENCY_TTL_SECS", "2"),
             ],
         )
         .unwrap();
+        assert_eq!(c.idempotency_ttl, Duration::from_secs(2));
         assert_eq!(c.port, 9000);
         assert_eq!(c.checkout_timeout, Duration::from_millis(5000));
         assert_eq!(c.id_block, 50);
@@ -390,6 +414,8 @@ mod tests {
             ("MAX_DELIVERIES", "x"),
             ("SAGA_TIMEOUT_MS", "30s"),
             ("LEASE_TTL_MS", "1.5"),
+            ("IDEMPOTENCY_TTL_SECS", "0"),
+            ("IDEMPOTENCY_TTL_SECS", "1h"),
         ] {
             let err = config(defaults::ORDER_PORT, &[(var, value)]).unwrap_err();
             assert!(

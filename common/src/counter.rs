@@ -15,16 +15,24 @@ use crate::db::Outcome;
 use crate::error::ApiError;
 use crate::event::kind as event;
 use crate::http::{self, HandlerResult};
+use crate::idempotency::{self, idempotent, Keyed};
 use crate::keys::{self, PAYMENT_LOG, STOCK_LOG};
 use crate::partition::Layout;
 use crate::validate;
 
+// The three single-entity transitions take an optional idempotency answer record
+// (`crate::idempotency::idempotent`): a repeated keyed request is answered from it, in the script.
 static CREATE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/create_entity.lua")));
+    LazyLock::new(|| idempotent("", include_str!("../lua/create_entity.lua"), 2));
 static ADD: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/counter_add.lua")));
-static SUBTRACT: LazyLock<Script> =
-    LazyLock::new(|| crate::lua::with_decimal(include_str!("../lua/counter_subtract.lua")));
+    LazyLock::new(|| idempotent("", include_str!("../lua/counter_add.lua"), 2));
+static SUBTRACT: LazyLock<Script> = LazyLock::new(|| {
+    idempotent(
+        crate::lua::DECIMAL,
+        include_str!("../lua/counter_subtract.lua"),
+        2,
+    )
+});
 static BATCH_INIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/counter_batch_init.lua")));
 
@@ -133,6 +141,36 @@ impl CounterSpec {
         id: &str,
         extra: &[(&str, i64)],
     ) -> Result<(), redis::RedisError> {
+        self.create_invocation(l, log_id, id, extra, None)
+            .invoke_async::<Outcome>(conn)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`CounterSpec::create`] for a request that may carry an `Idempotency-Key`: with `keyed`,
+    /// a repeat finds the reply stored by the first create of `id` and creates nothing (no
+    /// reset of an entity changed since); the key's record of another request is a 422.
+    pub async fn create_keyed(
+        &self,
+        conn: &mut Conn,
+        l: &Layout,
+        log_id: &str,
+        id: &str,
+        extra: &[(&str, i64)],
+        keyed: Option<&Keyed>,
+    ) -> Result<Outcome, ApiError> {
+        let inv = self.create_invocation(l, log_id, id, extra, keyed);
+        decode(inv.invoke_async(conn).await?, keyed)
+    }
+
+    fn create_invocation(
+        &self,
+        l: &Layout,
+        log_id: &str,
+        id: &str,
+        extra: &[(&str, i64)],
+        keyed: Option<&Keyed>,
+    ) -> redis::ScriptInvocation<'static> {
         let mut inv = CREATE.prepare_invoke();
         inv.key(self.key(l, id))
             .key(keys::log(self.log, l, l.part(id)));
@@ -141,7 +179,10 @@ impl CounterSpec {
         for (f, v) in extra {
             inv.arg(*f).arg(*v);
         }
-        inv.invoke_async::<Outcome>(conn).await.map(|_| ())
+        if let Some(k) = keyed {
+            k.add_to(&mut inv, l, l.part(id));
+        }
+        inv
     }
 
     /// Adds `amount` (> 0) to the counter of `id`.
@@ -153,8 +194,10 @@ impl CounterSpec {
         id: &str,
         amount: i64,
     ) -> Result<Outcome, redis::RedisError> {
-        self.change(&ADD, self.added, conn, l, log_id, id, amount)
-            .await
+        let v = self
+            .invoke_change(&ADD, self.added, conn, l, log_id, id, amount, None)
+            .await?;
+        redis::FromRedisValue::from_redis_value(v).map_err(Into::into)
     }
 
     /// Subtracts `amount` (> 0) from the counter of `id` if it holds at least that much.
@@ -166,12 +209,50 @@ impl CounterSpec {
         id: &str,
         amount: i64,
     ) -> Result<Outcome, redis::RedisError> {
-        self.change(&SUBTRACT, self.subtracted, conn, l, log_id, id, amount)
-            .await
+        let v = self
+            .invoke_change(
+                &SUBTRACT,
+                self.subtracted,
+                conn,
+                l,
+                log_id,
+                id,
+                amount,
+                None,
+            )
+            .await?;
+        redis::FromRedisValue::from_redis_value(v).map_err(Into::into)
+    }
+
+    /// Adds (`op` [`Op::Add`]) or subtracts ([`Op::Subtract`]) `amount` for a request that may
+    /// carry an `Idempotency-Key`: with `keyed`, the change and its stored reply are one script,
+    /// so a repeat is answered the first reply and changes nothing (exactly once).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn change_keyed(
+        &self,
+        op: Op,
+        conn: &mut Conn,
+        l: &Layout,
+        log_id: &str,
+        id: &str,
+        amount: i64,
+        keyed: Option<&Keyed>,
+    ) -> Result<Outcome, ApiError> {
+        let (script, kind) = match op {
+            Op::Add => (&*ADD, self.added),
+            Op::Subtract => (&*SUBTRACT, self.subtracted),
+            Op::Create | Op::BatchInit => {
+                return Err(ApiError::Internal(format!("{op:?} is not a change")))
+            }
+        };
+        let v = self
+            .invoke_change(script, kind, conn, l, log_id, id, amount, keyed)
+            .await?;
+        decode(v, keyed)
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn change(
+    async fn invoke_change(
         &self,
         script: &Script,
         kind: &str,
@@ -180,18 +261,21 @@ impl CounterSpec {
         log_id: &str,
         id: &str,
         amount: i64,
-    ) -> Result<Outcome, redis::RedisError> {
-        script
-            .key(self.key(l, id))
+        keyed: Option<&Keyed>,
+    ) -> Result<redis::Value, redis::RedisError> {
+        let mut inv = script.prepare_invoke();
+        inv.key(self.key(l, id))
             .key(keys::log(self.log, l, l.part(id)))
             .arg(log_id)
             .arg(kind)
             .arg(self.entity)
             .arg(id)
             .arg(self.field)
-            .arg(amount)
-            .invoke_async(conn)
-            .await
+            .arg(amount);
+        if let Some(k) = keyed {
+            k.add_to(&mut inv, l, l.part(id));
+        }
+        inv.invoke_async(conn).await
     }
 
     /// Creates or overwrites entities `"0"`..`"n-1"` with the counter at `start` and the extra
@@ -237,6 +321,13 @@ impl CounterSpec {
     }
 }
 
+/// A keyed script's reply: a 422 for another request's record, else the outcome.
+fn decode(v: redis::Value, keyed: Option<&Keyed>) -> Result<Outcome, ApiError> {
+    let v = idempotency::checked(v, keyed)?;
+    redis::FromRedisValue::from_redis_value(v)
+        .map_err(|e| ApiError::Internal(format!("unexpected script answer: {e}")))
+}
+
 /// The ids `"0"`..`"n-1"` of a `batch_init`, grouped by partition (partitions without any are
 /// left out), each group in id order.
 pub fn batch_partitions(l: &Layout, n: i64) -> Vec<(u32, Vec<String>)> {
@@ -272,12 +363,19 @@ pub const MAX_BATCH: i64 = 1_000_000;
 
 impl CounterService {
     /// Creates an entity with counter 0 and the given extra fields; answers `{"<entity>_id": id}`.
-    pub async fn create(&self, extra: &[(&str, i64)]) -> HandlerResult {
-        let id = self.ids.next();
-        let log_id = self.ids.next();
+    /// With an `Idempotency-Key`, the new id is pinned in the key's claim before the create, so
+    /// a repeat creates (at most once, in the script) the same entity and answers the same id.
+    pub async fn create(&self, extra: &[(&str, i64)], keyed: Option<&Keyed>) -> HandlerResult {
         let mut db = self.db.clone();
+        let mut id = self.ids.next();
+        if let Some(k) = keyed {
+            id = idempotency::claim(&mut db, &self.layout, k, &id, true)
+                .await?
+                .pinned;
+        }
+        let log_id = self.ids.next();
         self.spec
-            .create(&mut db, &self.layout, &log_id, &id, extra)
+            .create_keyed(&mut db, &self.layout, &log_id, &id, extra, keyed)
             .await?;
         db.replicated(&self.spec.key(&self.layout, &id)).await?;
         let mut body = serde_json::Map::new();
@@ -311,53 +409,94 @@ impl CounterService {
         })
     }
 
-    /// Adds `raw_amount` to the counter of `raw_id`.
-    pub async fn add(&self, raw_id: &str, raw_amount: &str) -> HandlerResult {
+    /// Adds `raw_amount` to the counter of `raw_id` (exactly once per `Idempotency-Key`).
+    pub async fn add(
+        &self,
+        raw_id: &str,
+        raw_amount: &str,
+        keyed: Option<&Keyed>,
+    ) -> HandlerResult {
+        self.change(Op::Add, raw_id, raw_amount, keyed).await
+    }
+
+    /// Subtracts `raw_amount` from the counter of `raw_id`, refusing (400) when it holds less
+    /// (exactly once per `Idempotency-Key`; a refusal is the answer repeated for the key too).
+    pub async fn subtract(
+        &self,
+        raw_id: &str,
+        raw_amount: &str,
+        keyed: Option<&Keyed>,
+    ) -> HandlerResult {
+        self.change(Op::Subtract, raw_id, raw_amount, keyed).await
+    }
+
+    async fn change(
+        &self,
+        op: Op,
+        raw_id: &str,
+        raw_amount: &str,
+        keyed: Option<&Keyed>,
+    ) -> HandlerResult {
         let id = validate::existing_id(raw_id, self.spec.entity)?;
         let amount = validate::positive(raw_amount, "amount")?;
         let log_id = self.ids.next();
         let mut db = self.db.clone();
+        if let Some(k) = keyed {
+            // Binds the key to this request (422 if it names another); the answer record the
+            // script keeps is what makes the repeat change nothing.
+            idempotency::claim(&mut db, &self.layout, k, "", false).await?;
+        }
         let outcome = self
             .spec
-            .add(&mut db, &self.layout, &log_id, id, amount)
+            .change_keyed(op, &mut db, &self.layout, &log_id, id, amount, keyed)
             .await?;
         db.replicated(&self.spec.key(&self.layout, id)).await?;
         self.answer(id, amount, outcome)
     }
 
-    /// Subtracts `raw_amount` from the counter of `raw_id`, refusing (400) when it holds less.
-    pub async fn subtract(&self, raw_id: &str, raw_amount: &str) -> HandlerResult {
-        let id = validate::existing_id(raw_id, self.spec.entity)?;
-        let amount = validate::positive(raw_amount, "amount")?;
-        let log_id = self.ids.next();
-        let mut db = self.db.clone();
-        let outcome = self
-            .spec
-            .subtract(&mut db, &self.layout, &log_id, id, amount)
-            .await?;
-        db.replicated(&self.spec.key(&self.layout, id)).await?;
-        self.answer(id, amount, outcome)
-    }
-
-    /// Creates or overwrites entities `"0"`..`"n-1"`.
+    /// Creates or overwrites entities `"0"`..`"n-1"`. With an `Idempotency-Key`, a repeat is
+    /// answered from the claim once the first answered (before that, it runs again, which sets
+    /// the same values: a batch is a whole overwrite).
     pub async fn batch_init(
         &self,
         raw_n: &str,
         raw_start: &str,
         extra: &[(&str, i64)],
+        keyed: Option<&Keyed>,
     ) -> HandlerResult {
         let n = validate::count(raw_n, "n", 1, MAX_BATCH)?;
         let start = validate::non_negative(raw_start, self.spec.field)?;
-        let log_id = self.ids.next();
         let mut db = self.db.clone();
+        if let Some(k) = keyed {
+            let claim = idempotency::claim(&mut db, &self.layout, k, "", false).await?;
+            if let Some(answer) = claim.answer {
+                return Ok(answer.response());
+            }
+        }
+        let result = self.run_batch_init(&mut db, n, start, extra).await;
+        let answer = idempotency::Answer::of(&result);
+        if let Some(k) = keyed {
+            idempotency::finish(&mut db, &self.layout, k, &answer).await;
+        }
+        result.map(|_| answer.response())
+    }
+
+    async fn run_batch_init(
+        &self,
+        db: &mut Conn,
+        n: i64,
+        start: i64,
+        extra: &[(&str, i64)],
+    ) -> Result<serde_json::Value, ApiError> {
+        let log_id = self.ids.next();
         self.spec
-            .batch_init(&mut db, &self.layout, &log_id, n, start, extra)
+            .batch_init(db, &self.layout, &log_id, n, start, extra)
             .await?;
         for part in self.layout.parts() {
             db.replicated(&crate::keys::log(self.spec.log, &self.layout, part))
                 .await?;
         }
-        http::json(&serde_json::json!({
+        Ok(serde_json::json!({
             "msg": format!("batch init for {} {}s successful", n, self.spec.entity)
         }))
     }

@@ -28,6 +28,10 @@ pub enum ApiError {
     /// The request conflicts with the entity's state (e.g. adding to a paid order). 409.
     #[error("{0}")]
     Conflict(String),
+    /// The request's `Idempotency-Key` was first used for another request (method or path).
+    /// 422: nothing ran.
+    #[error("{0}")]
+    Unprocessable(String),
     /// A dependency (a database, another service) cannot be reached right now. 503: retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -44,6 +48,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

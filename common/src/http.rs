@@ -112,6 +112,21 @@ pub trait Service: Send + Sync + 'static {
         segments: Vec<String>,
     ) -> impl Future<Output = HandlerResult> + Send;
 
+    /// Answers one request with what the headers said about it ([`Meta`]: its
+    /// `Idempotency-Key`, when it reached the gateway). Services that store answers
+    /// ([`crate::idempotency`]) implement this and route from it; the default ignores `meta`,
+    /// for a service that keeps nothing to replay (the ID service: a repeated id batch leases
+    /// other ids, which is harmless).
+    fn handle_request(
+        self: Arc<Self>,
+        method: Method,
+        segments: Vec<String>,
+        meta: Meta,
+    ) -> impl Future<Output = HandlerResult> + Send {
+        let _ = meta;
+        self.handle(method, segments)
+    }
+
     /// Whether the service can do its work (its database answers, its consumers run); `Err`
     /// says what is wrong. Drives `/health` (503 when `Err`).
     fn healthy(self: Arc<Self>) -> impl Future<Output = Health> + Send;
@@ -124,6 +139,55 @@ pub trait Service: Send + Sync + 'static {
 
     /// The process's metrics registry.
     fn metrics(&self) -> &Metrics;
+}
+
+/// What a request's headers say, read once when it arrives.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// The POST's `Idempotency-Key`, valid (an invalid one was answered 400 already).
+    pub key: Option<crate::idempotency::Key>,
+    /// When the request reached the system: when the gateway first received it, by the
+    /// gateway's `X-Request-Start: t=<seconds.millis>` ([`REQUEST_START`]), so that a request
+    /// the gateway moved to this replica after another one died keeps its first deadline (a
+    /// checkout is answered within `CHECKOUT_TIMEOUT_MS` + 1 s of this); else now.
+    pub arrived: tokio::time::Instant,
+}
+
+impl Meta {
+    /// A request that arrived now, without a key (tests, internal calls).
+    pub fn now() -> Meta {
+        Meta {
+            key: None,
+            arrived: tokio::time::Instant::now(),
+        }
+    }
+}
+
+/// The header the gateway stamps with the time it received a request (`t=<seconds.millis>`,
+/// nginx's `$msec`; the convention of `X-Request-Start`). nginx evaluates it once, so a retry on
+/// another replica carries the first attempt's time.
+pub const REQUEST_START: &str = "x-request-start";
+
+/// The most a request's [`REQUEST_START`] may lie in the past: older (a wrong clock, a forged
+/// header) counts as this old, so a header can shorten a deadline, never hold a handler longer.
+const MAX_REQUEST_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long ago a request with `X-Request-Start: value` reached the gateway (`now`: the wall
+/// clock), within `[0, MAX_REQUEST_AGE]`; `None` for a value that does not parse. A time in the
+/// future (clocks apart) counts as now.
+fn request_age(value: &[u8], now: std::time::SystemTime) -> Option<std::time::Duration> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let secs: f64 = text.strip_prefix("t=").unwrap_or(text).parse().ok()?;
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    let start =
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::try_from_secs_f64(secs).ok()?)?;
+    Some(
+        now.duration_since(start)
+            .unwrap_or_default()
+            .min(MAX_REQUEST_AGE),
+    )
 }
 
 /// A service's health: `Err` names what is wrong.
@@ -213,8 +277,17 @@ fn route_label(segments: &[String]) -> String {
     }
 }
 
-/// Answers one request whose body has been read (`body`): refused for its body, or routed.
-async fn dispatch<S: Service>(svc: Arc<S>, method: Method, path: String, body: Body) -> Response {
+/// Answers one request whose body has been read (`body`) and whose `Idempotency-Key` has been
+/// parsed (`key`), which reached the system at `arrived`: refused for its body or its key, or
+/// routed.
+async fn dispatch<S: Service>(
+    svc: Arc<S>,
+    method: Method,
+    path: String,
+    body: Body,
+    key: Result<Option<crate::idempotency::Key>, ApiError>,
+    arrived: tokio::time::Instant,
+) -> Response {
     let started = Instant::now();
     let segments: Vec<String> = path
         .trim_start_matches('/')
@@ -224,7 +297,10 @@ async fn dispatch<S: Service>(svc: Arc<S>, method: Method, path: String, body: B
         .collect();
     let mut route = route_label(&segments);
     let span = tracing::info_span!("request", %method, path = %path, saga = tracing::field::Empty);
-    let refusal = body_refusal(&body);
+    let (refusal, key) = match (body_refusal(&body), key) {
+        (Some(err), _) | (None, Err(err)) => (Some(err), None),
+        (None, Ok(key)) => (None, key),
+    };
     let refused_for_body = refusal.is_some();
     let result = async {
         if let Some(err) = refusal {
@@ -244,7 +320,9 @@ async fn dispatch<S: Service>(svc: Arc<S>, method: Method, path: String, body: B
                 Ok(text(svc.metrics().render(), "text/plain; version=0.0.4"))
             }
             ([p, ..], _) if p == S::PREFIX => {
-                svc.clone().handle(method.clone(), segments.clone()).await
+                svc.clone()
+                    .handle_request(method.clone(), segments.clone(), Meta { key, arrived })
+                    .await
             }
             _ => Err(not_found(&segments)),
         }
@@ -296,14 +374,37 @@ pub async fn serve<S: Service>(svc: Arc<S>, addr: SocketAddr) -> anyhow::Result<
     // once its body is out of the connection, so hyper keeps the connection alive.
     let routes = warp::method()
         .and(warp::path::full())
+        .and(warp::header::headers_cloned())
         .and(warp::body::stream())
-        .then(move |method: Method, path: warp::path::FullPath, body| {
-            let svc = svc.clone();
-            async move {
-                let body = drain(body).await;
-                dispatch(svc, method, path.as_str().to_string(), body).await
-            }
-        });
+        .then(
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  headers: warp::http::HeaderMap,
+                  body| {
+                let svc = svc.clone();
+                async move {
+                    let now = tokio::time::Instant::now();
+                    let age = headers
+                        .get(REQUEST_START)
+                        .and_then(|v| request_age(v.as_bytes(), std::time::SystemTime::now()))
+                        .unwrap_or_default();
+                    let arrived = now.checked_sub(age).unwrap_or(now);
+                    let body = drain(body).await;
+                    // Only a POST changes anything, so only a POST's key is read (API.md).
+                    let key = if method == Method::POST {
+                        crate::idempotency::Key::parse(
+                            headers
+                                .get_all(crate::idempotency::HEADER)
+                                .iter()
+                                .map(|v| v.as_bytes()),
+                        )
+                    } else {
+                        Ok(None)
+                    };
+                    dispatch(svc, method, path.as_str().to_string(), body, key, arrived).await
+                }
+            },
+        );
     warp::serve(routes)
         .incoming(listener)
         .graceful(shutdown_signal())
@@ -349,6 +450,24 @@ mod tests {
             .map(|n| Ok(std::io::Cursor::new(vec![b'x'; *n])))
             .collect();
         futures::stream::iter(chunks)
+    }
+
+    #[test]
+    fn the_gateway_s_request_start_gives_the_age_within_bounds() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let now = UNIX_EPOCH + Duration::from_millis(1_700_000_010_500);
+        let age = |v: &str| request_age(v.as_bytes(), now);
+        assert_eq!(age("t=1700000010.000"), Some(Duration::from_millis(500)));
+        assert_eq!(age("1700000009.500"), Some(Duration::from_secs(1)));
+        assert_eq!(
+            age("t=1700000099.000"),
+            Some(Duration::ZERO),
+            "in the future: now"
+        );
+        assert_eq!(age("t=1.000"), Some(MAX_REQUEST_AGE), "ancient: capped");
+        for bad in ["", "t=", "t=abc", "t=-1", "t=NaN", "t=inf"] {
+            assert_eq!(age(bad), None, "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -19,6 +19,8 @@
 //! | [`sync`] `shoplog:sync:{o3.60}` | each service's | nothing: a write that advances `WAIT`'s offset |
 //! | [`PARTITIONS_KEY`] `shoplog:partitions` | each service's | its number of partitions |
 //! | [`order_lock`] `lock:order:<id>` | lock nodes | the checkout admission Redlock |
+//! | [`idempotency_claim`] `idemclaim:{s3.20}:<key>` | the service's | an `Idempotency-Key`'s binding to one request, in the key's own partition |
+//! | [`idempotency`] `idem:{s3.20}:<key>` | the service's | a keyed request's stored reply, in its entity's partition (written by the changing script) |
 
 use crate::partition::Layout;
 
@@ -37,6 +39,11 @@ pub const ITEM_PREFIX: &str = "item:";
 pub const USER_PREFIX: &str = "user:";
 /// Prefix of the order-side saga records.
 pub const SAGA_PREFIX: &str = "saga:";
+
+/// Prefix of the idempotency answer records ([`idempotency`]).
+pub const IDEMPOTENCY_PREFIX: &str = "idem:";
+/// Prefix of the idempotency claims ([`idempotency_claim`]).
+pub const IDEMPOTENCY_CLAIM_PREFIX: &str = "idemclaim:";
 
 /// Key (each service's database) of its number of partitions.
 pub const PARTITIONS_KEY: &str = "shoplog:partitions";
@@ -118,6 +125,18 @@ pub fn sync(key: &str) -> String {
         .filter(|t| t.len() > 2)
         .map_or_else(|| format!("{{{key}}}"), str::to_string);
     format!("shoplog:sync:{tag}")
+}
+
+/// The claim of `Idempotency-Key` `key` (`common::idempotency`): in the key's own partition of
+/// `l`, so that the same key finds the same claim whatever entity its request names.
+pub fn idempotency_claim(l: &Layout, key: &str) -> String {
+    tagged(IDEMPOTENCY_CLAIM_PREFIX, l, l.part(key), key)
+}
+
+/// The answer record of `Idempotency-Key` `key` in partition `part` of `l`: the partition of the
+/// entity its request changes, so that the changing script writes it in the same slot.
+pub fn idempotency(l: &Layout, part: u32, key: &str) -> String {
+    tagged(IDEMPOTENCY_PREFIX, l, part, key)
 }
 
 /// The Redlock resource that serialises checkout admission of order `id`.

@@ -10,6 +10,7 @@
 //! | [`error`] | the API error type and its mapping to status codes and JSON bodies |
 //! | [`http`] | the warp server scaffolding: routing by path segments, metrics, health |
 //! | [`metrics`] | Prometheus counters and latency histograms |
+//! | [`idempotency`] | `Idempotency-Key`: the header, its records, exactly-once retries of POSTs |
 //! | [`ids`] | the id pool leased in blocks from the ID service, with local ULID fallback |
 //! | [`db`] | connecting to a service's Redis and running its Lua scripts |
 //! | [`consumer`] | consuming another service's log through a consumer group (the saga's delivery) |
@@ -35,6 +36,7 @@ pub mod db;
 pub mod error;
 pub mod event;
 pub mod http;
+pub mod idempotency;
 pub mod ids;
 pub mod keys;
 pub mod lock;

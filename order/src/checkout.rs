@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::error::ApiError;
 use common::http::{self, HandlerResult};
+use common::idempotency::{self, Keyed};
 use common::keys;
 use common::lock::LockFailure;
 use common::saga::{encode_lines, sum_lines, Decision, OrderStatus, Outcome};
@@ -38,12 +39,42 @@ pub const GRACE: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(500);
 
 impl Order {
-    /// Handles `POST /orders/checkout/{raw_id}`.
-    pub(crate) async fn checkout(&self, raw_id: &str) -> HandlerResult {
+    /// Handles `POST /orders/checkout/{raw_id}`, which reached the system at `arrived` (at the
+    /// gateway: a checkout the gateway moved here after another replica died keeps its first
+    /// deadline). With an `Idempotency-Key` the first final answer is kept in the key's claim
+    /// and answered to a repeat (a checkout is idempotent by itself: a repeat joins the same
+    /// saga or finds the order paid; the key adds that a refusal stays the answer).
+    pub(crate) async fn checkout(
+        &self,
+        raw_id: &str,
+        keyed: Option<&Keyed>,
+        arrived: Instant,
+    ) -> HandlerResult {
         let id = common::validate::existing_id(raw_id, "order")?;
-        let arrived = Instant::now();
+        let Some(k) = keyed else {
+            return self
+                .checkout_by(id, arrived)
+                .await
+                .and_then(|v| http::json(&v));
+        };
+        let mut db = self.db.clone();
+        if let Some(answer) = idempotency::claim(&mut db, &self.layout, k, "", false)
+            .await?
+            .answer
+        {
+            return Ok(answer.response());
+        }
+        let result = self.checkout_by(id, arrived).await;
+        let answer = idempotency::Answer::of(&result);
+        idempotency::finish(&mut db, &self.layout, k, &answer).await;
+        result.map(|_| answer.response())
+    }
+
+    /// The checkout of `id` answered by its deadline: `arrived` + `CHECKOUT_TIMEOUT` + [`GRACE`].
+    async fn checkout_by(&self, id: &str, arrived: Instant) -> Result<serde_json::Value, ApiError> {
         // A little under the limit: the answer still has to be written.
-        let limit = self.checkout_timeout + GRACE - Duration::from_millis(100);
+        let limit = (self.checkout_timeout + GRACE - Duration::from_millis(100))
+            .saturating_sub(arrived.elapsed());
         match tokio::time::timeout(limit, self.checkout_within(id, arrived)).await {
             Ok(answer) => answer,
             Err(_) => {
@@ -63,7 +94,11 @@ impl Order {
     }
 
     /// The checkout of `id`, which arrived at `arrived`.
-    async fn checkout_within(&self, id: &str, arrived: Instant) -> HandlerResult {
+    async fn checkout_within(
+        &self,
+        id: &str,
+        arrived: Instant,
+    ) -> Result<serde_json::Value, ApiError> {
         let mut conn = self.db.clone();
         let saga = loop {
             let order = store::find(&mut conn, &self.layout, id)
@@ -212,7 +247,7 @@ impl Order {
         }
     }
 
-    fn answer(&self, id: &str, sid: &str, v: Outcome) -> HandlerResult {
+    fn answer(&self, id: &str, sid: &str, v: Outcome) -> Result<serde_json::Value, ApiError> {
         if v.decision == Decision::Commit {
             self.metrics.incr("checkouts_committed_total", 1);
             return paid(id, sid);
@@ -229,6 +264,6 @@ impl Order {
     }
 }
 
-fn paid(id: &str, saga: &str) -> HandlerResult {
-    http::json(&serde_json::json!({ "order_id": id, "paid": true, "saga": saga }))
+fn paid(id: &str, saga: &str) -> Result<serde_json::Value, ApiError> {
+    Ok(serde_json::json!({ "order_id": id, "paid": true, "saga": saga }))
 }

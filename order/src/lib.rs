@@ -19,6 +19,7 @@ use common::db::Conn;
 use common::db::Outcome;
 use common::error::ApiError;
 use common::http::{self, HandlerResult, Method, Service};
+use common::idempotency::{self, Keyed};
 use common::ids::IdPool;
 use common::keys;
 use common::metrics::Metrics;
@@ -40,6 +41,8 @@ pub struct Order {
     layout: common::partition::Layout,
     consumers: Arc<Consumers>,
     metrics: Arc<Metrics>,
+    /// How long answers to keyed requests are kept (`IDEMPOTENCY_TTL_SECS`).
+    idempotency_ttl: std::time::Duration,
 }
 
 impl Order {
@@ -77,14 +80,22 @@ impl Order {
             layout: ctx.layout,
             consumers,
             metrics: ctx.metrics,
+            idempotency_ttl: config.idempotency_ttl,
         }))
     }
 
-    async fn create(&self, user: &str) -> HandlerResult {
+    async fn create(&self, user: &str, keyed: Option<&Keyed>) -> HandlerResult {
         let user = validate::new_id(user, "user_id")?;
-        let id = self.ids.next();
         let mut db = self.db.clone();
-        store::create(&mut db, &self.layout, &self.ids.next(), &id, user).await?;
+        let mut id = self.ids.next();
+        if let Some(k) = keyed {
+            // The new order's id is pinned in the key's claim: a repeat creates the same order,
+            // at most once (the create script keeps the answer record).
+            id = idempotency::claim(&mut db, &self.layout, k, &id, true)
+                .await?
+                .pinned;
+        }
+        store::create_keyed(&mut db, &self.layout, &self.ids.next(), &id, user, keyed).await?;
         db.replicated(&keys::order(&self.layout, &id)).await?;
         http::json(&serde_json::json!({ "order_id": id }))
     }
@@ -103,7 +114,13 @@ impl Order {
         }))
     }
 
-    async fn add_item(&self, id: &str, item: &str, quantity: &str) -> HandlerResult {
+    async fn add_item(
+        &self,
+        id: &str,
+        item: &str,
+        quantity: &str,
+        keyed: Option<&Keyed>,
+    ) -> HandlerResult {
         let id = validate::existing_id(id, "order")?;
         let item = validate::existing_id(item, "item")?;
         let quantity = validate::positive(quantity, "quantity")?;
@@ -115,17 +132,18 @@ impl Order {
             ))
         })?;
         let mut db = self.db.clone();
-        let outcome = store::add_item(
-            &mut db,
-            &self.layout,
-            &self.ids.next(),
-            id,
+        if let Some(k) = keyed {
+            idempotency::claim(&mut db, &self.layout, k, "", false).await?;
+        }
+        let line = store::AddItem {
             item,
             quantity,
             price,
             cost,
-        )
-        .await?;
+        };
+        let outcome =
+            store::add_item_keyed(&mut db, &self.layout, &self.ids.next(), id, &line, keyed)
+                .await?;
         db.replicated(&keys::order(&self.layout, id)).await?;
         match outcome {
             Outcome::Ok(_) => http::json(&serde_json::json!({ "done": true })),
@@ -148,6 +166,7 @@ impl Order {
         n_items: &str,
         n_users: &str,
         price: &str,
+        keyed: Option<&Keyed>,
     ) -> HandlerResult {
         let n = validate::count(n, "n", 1, MAX_BATCH)?;
         let n_items = validate::count(n_items, "n_items", 1, i64::MAX)?;
@@ -159,7 +178,21 @@ impl Order {
                 i64::MAX
             )));
         }
-        let seed = (ulid::Ulid::new().random() & u128::from(u64::MAX)) as u64;
+        let mut db = self.db.clone();
+        let mut pinned = ulid::Ulid::new().to_string();
+        if let Some(k) = keyed {
+            // The seed is pinned in the key's claim: a repeat before the first answered is
+            // stored writes the very same orders again.
+            let claim = idempotency::claim(&mut db, &self.layout, k, &pinned, true).await?;
+            if let Some(answer) = claim.answer {
+                return Ok(answer.response());
+            }
+            pinned = claim.pinned;
+        }
+        let seed = pinned
+            .parse::<ulid::Ulid>()
+            .map(|u| (u.random() & u128::from(u64::MAX)) as u64)
+            .map_err(|e| ApiError::Internal(format!("pinned seed `{pinned}`: {e}")))?;
         let params = store::BatchInit {
             n: n as u64,
             n_items: n_items as u64,
@@ -167,13 +200,26 @@ impl Order {
             price,
             seed,
         };
-        let mut db = self.db.clone();
-        store::batch_init(&mut db, &self.layout, &self.ids.next(), params).await?;
+        let result = self.run_batch_init(&mut db, params).await;
+        let answer = idempotency::Answer::of(&result);
+        if let Some(k) = keyed {
+            idempotency::finish(&mut db, &self.layout, k, &answer).await;
+        }
+        result.map(|_| answer.response())
+    }
+
+    async fn run_batch_init(
+        &self,
+        db: &mut Conn,
+        params: store::BatchInit,
+    ) -> Result<serde_json::Value, ApiError> {
+        store::batch_init(db, &self.layout, &self.ids.next(), params).await?;
         for part in self.layout.parts() {
             db.replicated(&keys::log(keys::ORDER_LOG, &self.layout, part))
                 .await?;
         }
-        http::json(&serde_json::json!({ "msg": format!("batch init for {n} orders successful") }))
+        let n = params.n;
+        Ok(serde_json::json!({ "msg": format!("batch init for {n} orders successful") }))
     }
 }
 
@@ -181,12 +227,24 @@ impl Service for Order {
     const PREFIX: &'static str = "orders";
 
     async fn handle(self: Arc<Self>, method: Method, segments: Vec<String>) -> HandlerResult {
+        self.handle_request(method, segments, http::Meta::now())
+            .await
+    }
+
+    async fn handle_request(
+        self: Arc<Self>,
+        method: Method,
+        segments: Vec<String>,
+        meta: http::Meta,
+    ) -> HandlerResult {
+        let keyed = Keyed::of(meta.key, &method, &segments, self.idempotency_ttl);
+        let keyed = keyed.as_ref();
         let path: Vec<&str> = segments.iter().map(String::as_str).collect();
         let (get, post) = (Method::GET, Method::POST);
         match path.as_slice() {
             ["orders", "create", user] => {
                 http::allow(&method, post)?;
-                self.create(user).await
+                self.create(user, keyed).await
             }
             ["orders", "find", id] => {
                 http::allow(&method, get)?;
@@ -194,15 +252,15 @@ impl Service for Order {
             }
             ["orders", "addItem", id, item, qty] => {
                 http::allow(&method, post)?;
-                self.add_item(id, item, qty).await
+                self.add_item(id, item, qty, keyed).await
             }
             ["orders", "checkout", id] => {
                 http::allow(&method, post)?;
-                self.checkout(id).await
+                self.checkout(id, keyed, meta.arrived).await
             }
             ["orders", "batch_init", n, n_items, n_users, price] => {
                 http::allow(&method, post)?;
-                self.batch_init(n, n_items, n_users, price).await
+                self.batch_init(n, n_items, n_users, price, keyed).await
             }
             _ => Err(http::not_found(&segments)),
         }

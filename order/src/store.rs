@@ -10,15 +10,19 @@ use std::sync::LazyLock;
 use common::batch::batch_orders;
 use common::db::Conn;
 use common::db::{Fields, Outcome, StoreError};
+use common::error::ApiError;
+use common::idempotency::{self, idempotent, Keyed};
 use common::keys::{self, ORDER_LOG};
 use common::partition::Layout;
 use common::saga::{decode_lines, Lines, OrderStatus};
 use redis::Script;
 
+// Create and addItem take an optional idempotency answer record (`common::idempotency`): a
+// repeated keyed request is answered from it, inside the script, and changes nothing.
 static CREATE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/create_order.lua")));
+    LazyLock::new(|| idempotent("", include_str!("../lua/create_order.lua"), 2));
 static ADD_ITEM: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/add_item.lua")));
+    LazyLock::new(|| idempotent("", include_str!("../lua/add_item.lua"), 2));
 static BATCH_INIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/batch_init.lua")));
 
@@ -55,15 +59,53 @@ pub async fn create(
     id: &str,
     user: &str,
 ) -> Result<(), redis::RedisError> {
-    CREATE
-        .key(keys::order(l, id))
-        .key(keys::log(ORDER_LOG, l, l.part(id)))
-        .arg(log_id)
-        .arg(id)
-        .arg(user)
+    create_invocation(l, log_id, id, user, None)
         .invoke_async::<Outcome>(conn)
         .await
         .map(|_| ())
+}
+
+/// [`create`] for a request that may carry an `Idempotency-Key`: with `keyed`, a repeat of the
+/// create of `id` (the id pinned in the key's claim) finds the stored reply and creates nothing,
+/// so an order changed since is not reset; another request's record is a 422.
+pub async fn create_keyed(
+    conn: &mut Conn,
+    l: &Layout,
+    log_id: &str,
+    id: &str,
+    user: &str,
+    keyed: Option<&Keyed>,
+) -> Result<Outcome, ApiError> {
+    let v = create_invocation(l, log_id, id, user, keyed)
+        .invoke_async(conn)
+        .await?;
+    decode(v, keyed)
+}
+
+fn create_invocation(
+    l: &Layout,
+    log_id: &str,
+    id: &str,
+    user: &str,
+    keyed: Option<&Keyed>,
+) -> redis::ScriptInvocation<'static> {
+    let mut inv = CREATE.prepare_invoke();
+    inv.key(keys::order(l, id))
+        .key(keys::log(ORDER_LOG, l, l.part(id)))
+        .arg(log_id)
+        .arg(id)
+        .arg(user);
+    if let Some(k) = keyed {
+        k.add_to(&mut inv, l, l.part(id));
+    }
+    inv
+}
+
+/// A keyed script's reply: a 422 for another request's record, else the outcome.
+fn decode(v: redis::Value, keyed: Option<&Keyed>) -> Result<Outcome, ApiError> {
+    let v = idempotency::checked(v, keyed)?;
+    redis::FromRedisValue::from_redis_value(v)
+        .map_err(|e| ApiError::Internal(format!("unexpected script answer: {e}")))
 }
 
 /// Adds `quantity` of `item` at `price` to order `id`. `cost` is `quantity * price` (the caller
@@ -79,19 +121,70 @@ pub async fn add_item(
     price: i64,
     cost: i64,
 ) -> Result<Outcome, redis::RedisError> {
-    let line = serde_json::json!([item, quantity]).to_string();
-    ADD_ITEM
-        .key(keys::order(l, id))
+    let line = AddItem {
+        item,
+        quantity,
+        price,
+        cost,
+    };
+    let v = add_item_invocation(l, log_id, id, &line, None)
+        .invoke_async(conn)
+        .await?;
+    redis::FromRedisValue::from_redis_value(v).map_err(Into::into)
+}
+
+/// The line `addItem` adds: `quantity` of `item` at `price`, costing `cost` (checked by the
+/// caller to be `quantity * price`).
+#[derive(Debug, Clone, Copy)]
+pub struct AddItem<'a> {
+    /// The item.
+    pub item: &'a str,
+    /// How many.
+    pub quantity: i64,
+    /// The unit price.
+    pub price: i64,
+    /// `quantity * price`.
+    pub cost: i64,
+}
+
+/// [`add_item`] for a request that may carry an `Idempotency-Key`: with `keyed`, the line and
+/// the stored reply are one script, so a repeat adds nothing and answers the first reply.
+pub async fn add_item_keyed(
+    conn: &mut Conn,
+    l: &Layout,
+    log_id: &str,
+    id: &str,
+    line: &AddItem<'_>,
+    keyed: Option<&Keyed>,
+) -> Result<Outcome, ApiError> {
+    let v = add_item_invocation(l, log_id, id, line, keyed)
+        .invoke_async(conn)
+        .await?;
+    decode(v, keyed)
+}
+
+fn add_item_invocation(
+    l: &Layout,
+    log_id: &str,
+    id: &str,
+    a: &AddItem<'_>,
+    keyed: Option<&Keyed>,
+) -> redis::ScriptInvocation<'static> {
+    let json_line = serde_json::json!([a.item, a.quantity]).to_string();
+    let mut inv = ADD_ITEM.prepare_invoke();
+    inv.key(keys::order(l, id))
         .key(keys::log(ORDER_LOG, l, l.part(id)))
         .arg(log_id)
         .arg(id)
-        .arg(item)
-        .arg(quantity)
-        .arg(price)
-        .arg(cost)
-        .arg(line)
-        .invoke_async(conn)
-        .await
+        .arg(a.item)
+        .arg(a.quantity)
+        .arg(a.price)
+        .arg(a.cost)
+        .arg(json_line);
+    if let Some(k) = keyed {
+        k.add_to(&mut inv, l, l.part(id));
+    }
+    inv
 }
 
 /// Parameters of `orders/batch_init`.

@@ -12,6 +12,7 @@ use common::config::Config;
 use common::consumer::Consumers;
 use common::counter::{CounterService, CREDIT};
 use common::http::{self, HandlerResult, Method, Service};
+use common::idempotency::Keyed;
 use common::metrics::Metrics;
 use common::saga::PARTICIPANTS;
 
@@ -20,6 +21,8 @@ pub struct Payment {
     users: CounterService,
     consumers: Arc<Consumers>,
     metrics: Arc<Metrics>,
+    /// How long answers to keyed requests are kept (`IDEMPOTENCY_TTL_SECS`).
+    idempotency_ttl: std::time::Duration,
 }
 
 impl Payment {
@@ -43,6 +46,7 @@ impl Payment {
             },
             consumers,
             metrics: ctx.metrics,
+            idempotency_ttl: config.idempotency_ttl,
         }))
     }
 }
@@ -51,12 +55,24 @@ impl Service for Payment {
     const PREFIX: &'static str = "payment";
 
     async fn handle(self: Arc<Self>, method: Method, segments: Vec<String>) -> HandlerResult {
+        self.handle_request(method, segments, http::Meta::now())
+            .await
+    }
+
+    async fn handle_request(
+        self: Arc<Self>,
+        method: Method,
+        segments: Vec<String>,
+        meta: http::Meta,
+    ) -> HandlerResult {
+        let keyed = Keyed::of(meta.key, &method, &segments, self.idempotency_ttl);
+        let keyed = keyed.as_ref();
         let path: Vec<&str> = segments.iter().map(String::as_str).collect();
         let (get, post) = (Method::GET, Method::POST);
         match path.as_slice() {
             ["payment", "create_user"] => {
                 http::allow(&method, post)?;
-                self.users.create(&[]).await
+                self.users.create(&[], keyed).await
             }
             ["payment", "find_user", id] => {
                 http::allow(&method, get)?;
@@ -68,15 +84,15 @@ impl Service for Payment {
             }
             ["payment", "add_funds", id, amount] => {
                 http::allow(&method, post)?;
-                self.users.add(id, amount).await
+                self.users.add(id, amount, keyed).await
             }
             ["payment", "pay", id, amount] => {
                 http::allow(&method, post)?;
-                self.users.subtract(id, amount).await
+                self.users.subtract(id, amount, keyed).await
             }
             ["payment", "batch_init", n, money] => {
                 http::allow(&method, post)?;
-                self.users.batch_init(n, money, &[]).await
+                self.users.batch_init(n, money, &[], keyed).await
             }
             _ => Err(http::not_found(&segments)),
         }

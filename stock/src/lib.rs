@@ -12,6 +12,7 @@ use common::config::Config;
 use common::consumer::Consumers;
 use common::counter::{CounterService, STOCK};
 use common::http::{self, HandlerResult, Method, Service};
+use common::idempotency::Keyed;
 use common::metrics::Metrics;
 use common::saga::PARTICIPANTS;
 use common::validate;
@@ -21,6 +22,8 @@ pub struct Stock {
     items: CounterService,
     consumers: Arc<Consumers>,
     metrics: Arc<Metrics>,
+    /// How long answers to keyed requests are kept (`IDEMPOTENCY_TTL_SECS`).
+    idempotency_ttl: std::time::Duration,
 }
 
 impl Stock {
@@ -44,6 +47,7 @@ impl Stock {
             },
             consumers,
             metrics: ctx.metrics,
+            idempotency_ttl: config.idempotency_ttl,
         }))
     }
 }
@@ -52,13 +56,25 @@ impl Service for Stock {
     const PREFIX: &'static str = "stock";
 
     async fn handle(self: Arc<Self>, method: Method, segments: Vec<String>) -> HandlerResult {
+        self.handle_request(method, segments, http::Meta::now())
+            .await
+    }
+
+    async fn handle_request(
+        self: Arc<Self>,
+        method: Method,
+        segments: Vec<String>,
+        meta: http::Meta,
+    ) -> HandlerResult {
+        let keyed = Keyed::of(meta.key, &method, &segments, self.idempotency_ttl);
+        let keyed = keyed.as_ref();
         let path: Vec<&str> = segments.iter().map(String::as_str).collect();
         let (get, post) = (Method::GET, Method::POST);
         match path.as_slice() {
             ["stock", "item", "create", price] => {
                 http::allow(&method, post)?;
                 let price = validate::non_negative(price, "price")?;
-                self.items.create(&[("price", price)]).await
+                self.items.create(&[("price", price)], keyed).await
             }
             ["stock", "find", id] => {
                 http::allow(&method, get)?;
@@ -70,16 +86,18 @@ impl Service for Stock {
             }
             ["stock", "add", id, amount] => {
                 http::allow(&method, post)?;
-                self.items.add(id, amount).await
+                self.items.add(id, amount, keyed).await
             }
             ["stock", "subtract", id, amount] => {
                 http::allow(&method, post)?;
-                self.items.subtract(id, amount).await
+                self.items.subtract(id, amount, keyed).await
             }
             ["stock", "batch_init", n, stock, price] => {
                 http::allow(&method, post)?;
                 let price = validate::non_negative(price, "item_price")?;
-                self.items.batch_init(n, stock, &[("price", price)]).await
+                self.items
+                    .batch_init(n, stock, &[("price", price)], keyed)
+                    .await
             }
             _ => Err(http::not_found(&segments)),
         }

@@ -87,7 +87,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
     let nginx_conf = Launcher::nginx_conf(&s);
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    std::fs::write(&nginx_conf, nginx::config(&s, root)).context("cannot write nginx.conf")?;
+    let rendered = nginx::config(&s, root);
+    // Reload a running gateway only when its configuration changed (a new replica set, a new
+    // version): a reload closes the gateway's idle keep-alive connections, and a client that
+    // sent a request on one at that instant gets a transport error (seen as bursts of them in
+    // the replica-death scenario, where `up` restarts a killed replica mid-storm).
+    let gateway_changed =
+        std::fs::read_to_string(&nginx_conf).ok().as_deref() != Some(rendered.as_str());
+    std::fs::write(&nginx_conf, rendered).context("cannot write nginx.conf")?;
 
     let mut clusters_formed = s.shards == 0;
     for c in s.components() {
@@ -112,8 +119,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
         }
         match launcher.start(&s, &c)? {
             Start::Running(pid) => {
-                if c.kind == Kind::Gateway {
-                    // Reload: the set of replicas may have changed.
+                if c.kind == Kind::Gateway && gateway_changed {
+                    // Reload: the set of replicas changed.
                     process::signal(pid, libc::SIGHUP);
                 }
                 eprintln!("  {:<12} already running (pid {pid})", c.name);
