@@ -30,11 +30,14 @@ deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-## test-deps: what the network-fault scenarios use besides (iptables, ss), from apt when missing
+## test-deps: what the tests use besides, from apt when missing: iptables and ss (network
+## faults), zstd and jq (the archive's segments read with common tools)
 test-deps:
 	@missing=""; \
 	command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing="$$missing iptables"; \
 	command -v ss >/dev/null 2>&1 || [ -x /usr/bin/ss ] || missing="$$missing iproute2"; \
+	command -v zstdcat >/dev/null 2>&1 || missing="$$missing zstd"; \
+	command -v jq >/dev/null 2>&1 || missing="$$missing jq"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

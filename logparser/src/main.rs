@@ -26,6 +26,9 @@ struct Daemon {
     /// the lock serialises the daemon's passes and those asked for over HTTP.
     archiver: tokio::sync::Mutex<Option<Archiver>>,
     last_archive: Mutex<Option<ArchiveReport>>,
+    /// This daemon's `LOG_RETAIN` (`None`: off), reported in its status so that `shoplog archive`
+    /// measures the lag against the retention actually in force, not its own environment's.
+    log_retain_ms: Option<u64>,
 }
 
 impl Daemon {
@@ -65,6 +68,7 @@ impl Service for Daemon {
                     "active": self.leadership.is_active(),
                     "last_pass": last,
                     "last_archive": self.last_archive.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                    "log_retain_ms": self.log_retain_ms,
                 }))
             }
             [_, s] if s == "archive" => {
@@ -188,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
         metrics: Arc::new(Metrics::new("logparser")),
         archiver: tokio::sync::Mutex::new(None),
         last_archive: Mutex::new(None),
+        log_retain_ms: config.log_retain.map(|d| d.as_millis() as u64),
     });
     let recovering = tokio::spawn(recover_while_active(daemon.clone(), config.clone()));
     let served = http::serve(daemon, config.listen_addr()?).await;

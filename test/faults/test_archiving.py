@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shoplog_bin
 from harness import FaultStack, Storm, settle_and_verify, wait_for
 from helpers import Api, streams
 
@@ -97,6 +98,11 @@ def test_a_storm_is_archived_and_audit_and_replay_read_one_history(stack):
         "every saga record to be retired", timeout=60, every=1)
     status = archive_status(stack)
     assert status["segments"] > 0 and status["bytes"] > 0
+    # The lag is measured against the running daemon's LOG_RETAIN, not the CLI's environment's.
+    elsewhere = subprocess.run([str(shoplog_bin()), "archive", "--json"], env={**stack.env, "LOG_RETAIN": "1h"},
+                               capture_output=True, text=True, timeout=60)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert json.loads(elsewhere.stdout)["log_retain_ms"] == 1000
     report = assert_one_history(stack)
     assert sum(report["sagas"].values()) == storm.n_orders, report["sagas"]
     # The archive is zstd JSON lines: jq reads it.

@@ -124,7 +124,12 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<u8> {
             .await?;
         queue += n;
     }
-    let retain = config.log_retain.map(|d| d.as_millis() as u64);
+    // The retention in force is the running daemon's; this process's environment may differ.
+    let retain = match daemon.as_ref().map(|d| &d["log_retain_ms"]) {
+        Some(serde_json::Value::Number(ms)) => ms.as_u64(),
+        Some(serde_json::Value::Null) => None,
+        _ => config.log_retain.map(|d| d.as_millis() as u64),
+    };
     // How much older than LOG_RETAIN the oldest entry still in Redis is.
     let lag_ms = match (retain, oldest_live) {
         (Some(r), Some(o)) => now.saturating_sub(r).saturating_sub(o),
