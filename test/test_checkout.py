@@ -187,3 +187,59 @@ def test_consistency_storm(sys_api, base):
     for service in ("order", "stock", "payment"):
         diff = shoplog(data_dir, "replay", service, "--diff")
         assert diff.returncode == 0, diff.stdout[-3000:] + diff.stderr
+
+
+def test_a_checkout_moved_off_a_frozen_replica_gets_a_short_budget_and_one_after_a_503_none(api):
+    """The gateway stamps X-Request-Start once, so a checkout it moves to another replica keeps
+    its first deadline. Sent straight to the order service (the gateway would stamp it anew):
+    a checkout stamped 12 s ago (the gateway waited its whole read timeout, 10 s + 1.5 s, on a
+    frozen replica) is still decided within LATE_BUDGET; one stamped 10.95 s ago (moved after the
+    first replica answered 503 at its 10.9 s deadline) is a 503 at once, changing nothing."""
+    import os
+    import time
+
+    import requests
+
+    direct = f"http://127.0.0.1:{8101 + int(os.environ.get('SHOPLOG_PORT_OFFSET', '0'))}"
+    user = api.create_user(10)
+    item = api.create_item(2, 6)
+    orders = []
+    for _ in range(3):
+        order = api.create_order(user)
+        api.add_item(order, item, 1)
+        orders.append(order)
+    # A warm stack (on a fresh one the first saga loads scripts and connections: slower than
+    # the budget this test is about).
+    assert checkout(api, orders.pop()).status_code == 200
+
+    def stamped(order: str, age: float) -> tuple[requests.Response, float]:
+        sent = time.monotonic()
+        r = requests.post(f"{direct}/orders/checkout/{order}",
+                          headers={"X-Request-Start": f"t={time.time() - age:.3f}"}, timeout=15)
+        return r, time.monotonic() - sent
+
+    after_503, took = stamped(orders[0], 10.95)
+    assert after_503.status_code == 503, after_503.text
+    assert took < 0.5, took
+    assert api.order(orders[0])["paid"] is False
+    assert api.item(item)["stock"] == 5
+
+    moved, took = stamped(orders[1], 12.0)
+    assert moved.status_code == 200, moved.text
+    assert took < 1.0, took
+    assert api.order(orders[1])["paid"] is True
+    assert api.item(item)["stock"] == 4
+    # The first one was left checkout-able.
+    assert checkout(api, orders[0]).status_code == 200
+
+    # A deadline that passes during the admission (2 ms left) stops the wait, not the admission:
+    # the order's lock is released, and the next checkout is admitted at once (a lock left held
+    # made every checkout of the order a 503 for the lock's 10 s TTL).
+    order = api.create_order(user)
+    api.add_item(order, item, 1)
+    cut, _ = stamped(order, 10.898)
+    assert cut.status_code in (200, 503), cut.text
+    time.sleep(0.2)
+    sent = time.monotonic()
+    assert checkout(api, order).status_code == 200
+    assert time.monotonic() - sent < 1.0

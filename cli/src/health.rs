@@ -22,7 +22,7 @@ pub enum Health {
 /// Checks one component, waiting at most about a second.
 pub fn check(c: &Component) -> Health {
     match &c.kind {
-        Kind::Redis | Kind::ClusterNode { .. } => redis_ping(c.port),
+        Kind::Redis | Kind::LockNode | Kind::ClusterNode { .. } => redis_ping(c.port),
         Kind::Service { prefix, .. } => http_get(c.port, &format!("/{prefix}/health")),
         Kind::Gateway => http_get(c.port, "/orders/health"),
     }

@@ -9,8 +9,10 @@ use common::config::defaults;
 /// What kind of process a component is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
-    /// A `redis-server` (a service database or a lock node).
+    /// A `redis-server` holding a service's database (standalone).
     Redis,
+    /// A `redis-server` that is one of the Redlock nodes: no data, only short-lived locks.
+    LockNode,
     /// A node of the Redis Cluster that holds service `db`'s database (`shoplog up --cluster`).
     ClusterNode {
         /// The service whose database it is part of (`order`, `stock`, `payment`).
@@ -159,7 +161,10 @@ impl StackSettings {
             }
         }
         for (i, p) in defaults::LOCK_PORTS.iter().enumerate() {
-            out.push(redis(&format!("lock-{}", i + 1), self.port(*p)));
+            out.push(Component {
+                kind: Kind::LockNode,
+                ..redis(&format!("lock-{}", i + 1), self.port(*p))
+            });
         }
         out.push(self.service("ids", "ids", "ids", self.port(defaults::IDS_PORT)));
         let replicated = [

@@ -21,6 +21,7 @@
 //! close a connection nginx is still writing into.
 
 use std::fmt::Write;
+use std::time::Duration;
 
 use common::config::defaults;
 
@@ -59,8 +60,15 @@ enum Upstreams {
     },
 }
 
-/// Renders `nginx.conf` for the native stack.
-pub fn config(s: &StackSettings, run_as_root: bool) -> String {
+/// How long the gateway waits for the answer to a read (`GET`, `HEAD`) or a keyed POST before it
+/// takes the replica for frozen and retries on another: each is one or two database commands, a
+/// few milliseconds on a live replica even under load. (An unkeyed POST cannot be retried and
+/// keeps nginx's long wait; a checkout waits [`common::config::checkout_read_timeout`].)
+pub const RETRYABLE_READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Renders `nginx.conf` for the native stack, whose checkouts time out after
+/// `checkout_timeout` (`CHECKOUT_TIMEOUT_MS`).
+pub fn config(s: &StackSettings, run_as_root: bool, checkout_timeout: Duration) -> String {
     let dir = s.component_dir("gateway").display().to_string();
     let files = Files {
         pid: format!("{dir}/nginx.pid"),
@@ -73,12 +81,14 @@ pub fn config(s: &StackSettings, run_as_root: bool) -> String {
         &Upstreams::Loopback(s.upstreams()),
         &listen,
         run_as_root,
+        checkout_timeout,
     )
 }
 
 /// Renders `nginx.conf` for the gateway container (`deploy/docker/nginx.conf`): nginx runs as an
 /// unprivileged user, listens on 8000, keeps its temporary files in `/var/cache/shoplog-gateway`
-/// (made by the gateway image) and logs to stderr.
+/// (made by the gateway image) and logs to stderr. The file is fixed at build time, so its
+/// checkouts' read timeout is the one of the default `CHECKOUT_TIMEOUT_MS`.
 pub fn container_config() -> String {
     let files = Files {
         pid: "/tmp/nginx.pid".into(),
@@ -101,12 +111,28 @@ pub fn container_config() -> String {
             &files,
             &upstreams,
             &defaults::GATEWAY_PORT.to_string(),
-            false
+            false,
+            default_checkout_timeout(),
         )
     )
 }
 
-fn render(files: &Files, upstreams: &Upstreams, listen: &str, run_as_root: bool) -> String {
+/// The services' `CHECKOUT_TIMEOUT_MS` when nothing sets it.
+pub fn default_checkout_timeout() -> Duration {
+    common::config::Config::from_lookup(0, |_| None)
+        .map(|c| c.checkout_timeout)
+        .unwrap_or(Duration::from_secs(10))
+}
+
+fn render(
+    files: &Files,
+    upstreams: &Upstreams,
+    listen: &str,
+    run_as_root: bool,
+    checkout_timeout: Duration,
+) -> String {
+    let checkout_read = common::config::checkout_read_timeout(checkout_timeout).as_millis();
+    let retryable_read = RETRYABLE_READ_TIMEOUT.as_millis();
     let Files {
         pid,
         temp_dir: tmp,
@@ -163,8 +189,17 @@ http {{
     # kinds of request get: a checkout (idempotent by itself: a repeat joins the same saga or
     # finds the order paid; location /orders/checkout/) and a POST carrying an Idempotency-Key
     # (a repeat is answered from the first, common::idempotency), which the locations send to
-    # @keyed, as nginx cannot vary proxy_next_upstream by header.
+    # @retryable with the reads, as nginx cannot vary proxy_next_upstream by header.
+    # A replica that accepts a request and then says nothing (a frozen process) is left after a
+    # read timeout: the checkout's, the retryable requests' (@retryable), or nginx's long one for
+    # an unkeyed POST, which cannot be retried.
     proxy_next_upstream error timeout;
+    # GET/HEAD and keyed requests: safe to send again to another replica.
+    map "$request_method:$http_idempotency_key" $retryable {
+        "~^(GET|HEAD):" 1;
+        "~^[^:]+:." 1;
+        default "";
+    }
 "#,
     );
     let mut keyed_map = String::from("    map $uri $keyed_upstream {\n");
@@ -225,15 +260,17 @@ http {{
     for (prefix, pass) in &locations {
         let _ = writeln!(
             out,
-            "        location /{prefix}/ {{ if ($http_idempotency_key) {{ return 418; }} {pass} }}"
+            "        location /{prefix}/ {{ if ($retryable) {{ return 418; }} {pass} }}"
         );
         if *prefix == "orders" {
             // A checkout is retried on another replica when the first fails before answering
-            // (its process died: `error`), cannot be reached, or answers 502/503; the retry joins
-            // the same saga, and the order service answers by the first attempt's deadline.
+            // (its process died: `error`), cannot be reached, answers 502/503, or says nothing
+            // until the order service's own bound is past (a frozen process: `timeout`); the
+            // retry joins the same saga, and the order service answers by the first attempt's
+            // deadline (or, past it, within its late budget).
             let _ = writeln!(
                 out,
-                "        location /orders/checkout/ {{ proxy_next_upstream error timeout http_502 http_503 non_idempotent; {pass} }}"
+                "        location /orders/checkout/ {{ proxy_read_timeout {checkout_read}ms; proxy_next_upstream error timeout http_502 http_503 non_idempotent; {pass} }}"
             );
         }
         // Without this nginx answers `/stock` with an HTML redirect to `/stock/`.
@@ -243,14 +280,16 @@ http {{
         );
     }
     out.push_str(
-        r#"        # A request with an Idempotency-Key (sent here by `return 418` in its prefix's
-        # location; error_page keeps the URI as received): a repeat on another replica is
-        # answered from the first attempt's record, so it is retried even once sent. The path
-        # decides the upstream ($keyed_upstream). Its own errors (all replicas down, a chunked
-        # body found too large) still get the JSON pages: this is a second error page.
-        error_page 418 = @keyed;
-        location @keyed {
+        &r#"        # A read, or a request with an Idempotency-Key (sent here by `return 418` in its
+        # prefix's location; error_page keeps the URI as received): a repeat on another replica
+        # changes nothing (a keyed one is answered from the first attempt's record), so it is
+        # retried even once sent, and after a short silence. The path decides the upstream
+        # ($keyed_upstream). Its own errors (all replicas down, a chunked body found too large)
+        # still get the JSON pages: this is a second error page.
+        error_page 418 = @retryable;
+        location @retryable {
             recursive_error_pages on;
+            proxy_read_timeout RETRYABLE_READms;
             proxy_next_upstream error timeout non_idempotent;
             proxy_pass http://$keyed_upstream;
         }
@@ -263,7 +302,8 @@ http {{
             default_type application/json;
             return 404 '{"error": "no route: the gateway serves /orders/, /stock/, /payment/ and /ids/"}';
         }
-"#,
+"#
+        .replace("RETRYABLE_READ", &retryable_read.to_string()),
     );
     for refusal in own_refusals() {
         let Refusal {
@@ -451,7 +491,10 @@ mod tests {
             replicas: 1,
             shards: 0,
         };
-        for conf in [config(&s, false), container_config()] {
+        for conf in [
+            config(&s, false, Duration::from_secs(10)),
+            container_config(),
+        ] {
             let limit = common::http::MAX_BODY_BYTES;
             assert!(conf.contains(&format!("client_max_body_size {limit};")));
             assert!(conf.contains("proxy_pass_request_headers off;"));
@@ -459,9 +502,12 @@ mod tests {
             // A sent POST is retried only when a repeat is safe: a checkout, or a keyed request.
             assert!(conf.contains("proxy_next_upstream error timeout;"));
             assert_eq!(conf.matches("non_idempotent;").count(), 2, "{conf}");
-            assert!(conf.contains("location /orders/checkout/ { proxy_next_upstream error timeout http_502 http_503 non_idempotent;"));
-            assert!(conf.contains("if ($http_idempotency_key) { return 418; }"));
-            assert!(conf.contains("error_page 418 = @keyed;"));
+            // A frozen replica is left after the order service's own bound (10 s + 1 s + 0.5 s).
+            assert!(conf.contains("location /orders/checkout/ { proxy_read_timeout 11500ms; proxy_next_upstream error timeout http_502 http_503 non_idempotent;"));
+            assert!(conf.contains("if ($retryable) { return 418; }"));
+            assert!(conf.contains("error_page 418 = @retryable;"));
+            assert!(conf.contains("proxy_read_timeout 3000ms;\n            proxy_next_upstream error timeout non_idempotent;"));
+            assert!(conf.contains("\"~^(GET|HEAD):\" 1;") && conf.contains("\"~^[^:]+:.\" 1;"));
             assert!(conf.contains("proxy_set_header X-Request-Start \"t=${msec}\";"));
             for r in own_refusals() {
                 assert!(r.status < 500, "{}", r.name);
@@ -498,13 +544,16 @@ mod tests {
             replicas: 2,
             shards: 0,
         };
-        let conf = config(&s, false);
+        let conf = config(&s, false, Duration::from_secs(10));
         assert!(conf.contains("server 127.0.0.1:8101 max_fails=0;"));
         assert!(conf.contains("server 127.0.0.1:8111 max_fails=0;"));
         assert!(conf.contains("listen 127.0.0.1:8000;"));
         assert!(conf.contains(
-            "location /orders/ { if ($http_idempotency_key) { return 418; } proxy_pass http://orders; }"
+            "location /orders/ { if ($retryable) { return 418; } proxy_pass http://orders; }"
         ));
+        // The checkout's read timeout follows CHECKOUT_TIMEOUT_MS.
+        let conf = config(&s, false, Duration::from_millis(3000));
+        assert!(conf.contains("location /orders/checkout/ { proxy_read_timeout 4500ms;"));
         assert!(conf.contains("~^/stock/ stock;"));
         assert!(!conf.contains("resolver"));
     }

@@ -476,7 +476,7 @@ pub struct SuperviseArgs {
     #[command(flatten)]
     pub stack: StackArgs,
     /// The databases' AOF fsync policy when they are restarted (as `shoplog up --appendfsync`).
-    #[arg(long, env = "SHOPLOG_APPENDFSYNC", default_value = "everysec",
+    #[arg(long, env = "SHOPLOG_APPENDFSYNC", default_value = "always",
           value_parser = ["everysec", "always"])]
     pub appendfsync: String,
 }

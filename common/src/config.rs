@@ -133,6 +133,20 @@ pub enum ConfigError {
     },
 }
 
+/// How long past `CHECKOUT_TIMEOUT_MS` a checkout may take to answer: the abort it decides at
+/// the timeout and the answer itself. The order service answers every checkout within
+/// timeout + grace of its arrival at the gateway.
+pub const CHECKOUT_GRACE: Duration = Duration::from_millis(1000);
+
+/// How long the gateway waits for a checkout's answer before it takes the replica for frozen
+/// (a paused process, a cut-off link: the connection is open but nothing comes) and moves the
+/// checkout to another replica: the order service's own bound, timeout + [`CHECKOUT_GRACE`], and
+/// half a second for a loaded machine. The replica it moves to gives the late checkout a short
+/// budget of its own (`order::checkout::LATE_BUDGET`).
+pub fn checkout_read_timeout(checkout_timeout: Duration) -> Duration {
+    checkout_timeout + CHECKOUT_GRACE + Duration::from_millis(500)
+}
+
 impl Config {
     /// Reads the configuration from the process environment; `default_port` is the service's own
     /// port when `PORT` is unset. Unset or empty variables take their defaults; a variable set to

@@ -1,8 +1,9 @@
 # Redis for shoplog's databases and lock nodes, from Debian's redis-server package on the same base
 # as every shoplog image. Runs as the package's `redis` user; data (the AOF) in /data.
 #
-# Arguments after the image name are added to the fixed ones: docker-compose.yml passes AOF
-# settings to the databases (`--appendonly yes --appendfsync everysec --save ""`).
+# Arguments after the image name are added to the fixed ones. The default command is the lock
+# nodes' AOF setting (`--appendfsync everysec`); docker-compose.yml gives the service databases
+# `--appendfsync always` (docs/FAULTS.md, "Durability").
 #
 # The cluster option (docker-compose.cluster.yml) runs the same image with another entrypoint:
 # cluster-node (a Redis Cluster node) or cluster-keeper (forms and watches one cluster).

@@ -34,7 +34,20 @@ pub const LOCK_TTL: Duration = Duration::from_secs(10);
 /// How long a checkout waits for the admission lock before answering 503.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// How long past `CHECKOUT_TIMEOUT` a checkout may take to answer: the abort and its answer.
-pub const GRACE: Duration = Duration::from_secs(1);
+pub const GRACE: Duration = common::config::CHECKOUT_GRACE;
+/// The time a checkout gets that reaches this replica already past its deadline: the gateway
+/// moved it here after the replica it went to first said nothing for
+/// [`common::config::checkout_read_timeout`] (a frozen process). Instead of a 503 at once, it
+/// gets this long to find or reach the outcome (the saga the frozen replica started is usually
+/// decided by then, by the other replicas' consumers or the log parser; an order with no saga
+/// gets one), then the [`GRACE`] like any checkout (an undecided saga is aborted, as the timeout
+/// says, and that refusal is the answer).
+pub const LATE_BUDGET: Duration = Duration::from_millis(500);
+/// How far under timeout + [`GRACE`] a checkout stops waiting: the answer still has to be written.
+const ANSWER_MARGIN: Duration = Duration::from_millis(100);
+/// How much earlier than the gateway's full wait a checkout may arrive and still count as moved
+/// off a frozen replica (clock steps between the gateway's stamp and this replica's reading).
+const FROZEN_MARGIN: Duration = Duration::from_millis(300);
 /// How often a waiting checkout re-reads its saga when no wake-up came.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -51,6 +64,7 @@ impl Order {
         arrived: Instant,
     ) -> HandlerResult {
         let id = common::validate::existing_id(raw_id, "order")?;
+        let arrived = self.late_arrival(arrived);
         let Some(k) = keyed else {
             return self
                 .checkout_by(id, arrived)
@@ -70,14 +84,44 @@ impl Order {
         result.map(|_| answer.response())
     }
 
+    /// The arrival to count a checkout's deadline from: `arrived`, unless the checkout comes from
+    /// a replica that said nothing for the gateway's whole wait
+    /// ([`common::config::checkout_read_timeout`]: a frozen process); then as if it had arrived
+    /// just late enough to have [`LATE_BUDGET`] left for its saga, and the [`GRACE`] after it. A checkout retried after another replica
+    /// answered 503 at its deadline comes earlier than that and keeps its deadline (past: a 503
+    /// at once), so that a stalled database still costs no more than timeout + [`GRACE`].
+    fn late_arrival(&self, arrived: Instant) -> Instant {
+        let silent_for = common::config::checkout_read_timeout(self.checkout_timeout);
+        if arrived.elapsed() + FROZEN_MARGIN < silent_for {
+            return arrived;
+        }
+        let Some(latest) = (Instant::now() + LATE_BUDGET).checked_sub(self.checkout_timeout) else {
+            return arrived;
+        };
+        self.metrics.incr("checkouts_late_total", 1);
+        tracing::info!(
+            waited_ms = arrived.elapsed().as_millis() as u64,
+            "checkout moved here off a replica that said nothing past its deadline"
+        );
+        latest.max(arrived)
+    }
+
     /// The checkout of `id` answered by its deadline: `arrived` + `CHECKOUT_TIMEOUT` + [`GRACE`].
     async fn checkout_by(&self, id: &str, arrived: Instant) -> Result<serde_json::Value, ApiError> {
-        // A little under the limit: the answer still has to be written.
-        let limit = (self.checkout_timeout + GRACE - Duration::from_millis(100))
-            .saturating_sub(arrived.elapsed());
-        match tokio::time::timeout(limit, self.checkout_within(id, arrived)).await {
-            Ok(answer) => answer,
-            Err(_) => {
+        let limit =
+            (self.checkout_timeout + GRACE - ANSWER_MARGIN).saturating_sub(arrived.elapsed());
+        // Already past its deadline (the gateway moved it here after another replica answered
+        // 503 at that deadline): answered at once, starting nothing that no one would wait for.
+        let answer = if limit.is_zero() {
+            None
+        } else {
+            tokio::time::timeout(limit, self.checkout_within(id, arrived))
+                .await
+                .ok()
+        };
+        match answer {
+            Some(answer) => answer,
+            None => {
                 self.metrics.incr("checkouts_past_deadline_total", 1);
                 tracing::warn!(
                     order = id,
@@ -139,7 +183,11 @@ impl Order {
         self.answer(id, &saga, outcome)
     }
 
-    /// Runs the admission script under the order's Redlock, releasing it on every path.
+    /// Runs the admission script under the order's Redlock, releasing it on every path — also
+    /// when the checkout's deadline cancels the wait for it: the admission runs in a task of its
+    /// own, which a dropped wait does not stop. (Cancelled midway, between taking the lock and
+    /// releasing it, it left the lock held for its whole TTL, and every checkout of the order
+    /// meanwhile a 503.)
     async fn admit(
         &self,
         id: &str,
@@ -148,33 +196,49 @@ impl Order {
         summed: &str,
         wait: Duration,
     ) -> Result<Admission, ApiError> {
-        let lease = self
-            .locks
-            .lock_within(&keys::order_lock(id), LOCK_TTL, wait)
+        let (locks, mut db, layout, ids) = (
+            self.locks.clone(),
+            self.db.clone(),
+            self.layout,
+            self.ids.clone(),
+        );
+        let (id, sid, items_json, summed) = (
+            id.to_string(),
+            sid.to_string(),
+            items_json.to_string(),
+            summed.to_string(),
+        );
+        let admission = tokio::spawn(async move {
+            let lease = locks
+                .lock_within(&keys::order_lock(&id), LOCK_TTL, wait)
+                .await
+                .map_err(|e| match e {
+                    LockFailure::Busy(_) => ApiError::Unavailable(format!(
+                        "cannot admit the checkout of order `{id}` now ({e}); retry"
+                    )),
+                    LockFailure::Nodes { .. } => ApiError::Unavailable(format!("{e}; retry later")),
+                })?;
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let started = saga::start(
+                &mut db,
+                &layout,
+                &ids.next(),
+                &id,
+                &sid,
+                &items_json,
+                &summed,
+                now_ms,
+            )
+            .await;
+            locks.release(lease).await;
+            Ok(started?)
+        });
+        admission
             .await
-            .map_err(|e| match e {
-                LockFailure::Busy(_) => ApiError::Unavailable(format!(
-                    "cannot admit the checkout of order `{id}` now ({e}); retry"
-                )),
-                LockFailure::Nodes { .. } => ApiError::Unavailable(format!("{e}; retry later")),
-            })?;
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let started = saga::start(
-            &mut self.db.clone(),
-            &self.layout,
-            &self.ids.next(),
-            id,
-            sid,
-            items_json,
-            summed,
-            now_ms,
-        )
-        .await;
-        self.locks.release(lease).await;
-        Ok(started?)
+            .map_err(|e| ApiError::Internal(format!("the admission task failed: {e}")))?
     }
 
     /// Waits for saga `sid` to be done, until `CHECKOUT_TIMEOUT` after the request `arrived`;

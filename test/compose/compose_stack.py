@@ -213,7 +213,7 @@ class ComposeStack(OperatedStack):
         return f"--- container logs (last {lines} lines each)\n{out.stdout}{out.stderr}"
 
     def describe(self) -> dict:
-        return {"deployment": "compose", "replicas": self.replicas, "appendfsync": self.env.get("SHOPLOG_APPENDFSYNC") or "everysec",
+        return {"deployment": "compose", "replicas": self.replicas, "appendfsync": self.env.get("SHOPLOG_APPENDFSYNC") or "always",
                 "kill_mode": self.kill_mode, "recoveries": list(self.recoveries)}
 
     def exec_http(self, container: str, port: int, path: str) -> str:

@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +66,7 @@ class FaultStack(OperatedStack):
 
     report = REPORT
 
-    def __init__(self, offset: int, gateway: int, replicas: int = 1, appendfsync: str = "everysec",
+    def __init__(self, offset: int, gateway: int, replicas: int = 1, appendfsync: str = "always",
                  cluster: bool = False):
         self.offset, self.gateway, self.replicas, self.cluster = offset, gateway, replicas, cluster
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"shoplog-faults-{replicas}r-"))
@@ -273,6 +274,71 @@ class Storm:
                 self.stack.resume(name)
             elif not fault:
                 self.stack.up()
+
+
+class KeyedStorm(Storm):
+    """A storm whose requests are timed (sent when, answered what), and whose side writer uses
+    Idempotency-Keys, retrying a write that got no answer or a 5xx with the same key."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.sent: list[tuple[float, str, int]] = []  # (seconds into the storm, what, status)
+
+    def _note(self, sent: float, what: str, status: int):
+        with self.lock:
+            self.sent.append((sent - self.started, what, status))
+
+    def _checkout(self, api: Api, order: str) -> int:
+        sent = time.monotonic()
+        status = super()._checkout(api, order)
+        self._note(sent, "checkout", status)
+        return status
+
+    def _keyed(self, api: Api, path: str) -> requests.Response | None:
+        """POSTs `path` with a fresh key, retrying (same key) after a 5xx or no answer."""
+        k = str(uuid.uuid4())
+        for attempt in range(5):
+            sent = time.monotonic()
+            try:
+                r = api.post(path, headers={"Idempotency-Key": k}, timeout=10)
+            except requests.RequestException:
+                self._note(sent, path.split("/")[2], 599)
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            self._note(sent, path.split("/")[2], r.status_code)
+            if r.status_code < 500:
+                return r
+            time.sleep(0.2 * (attempt + 1))
+        return None
+
+    def _side_writer(self, stop, result: StormResult):
+        api = Api(self.stack.base)
+        while not stop.is_set():
+            r = self._keyed(api, "/payment/create_user")
+            if r is not None and r.status_code == 200:
+                user = r.json()["user_id"]
+                result.acked_users[user] = {0, 7}
+                r = self._keyed(api, f"/payment/add_funds/{user}/7")
+                if r is not None and r.status_code == 200:
+                    result.acked_users[user] = {7}
+            r = self._keyed(api, "/stock/item/create/3")
+            if r is not None and r.status_code == 200:
+                item = r.json()["item_id"]
+                result.acked_items[item] = {0, 5}
+                r = self._keyed(api, f"/stock/add/{item}/5")
+                if r is not None and r.status_code == 200:
+                    result.acked_items[item] = {5}
+            time.sleep(0.02)
+        api.close()
+
+    def sent_after(self, t: float) -> list[tuple[float, str, int]]:
+        """The requests sent `t` seconds into the storm or later: (when, what, status)."""
+        return [(w, what, s) for w, what, s in self.sent if w >= t]
+
+    def errors_after(self, t: float) -> list[tuple[float, str, int]]:
+        """The 5xx (or no answer: 599) among the requests sent from `t` seconds into the storm."""
+        return [(round(w, 2), what, s) for w, what, s in self.sent_after(t) if s >= 500]
+
 
 
 def settle_and_verify(stack: OperatedStack, storm: Storm, result: StormResult, quiet_timeout: float = 90):

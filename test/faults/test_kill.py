@@ -15,7 +15,7 @@ import pytest
 from harness import FaultStack, Storm, settle_and_verify
 
 # `FAULTS_APPENDFSYNC=always make test-faults` runs everything with an fsync per write.
-FSYNC = os.environ.get("FAULTS_APPENDFSYNC", "everysec")
+FSYNC = os.environ.get("FAULTS_APPENDFSYNC", "always")
 
 SINGLE = ["order-1", "stock-1", "payment-1", "ids", "logparser", "order-db", "stock-db", "payment-db",
           "lock-1", "gateway"]

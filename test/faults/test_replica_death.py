@@ -14,72 +14,12 @@ apart.
 from __future__ import annotations
 
 import os
-import time
-import uuid
 
 import pytest
-import requests
 
-from harness import FaultStack, Storm, StormResult, settle_and_verify
-from helpers import Api
+from harness import FaultStack, KeyedStorm, settle_and_verify
 
-FSYNC = os.environ.get("FAULTS_APPENDFSYNC", "everysec")
-
-
-class KeyedStorm(Storm):
-    """A storm whose requests are timed (sent when, answered what), and whose side writer uses
-    Idempotency-Keys, retrying a write that got no answer or a 5xx with the same key."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.sent: list[tuple[float, str, int]] = []  # (seconds into the storm, what, status)
-
-    def _note(self, sent: float, what: str, status: int):
-        with self.lock:
-            self.sent.append((sent - self.started, what, status))
-
-    def _checkout(self, api: Api, order: str) -> int:
-        sent = time.monotonic()
-        status = super()._checkout(api, order)
-        self._note(sent, "checkout", status)
-        return status
-
-    def _keyed(self, api: Api, path: str) -> requests.Response | None:
-        """POSTs `path` with a fresh key, retrying (same key) after a 5xx or no answer."""
-        k = str(uuid.uuid4())
-        for attempt in range(5):
-            sent = time.monotonic()
-            try:
-                r = api.post(path, headers={"Idempotency-Key": k}, timeout=10)
-            except requests.RequestException:
-                self._note(sent, path.split("/")[2], 599)
-                time.sleep(0.2 * (attempt + 1))
-                continue
-            self._note(sent, path.split("/")[2], r.status_code)
-            if r.status_code < 500:
-                return r
-            time.sleep(0.2 * (attempt + 1))
-        return None
-
-    def _side_writer(self, stop, result: StormResult):
-        api = Api(self.stack.base)
-        while not stop.is_set():
-            r = self._keyed(api, "/payment/create_user")
-            if r is not None and r.status_code == 200:
-                user = r.json()["user_id"]
-                result.acked_users[user] = {0, 7}
-                r = self._keyed(api, f"/payment/add_funds/{user}/7")
-                if r is not None and r.status_code == 200:
-                    result.acked_users[user] = {7}
-            r = self._keyed(api, "/stock/item/create/3")
-            if r is not None and r.status_code == 200:
-                item = r.json()["item_id"]
-                result.acked_items[item] = {0, 5}
-                r = self._keyed(api, f"/stock/add/{item}/5")
-                if r is not None and r.status_code == 200:
-                    result.acked_items[item] = {5}
-            time.sleep(0.02)
-        api.close()
+FSYNC = os.environ.get("FAULTS_APPENDFSYNC", "always")
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +35,8 @@ def run(stack: FaultStack, scenario: str, kills: list[tuple]):
     result = storm.run(scenario, kills)
     settle_and_verify(stack, storm, result)
     first_kill = min(k[1] for k in result.killed)
-    after = [(t, what, s) for t, what, s in storm.sent if t >= first_kill]
-    errors = [(round(t, 2), what, s) for t, what, s in after if s >= 500]
+    after = storm.sent_after(first_kill)
+    errors = storm.errors_after(first_kill)
     side = [s for _, what, s in storm.sent if what != "checkout"]
     slowest = max(storm.durations)
     print(f"\n{scenario}: killed {result.killed}, in flight {result.in_flight_at_kill}; checkouts "

@@ -60,9 +60,11 @@ pub struct UpArgs {
     /// How long to wait for the stack to become healthy, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
-    /// Redis AOF fsync policy of every database: `everysec` (the default: a killed Redis process
-    /// loses nothing acknowledged; a lost machine up to 1 s) or `always` (fsync per write).
-    #[arg(long, env = "SHOPLOG_APPENDFSYNC", default_value = "everysec",
+    /// Redis AOF fsync policy of every service database: `always` (the default: an fsync before
+    /// each answer, so that neither a killed Redis nor a lost machine loses an acknowledged write)
+    /// or `everysec` (faster; but a Redis killed while its background fsync runs loses the writes
+    /// it answered meanwhile, up to ~2 s on a busy disk — docs/FAULTS.md). Lock nodes: everysec.
+    #[arg(long, env = "SHOPLOG_APPENDFSYNC", default_value = "always",
           value_parser = ["everysec", "always"])]
     pub appendfsync: String,
 }
@@ -87,7 +89,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
     let nginx_conf = Launcher::nginx_conf(&s);
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let rendered = nginx::config(&s, root);
+    // The gateway's wait for a checkout follows the services' CHECKOUT_TIMEOUT_MS.
+    let checkout_timeout = common::config::Config::from_env(0)
+        .map(|c| c.checkout_timeout)
+        .unwrap_or_else(|_| nginx::default_checkout_timeout());
+    let rendered = nginx::config(&s, root, checkout_timeout);
     // Reload a running gateway only when its configuration changed (a new replica set, a new
     // version): a reload closes the gateway's idle keep-alive connections, and a client that
     // sent a request on one at that instant gets a transport error (seen as bursts of them in
@@ -210,7 +216,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<u8> {
 }
 
 fn is_redis(k: &Kind) -> bool {
-    matches!(k, Kind::Redis | Kind::ClusterNode { .. })
+    matches!(k, Kind::Redis | Kind::LockNode | Kind::ClusterNode { .. })
 }
 
 /// Paths of the external programs the stack needs.
@@ -370,6 +376,12 @@ fn prepare_dirs(s: &StackSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The lock nodes' AOF fsync policy, whatever `--appendfsync` says: a lock node holds nothing but
+/// locks that expire within seconds, and Redlock stays safe when one of its three nodes forgets
+/// its last second of locks (the other two still hold them, so nobody wins a majority); an fsync
+/// per lock command would only slow every checkout down. docs/FAULTS.md, "Durability".
+pub const LOCK_APPENDFSYNC: &str = "everysec";
+
 fn command_line(
     c: &Component,
     s: &StackSettings,
@@ -377,11 +389,15 @@ fn command_line(
     appendfsync: &str,
 ) -> (PathBuf, Vec<String>) {
     match &c.kind {
-        Kind::Redis | Kind::ClusterNode { .. } => {
+        Kind::Redis | Kind::LockNode | Kind::ClusterNode { .. } => {
             let (port, dir) = (
                 c.port.to_string(),
                 s.component_dir(&c.name).display().to_string(),
             );
+            let appendfsync = match c.kind {
+                Kind::LockNode => LOCK_APPENDFSYNC,
+                _ => appendfsync,
+            };
             let mut args = vec![
                 "--port",
                 &port,
