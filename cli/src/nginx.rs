@@ -194,10 +194,12 @@ http {{
     # read timeout: the checkout's, the retryable requests' (@retryable), or nginx's long one for
     # an unkeyed POST, which cannot be retried.
     proxy_next_upstream error timeout;
-    # GET/HEAD and keyed requests: safe to send again to another replica.
-    map "$request_method:$http_idempotency_key" $retryable {
-        "~^(GET|HEAD):" 1;
-        "~^[^:]+:." 1;
+    # Reads and keyed requests: safe to send again to another replica. (A read with a chunked
+    # body stays where it is: nginx finds such a body too large only while reading it, and the
+    # jump to @retryable would lose the JSON 413 for it.)
+    map "$request_method:$http_transfer_encoding:$http_idempotency_key" $retryable {
+        "~^(GET|HEAD)::" 1;
+        "~^[^:]*:[^:]*:." 1;
         default "";
     }
 "#,
@@ -507,7 +509,9 @@ mod tests {
             assert!(conf.contains("if ($retryable) { return 418; }"));
             assert!(conf.contains("error_page 418 = @retryable;"));
             assert!(conf.contains("proxy_read_timeout 3000ms;\n            proxy_next_upstream error timeout non_idempotent;"));
-            assert!(conf.contains("\"~^(GET|HEAD):\" 1;") && conf.contains("\"~^[^:]+:.\" 1;"));
+            assert!(
+                conf.contains("\"~^(GET|HEAD)::\" 1;") && conf.contains("\"~^[^:]*:[^:]*:.\" 1;")
+            );
             assert!(conf.contains("proxy_set_header X-Request-Start \"t=${msec}\";"));
             for r in own_refusals() {
                 assert!(r.status < 500, "{}", r.name);
