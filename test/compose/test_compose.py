@@ -89,6 +89,7 @@ def test_every_container_has_a_health_check_and_a_restart_policy(compose):
         assert info["State"]["Health"]["Status"] == "healthy", name
 
 
+@pytest.mark.timeout(900)  # a whole suite: its own tests are bounded by pytest.ini's 120 s each
 def test_the_http_suite_passes_against_the_published_port(compose):
     env = dict(os.environ, SHOPLOG_GATEWAY_PORT=str(compose.port))
     for var in ("ORDER_URL", "STOCK_URL", "PAYMENT_URL", "IDS_URL"):
