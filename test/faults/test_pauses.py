@@ -7,9 +7,10 @@ every acknowledged write present.
 - **An order replica** (of 2) frozen for 12 s: past the admission lock's 10 s TTL and the 3 s
   checkout timeout, with checkouts in its hands; the log parser aborts what it left undecided and
   the other replica goes on. Resumed, its late steps meet fenced scripts. `make test` runs it.
-- **A stock replica** (of 2) frozen for 6 s in the middle of its handlers: the other takes its
-  pending entries over (`XAUTOCLAIM` after `CLAIM_IDLE_MS`); resumed, it handles them again and
-  changes nothing twice.
+- **A stock replica, and a payment replica** (of 2) frozen for 6 s in the middle of their handlers:
+  the other takes its pending entries over (`XAUTOCLAIM` after `CLAIM_IDLE_MS`); resumed, it
+  handles them again and changes nothing twice. The storm's keyed writes to the frozen replica
+  are moved to the other by the gateway after 3 s: no 5xx.
 - **order-db frozen for 6 s** (as a database cut off by the network would be: connections open,
   nothing answered): no checkout waits longer than `CHECKOUT_TIMEOUT_MS` plus the 1 s grace
   (those that cannot be decided get a 503 saying they may still complete), instead of the Redis
@@ -93,6 +94,15 @@ def test_no_checkout_outlives_its_timeout_while_order_db_is_frozen(replicated):
 def test_a_stock_replica_frozen_in_its_handlers(replicated):
     storm = KeyedStorm(replicated, seed=52)
     result = storm.run("pause stock-1 (SIGSTOP 6 s, 2 replicas)", [(1.0, "stock-1", 6.0, "pause")])
+    settle_and_verify(replicated, storm, result)
+    no_5xx_after_the_pause(storm, result)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_payment_replica_frozen_in_its_handlers(replicated):
+    storm = KeyedStorm(replicated, seed=53)
+    result = storm.run("pause payment-1 (SIGSTOP 6 s, 2 replicas)", [(1.0, "payment-1", 6.0, "pause")])
     settle_and_verify(replicated, storm, result)
     no_5xx_after_the_pause(storm, result)
 
