@@ -190,12 +190,29 @@ fn read_file(path: &Path) -> Result<Vec<u8>, ArchiveError> {
 /// after a crash is skipped), tolerating a torn last frame. Returns the last id read.
 pub fn for_each<E: From<ArchiveError>>(
     dir: &Path,
+    f: impl FnMut(Record) -> Result<(), E>,
+) -> Result<Option<StreamId>, E> {
+    for_each_after(dir, None, f)
+}
+
+/// [`for_each`] for the entries after `after` only (all when `None`), skipping the segments that
+/// end before it. Returns the last id read (`after` when there was nothing newer).
+pub fn for_each_after<E: From<ArchiveError>>(
+    dir: &Path,
+    after: Option<StreamId>,
     mut f: impl FnMut(Record) -> Result<(), E>,
 ) -> Result<Option<StreamId>, E> {
-    let mut last: Option<StreamId> = None;
+    let mut last: Option<StreamId> = after;
     let segs = segments(dir)?;
     let n = segs.len();
-    for (i, (_, path)) in segs.into_iter().enumerate() {
+    for (i, (_, path)) in segs.iter().enumerate() {
+        // A segment holds ids below the next one's first: skip it when those are all read.
+        if let (Some(a), Some((next_first, _))) = (after, segs.get(i + 1)) {
+            if *next_first <= a {
+                continue;
+            }
+        }
+        let path = path.clone();
         let buf = read_file(&path)?;
         let (ranges, _) = frames(&buf);
         let m = ranges.len();
@@ -227,6 +244,16 @@ pub fn for_each<E: From<ArchiveError>>(
         }
     }
     Ok(last)
+}
+
+/// What changes in `dir` when an archiving pass writes to it: its newest segment and that
+/// segment's length (segments are only appended to, and a new one is a new name).
+fn signature(dir: &Path) -> Result<Option<(PathBuf, u64)>, ArchiveError> {
+    let Some((_, path)) = segments(dir)?.pop() else {
+        return Ok(None);
+    };
+    let len = std::fs::metadata(&path).map_err(io(&path))?.len();
+    Ok(Some((path, len)))
 }
 
 /// The last id archived in `dir` (reads the newest segment that holds any entry).
@@ -418,6 +445,12 @@ pub fn dir_status(dir: &Path) -> Result<DirStatus, ArchiveError> {
 /// One history of a stream: calls `f` on every entry of the archive directory `dir` (if any),
 /// then on every live entry of `stream` after the last archived one, in id order and each id once
 /// — what the log was before archiving moved its old entries out. Returns the entries seen.
+///
+/// An archiving pass may run meanwhile: it writes entries to the archive, then trims them from
+/// the stream. So after each live page, when the archive changed since it was last read, the
+/// entries it gained between the last one seen and the page's first (archived and trimmed while
+/// this read) are read from it first. A page is one `XRANGE`, a contiguous run of the stream
+/// (trimming cuts a prefix only), so a gap can only be before its first entry.
 pub async fn for_each_history<E: From<LogError>>(
     conn: &mut Conn,
     dir: Option<&Path>,
@@ -426,34 +459,38 @@ pub async fn for_each_history<E: From<LogError>>(
     mut f: impl FnMut(&LogEntry) -> Result<(), E>,
 ) -> Result<u64, E> {
     let mut seen = 0u64;
-    let mut after = "-".to_string();
+    let mut after: Option<StreamId> = None;
+    let mut read_at = None;
     if let Some(dir) = dir {
-        let mut caller: Option<E> = None;
-        let read = for_each(dir, |r: Record| {
-            seen += 1;
-            f(&r.into_entry()).map_err(|e| {
-                caller = Some(e);
-                Stop::Caller
-            })
-        });
-        match read {
-            Ok(Some(last)) => after = last.to_string(),
-            Ok(None) => {}
-            Err(Stop::Archive(e)) => return Err(E::from(LogError::Archive(e))),
-            Err(Stop::Caller) => {
-                if let Some(e) = caller {
-                    return Err(e);
+        read_at = signature(dir).map_err(|e| E::from(LogError::Archive(e)))?;
+        after = read_archive(dir, None, None, &mut seen, &mut f)?;
+    }
+    loop {
+        let from = after.map_or_else(|| "-".to_string(), |a| a.to_string());
+        let entries = log::read_page(conn, stream, &from, page).await?;
+        if let Some(dir) = dir {
+            let now = signature(dir).map_err(|e| E::from(LogError::Archive(e)))?;
+            if now != read_at {
+                read_at = now;
+                let before = entries.first().and_then(|e| StreamId::parse(&e.stream_id));
+                if let Some(last) = read_archive(dir, after, before, &mut seen, &mut f)? {
+                    after = Some(last);
+                }
+                if entries.is_empty() {
+                    // The rest may all have been archived and trimmed: look at the stream again.
+                    let again = log::read_page(conn, stream, &after_str(after), 1).await?;
+                    if !again.is_empty() {
+                        continue;
+                    }
                 }
             }
         }
-    }
-    loop {
-        let entries = log::read_page(conn, stream, &after, page).await?;
-        let Some(l) = entries.last() else {
-            return Ok(seen);
-        };
-        after = l.stream_id.clone();
         for e in &entries {
+            let id = StreamId::parse(&e.stream_id);
+            if id.is_some() && id <= after {
+                continue;
+            }
+            after = id.or(after);
             f(e)?;
             seen += 1;
         }
@@ -463,11 +500,50 @@ pub async fn for_each_history<E: From<LogError>>(
     }
 }
 
-/// Why [`for_each_history`] stopped reading the archive: the archive's error, or the caller's
-/// (kept aside).
+fn after_str(after: Option<StreamId>) -> String {
+    after.map_or_else(|| "-".to_string(), |a| a.to_string())
+}
+
+/// The archived entries of `dir` after `after` and before `before` (every one when `None`),
+/// given to `f`; counts them in `seen`; answers the last id given.
+fn read_archive<E: From<LogError>>(
+    dir: &Path,
+    after: Option<StreamId>,
+    before: Option<StreamId>,
+    seen: &mut u64,
+    f: &mut impl FnMut(&LogEntry) -> Result<(), E>,
+) -> Result<Option<StreamId>, E> {
+    let mut caller: Option<E> = None;
+    let mut last = None;
+    let read = for_each_after(dir, after, |r: Record| {
+        let id = StreamId::parse(&r.id);
+        if before.is_some() && id >= before {
+            return Err(Stop::Done);
+        }
+        *seen += 1;
+        last = id;
+        f(&r.into_entry()).map_err(|e| {
+            caller = Some(e);
+            Stop::Caller
+        })
+    });
+    match read {
+        Ok(_) | Err(Stop::Done) => Ok(last),
+        Err(Stop::Archive(e)) => Err(E::from(LogError::Archive(e))),
+        Err(Stop::Caller) => match caller {
+            Some(e) => Err(e),
+            None => Ok(last),
+        },
+    }
+}
+
+/// Why [`for_each_history`] stopped reading the archive: the archive's error, the caller's
+/// (kept aside), or the end of what it asked for.
 enum Stop {
     Archive(ArchiveError),
     Caller,
+    /// Read as far as asked.
+    Done,
 }
 
 impl From<ArchiveError> for Stop {
