@@ -23,4 +23,5 @@ pub mod lease;
 pub mod recovery;
 pub mod replay;
 pub mod sagas;
+pub mod spill;
 pub mod timeline;
