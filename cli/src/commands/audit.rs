@@ -8,7 +8,7 @@ use crate::output::{self, Tone};
 #[command(after_help = "Examples:\n  \
     shoplog audit\n  \
     shoplog audit --json | jq '.violations[] | .entity'\n  \
-    shoplog audit --memory-budget 64M --spill-dir /var/tmp\n\n\
+    shoplog audit --memory-budget 128M --spill-dir /var/tmp\n\n\
     Memory: the audit replays a few partitions at a time; a partition whose replayed state\n\
     outgrows its share of --memory-budget is spooled to --spill-dir and replayed again in\n\
     buckets of its keys, so peak memory stays near the budget plus ~100 MB whatever the size of\n\
@@ -22,7 +22,7 @@ pub struct AuditArgs {
     pub json: bool,
     /// Replayed state held in memory at once, over the partitions audited together: bytes, or
     /// with a K, M or G suffix (powers of 1024).
-    #[arg(long, env = "SHOPLOG_AUDIT_MEMORY", default_value = "192M", value_parser = parse_bytes)]
+    #[arg(long, env = "SHOPLOG_AUDIT_MEMORY", default_value = "384M", value_parser = parse_bytes)]
     pub memory_budget: usize,
     /// Directory for the spooled histories of partitions replayed in buckets (removed after).
     #[arg(long, env = "SHOPLOG_AUDIT_SPILL_DIR")]
