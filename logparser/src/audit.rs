@@ -11,6 +11,8 @@
 //! 4. Answer truth needs the answers: the HTTP tests check it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use common::keys;
@@ -19,8 +21,12 @@ use common::saga::{
     participant, OrderStatus, Participant, SagaRecord, SagaState, ORDER, TOMBSTONE,
 };
 
+use common::event::Event;
+use common::log::LogError;
+
 use crate::dbs::Dbs;
-use crate::replay::{self, ServiceLog, State};
+use crate::replay::{self, Failed, ReplayError, ServiceLog, State, Where};
+use crate::spill::{self, Bucket};
 
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -48,6 +54,8 @@ pub struct AuditReport {
     pub records: BTreeMap<&'static str, usize>,
     /// How long it took.
     pub duration_ms: u64,
+    /// What had to be replayed in buckets to stay within the memory budget.
+    pub spill: SpillReport,
 }
 
 impl AuditReport {
@@ -92,8 +100,49 @@ fn reading(e: replay::ReplayError) -> redis::RedisError {
     }
 }
 
-/// Partitions audited at the same time (each holds one partition's state in memory).
+/// Partitions audited at the same time (each holds at most its share of the memory budget).
 const CONCURRENT_PARTITIONS: usize = 3;
+
+/// Keys read from a database per round trip when comparing (and so held at once).
+const CHUNK: usize = 500;
+
+/// The default memory budget (`--memory-budget`): replayed state held at once, over the
+/// partitions audited together (an estimate). Measured: 1 million checkouts audit without
+/// spilling at 332 MB peak resident memory, under the 500 MB, and larger data spills
+/// instead of growing (docs/BENCHMARKS.md).
+pub const DEFAULT_MEMORY_BUDGET: usize = 384 << 20;
+
+/// How the audit may use memory and disk.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// Bytes of replayed state held at once over the partitions audited together (estimated);
+    /// a partition whose state outgrows its share is replayed again in buckets (see
+    /// [`crate::spill`]), so memory stays bounded however large the data grows.
+    pub memory_budget: usize,
+    /// Where a partition's history is spooled when it is replayed in buckets (the system's
+    /// temporary directory by default; the files are removed when the partition is done).
+    pub spill_dir: PathBuf,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            spill_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+/// How much of the audit had to be replayed in buckets (memory over budget).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SpillReport {
+    /// Partitions whose state outgrew their share of the budget.
+    pub partitions: usize,
+    /// Bucket passes over their spooled histories.
+    pub passes: usize,
+    /// Bytes spooled to disk (the sum over those partitions).
+    pub spooled_bytes: u64,
+}
 
 /// What the audit of one partition of one service found.
 #[derive(Default)]
@@ -101,17 +150,46 @@ struct PartAudit {
     violations: Vec<Violation>,
     sagas: BTreeMap<&'static str, u64>,
     records: usize,
+    spill: SpillReport,
+}
+
+impl PartAudit {
+    fn absorb(&mut self, other: PartAudit) {
+        self.violations.extend(other.violations);
+        for (state, n) in other.sagas {
+            *self.sagas.entry(state).or_default() += n;
+        }
+        self.records += other.records;
+    }
+}
+
+/// The database's keys counted per (prefix, partition, sub-bucket), and the keys that carry a
+/// prefix but no partition tag of the layout (the log never makes them).
+struct Counted {
+    counts: HashMap<(usize, u32, usize), usize>,
+    strays: Vec<String>,
+}
+
+/// Audits everything with the default options; `progress` is told what is being done.
+pub async fn audit(
+    dbs: &Dbs,
+    progress: impl FnMut(&str),
+) -> Result<AuditReport, redis::RedisError> {
+    audit_with(dbs, &AuditOptions::default(), progress).await
 }
 
 /// Audits everything; `progress` is told what is being done (for a progress line).
 ///
 /// Streams: one partition of one service at a time (a few in parallel) is replayed from its
-/// history (archive + live log) and compared with its keys in the database, read by key; memory
-/// holds a few partitions' states, never the whole history. Keys the log never created are found
-/// by counting the database's keys per partition (one `SCAN`) and listing a partition's keys only
-/// when its count does not match.
-pub async fn audit(
+/// history (archive + live log) and compared with its keys in the database, read by key in
+/// chunks; memory holds a few partitions' replayed states, and a state that outgrows its share
+/// of `opts.memory_budget` is replayed again in buckets of its keys ([`crate::spill`]), so peak
+/// memory does not grow with the number of sagas, log entries or entities. Keys the log never
+/// created are found by counting the database's keys per partition and sub-bucket (one `SCAN`)
+/// and listing a bucket's keys only when its count does not match.
+pub async fn audit_with(
     dbs: &Dbs,
+    opts: &AuditOptions,
     mut progress: impl FnMut(&str),
 ) -> Result<AuditReport, redis::RedisError> {
     use futures::StreamExt;
@@ -135,22 +213,37 @@ pub async fn audit(
         };
         progress(&format!("replaying {log} (archive + live)"));
         let counted = count_keys(&mut conn, &service.key_prefixes(), &layout).await?;
-        let counted = &counted;
-        let layouts = &layouts;
-        let parts: Vec<Result<PartAudit, redis::RedisError>> =
+        let scope = Arc::new(PartScope {
+            dbs: dbs.clone(),
+            service,
+            l: layout,
+            counted,
+            layouts: layouts.clone(),
+            budget: (opts.memory_budget / CONCURRENT_PARTITIONS).max(1),
+            spill_dir: opts.spill_dir.clone(),
+        });
+        // Each partition a task of its own, so that replays use every core.
+        let parts: Vec<Result<Result<PartAudit, redis::RedisError>, tokio::task::JoinError>> =
             futures::stream::iter(layout.parts())
-                .map(|part| audit_part(dbs, service, layout, part, counted, layouts))
+                .map(|k| {
+                    let scope = scope.clone();
+                    tokio::spawn(async move { scope.audit(k).await })
+                })
                 .buffer_unordered(CONCURRENT_PARTITIONS)
                 .collect()
                 .await;
         let mut records = 0;
         for p in parts {
-            let p = p?;
+            let p =
+                p.map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))??;
             report.violations.extend(p.violations);
             for (state, n) in p.sagas {
                 *report.sagas.entry(state).or_default() += n;
             }
             records += p.records;
+            report.spill.partitions += p.spill.partitions;
+            report.spill.passes += p.spill.passes;
+            report.spill.spooled_bytes += p.spill.spooled_bytes;
         }
         report.records.insert(name, records);
     }
@@ -159,18 +252,18 @@ pub async fn audit(
     Ok(report)
 }
 
-/// The database's keys of `prefixes`, counted per (prefix, partition) with one `SCAN` per
-/// prefix; keys with a prefix but no tag of the layout are returned (the log never makes them).
+/// The database's keys of `prefixes`, counted per (prefix, partition, sub-bucket) with one
+/// `SCAN` per prefix.
 async fn count_keys(
     conn: &mut common::db::Conn,
     prefixes: &[&str],
     l: &Layout,
-) -> Result<(HashMap<(usize, u32), usize>, Vec<String>), redis::RedisError> {
-    let mut counts: HashMap<(usize, u32), usize> = HashMap::new();
-    let mut strays = Vec::new();
-    let nodes = common::db::primaries(conn)
-        .await
-        .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
+) -> Result<Counted, redis::RedisError> {
+    let mut counted = Counted {
+        counts: HashMap::new(),
+        strays: Vec::new(),
+    };
+    let nodes = common::db::primaries(conn).await.map_err(nodes)?;
     for mut node in nodes {
         for (i, prefix) in prefixes.iter().enumerate() {
             let pattern = format!("{prefix}*");
@@ -179,8 +272,13 @@ async fn count_keys(
                 let (next, batch) = common::db::scan_page(&mut node, cursor, &pattern).await?;
                 for k in batch {
                     match keys::parse(prefix, l, &k) {
-                        Some((part, _)) => *counts.entry((i, part)).or_default() += 1,
-                        None => strays.push(k),
+                        Some((part, _)) => {
+                            *counted
+                                .counts
+                                .entry((i, part, spill::sub_of(&k)))
+                                .or_default() += 1
+                        }
+                        None => counted.strays.push(k),
                     }
                 }
                 if next == 0 {
@@ -190,137 +288,474 @@ async fn count_keys(
             }
         }
     }
-    Ok((counts, strays))
+    Ok(counted)
 }
 
-/// Audits partition `part` of `service`: replays its history, compares with its keys, checks
-/// counters and its side of the sagas.
-async fn audit_part(
-    dbs: &Dbs,
+fn nodes(e: anyhow::Error) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::other(e.to_string()))
+}
+
+/// Why a pass over a history stopped early.
+enum Stop {
+    /// The history cannot be read.
+    Log(LogError),
+    /// Entry `seq` cannot be applied.
+    Failed(u64, Failed),
+    /// The state outgrew the budget.
+    Full,
+    /// An earlier failure is known: nothing after it matters.
+    Past,
+    /// The spool cannot be written or read.
+    Io(std::io::Error),
+}
+
+impl From<LogError> for Stop {
+    fn from(e: LogError) -> Self {
+        Stop::Log(e)
+    }
+}
+
+impl From<std::io::Error> for Stop {
+    fn from(e: std::io::Error) -> Self {
+        Stop::Io(e)
+    }
+}
+
+/// Counts the sagas of the order-side records a `RecordsRetired` entry retired (they are final;
+/// their records are no longer in the database to be counted there).
+fn count_retired(
+    service: ServiceLog,
+    ol: &Layout,
+    event: &Event,
+    sagas: &mut BTreeMap<&'static str, u64>,
+) {
+    if service != ServiceLog::Order {
+        return;
+    }
+    if let Event::RecordsRetired { records } = event {
+        for (key, h) in records {
+            if let Some((p, sid)) = keys::parse(keys::SAGA_PREFIX, ol, key) {
+                let hash: HashMap<String, String> = h.clone().into_iter().collect();
+                if let Ok(r) = SagaRecord::from_hash(ol, p, sid, &hash) {
+                    *sagas.entry(r.state().name()).or_default() += 1;
+                }
+            }
+        }
+    }
+}
+
+/// What the audit of one service's partitions shares.
+struct PartScope {
+    dbs: Dbs,
     service: ServiceLog,
     l: Layout,
-    part: u32,
-    (counts, strays): &(HashMap<(usize, u32), usize>, Vec<String>),
-    layouts: &BTreeMap<&'static str, Layout>,
-) -> Result<PartAudit, redis::RedisError> {
-    let mut out = PartAudit::default();
-    let Ok((mut conn, _)) = dbs.of(service) else {
-        return Ok(out);
-    };
-    let ol = dbs.order_layout;
-    // Replay, counting the sagas whose records were retired (they are final).
-    let mut rebuilt = State::new();
-    let replayed = replay::for_each_entry(&mut conn, dbs.archive(), service, &l, part, |at, e| {
-        if service == ServiceLog::Order && e.kind() == common::event::kind::RECORDS_RETIRED {
-            if let Ok(common::event::Event::RecordsRetired { records }) = e.decode() {
-                for (key, h) in &records {
-                    if let Some((p, sid)) = keys::parse(keys::SAGA_PREFIX, &ol, key) {
-                        let hash: HashMap<String, String> = h.clone().into_iter().collect();
-                        if let Ok(r) = SagaRecord::from_hash(&ol, p, sid, &hash) {
-                            *out.sagas.entry(r.state().name()).or_default() += 1;
-                        }
+    counted: Counted,
+    layouts: BTreeMap<&'static str, Layout>,
+    /// Bytes of replayed state one partition may hold.
+    budget: usize,
+    spill_dir: PathBuf,
+}
+
+/// How a partition's replay ended: its state (whole, or bucket by bucket) compared, or the first
+/// failure of its history, at entry `seq`.
+struct Replayed {
+    failure: Option<(u64, ReplayError)>,
+}
+
+impl PartScope {
+    /// Audits partition `part`: replays its history (in buckets when its state outgrows the
+    /// budget), compares with its keys, checks counters and its side of the sagas.
+    async fn audit(&self, part: u32) -> Result<PartAudit, redis::RedisError> {
+        let mut out = PartAudit::default();
+        let Ok((mut conn, _)) = self.dbs.of(self.service) else {
+            return Ok(out);
+        };
+        let (service, l, ol) = (self.service, self.l, self.dbs.order_layout);
+        let at = Where { layout: l, part };
+        let stream = keys::log(service.log(), &l, part);
+        let dir = self
+            .dbs
+            .archive()
+            .map(|root| common::archive::stream_dir(root, service.name(), part));
+        // First, the whole partition in memory, as long as it fits.
+        let mut rebuilt = State::new();
+        let mut retired = BTreeMap::new();
+        let mut gauge = spill::Gauge::new(self.budget);
+        let mut seq = 0u64;
+        let whole = common::archive::for_each_history(
+            &mut conn,
+            dir.as_deref(),
+            &stream,
+            replay::PAGE,
+            |e| {
+                let event = e
+                    .decode()
+                    .map_err(|e| Stop::Failed(seq, ReplayError::from(e).into()))?;
+                count_retired(service, &ol, &event, &mut retired);
+                replay::apply_event(service, at, &mut rebuilt, e, &event, Bucket::ALL)
+                    .map_err(|f| Stop::Failed(seq, f))?;
+                seq += 1;
+                if gauge.over(&rebuilt) {
+                    return Err(Stop::Full);
+                }
+                Ok(())
+            },
+        )
+        .await;
+        let replayed = match whole {
+            Ok(_) => {
+                let mut compared = PartAudit::default();
+                self.check(&mut conn, part, Bucket::ALL, &rebuilt, true, &mut compared)
+                    .await?;
+                out.absorb(compared);
+                Replayed { failure: None }
+            }
+            Err(Stop::Log(e)) => Replayed {
+                failure: Some((seq, e.into())),
+            },
+            Err(Stop::Failed(seq, f)) => Replayed {
+                failure: Some((seq, f.error)),
+            },
+            Err(Stop::Full) => {
+                drop(rebuilt);
+                let (replayed, retired_until) = self
+                    .in_buckets(&mut conn, part, seq, &mut out)
+                    .await
+                    .map_err(redis::RedisError::from)?;
+                retired = retired_until;
+                replayed
+            }
+            Err(Stop::Past | Stop::Io(_)) => Replayed { failure: None },
+        };
+        for (state, n) in retired {
+            *out.sagas.entry(state).or_default() += n;
+        }
+        if let Some((_, e)) = replayed.failure {
+            if let ReplayError::Redis(e) = e {
+                return Err(e);
+            }
+            out.violations.push(violation(
+                "log completeness (the log cannot be replayed)",
+                None,
+                &stream,
+                "a log that replays from empty",
+                e.to_string(),
+            ));
+            // Every key of the partition is still checked, without a log to compare with.
+            self.check(&mut conn, part, Bucket::ALL, &State::new(), false, &mut out)
+                .await?;
+        }
+        Ok(out)
+    }
+
+    /// The replay of a partition whose state outgrew the budget after `seen` entries: its
+    /// history spooled to a local file, then replayed once per bucket of its keys, each bucket
+    /// compared as soon as it is replayed (a bucket still too large is split in two). Returns how
+    /// it ended and the sagas of retired records up to its end (or to its first failure).
+    async fn in_buckets(
+        &self,
+        conn: &mut common::db::Conn,
+        part: u32,
+        seen: u64,
+        out: &mut PartAudit,
+    ) -> std::io::Result<(Replayed, BTreeMap<&'static str, u64>)> {
+        let (service, l, ol) = (self.service, self.l, self.dbs.order_layout);
+        let at = Where { layout: l, part };
+        let stream = keys::log(service.log(), &l, part);
+        let dir = self
+            .dbs
+            .archive()
+            .map(|root| common::archive::stream_dir(root, service.name(), part));
+        let mut spool = spill::Spool::create(&self.spill_dir)?;
+        let read =
+            common::archive::for_each_history(conn, dir.as_deref(), &stream, replay::PAGE, |e| {
+                spool.push(e).map_err(Stop::Io)
+            })
+            .await;
+        // The first failure so far: entry, step, error.
+        let mut first: Option<(u64, u32, ReplayError)> = match read {
+            Ok(_) => None,
+            Err(Stop::Log(e)) => Some((spool.len(), 0, e.into())),
+            Err(Stop::Io(e)) => return Err(e),
+            Err(_) => None,
+        };
+        // Buckets so that each holds about 2/3 of the budget, judging by how far the whole
+        // replay got.
+        let ratio = (spool.len() as f64 * 1.5 / seen.max(1) as f64).max(2.0);
+        let bits = (ratio.log2().ceil() as u8).min(spill::MAX_BITS);
+        tracing::info!(
+            stream = %stream,
+            entries = spool.len(),
+            bytes = spool.bytes(),
+            buckets = 1u32 << bits,
+            "replayed state over the memory budget: replaying in buckets"
+        );
+        out.spill.partitions += 1;
+        out.spill.spooled_bytes += spool.bytes();
+        let mut compared = PartAudit::default();
+        let mut queue = Bucket::split_in(bits);
+        while let Some(bucket) = queue.pop() {
+            out.spill.passes += 1;
+            let mut state = State::new();
+            let mut gauge = spill::Gauge::new(self.budget);
+            let known = first.as_ref().map(|(s, ..)| *s);
+            let pass = spool.for_each(|seq, e| {
+                if known.is_some_and(|s| seq > s) {
+                    return Err(Stop::Past);
+                }
+                replay::apply_in(service, at, &mut state, e, bucket)
+                    .map_err(|f| Stop::Failed(seq, f))?;
+                if gauge.over(&state) && bucket.halves().is_some() {
+                    return Err(Stop::Full);
+                }
+                Ok(())
+            });
+            match pass {
+                Ok(()) if first.is_none() => {
+                    self.check(conn, part, bucket, &state, true, &mut compared)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                }
+                Ok(()) | Err(Stop::Past) => {}
+                Err(Stop::Full) => queue.extend(bucket.halves().into_iter().flatten()),
+                Err(Stop::Failed(seq, f)) => {
+                    let earlier = first
+                        .as_ref()
+                        .is_none_or(|(s, step, _)| (seq, f.step) < (*s, *step));
+                    if earlier {
+                        first = Some((seq, f.step, f.error));
+                    }
+                }
+                Err(Stop::Io(e)) => return Err(e),
+                Err(Stop::Log(e)) => return Err(std::io::Error::other(e.to_string())),
+            }
+        }
+        // The sagas of retired records, up to the first failure (what a whole replay counts).
+        let until = first.as_ref().map_or(u64::MAX, |(s, ..)| *s);
+        let mut retired = BTreeMap::new();
+        spool
+            .for_each(|seq, e| {
+                if seq > until {
+                    return Err(Stop::Past);
+                }
+                if e.kind() == common::event::kind::RECORDS_RETIRED {
+                    if let Ok(event) = e.decode() {
+                        count_retired(service, &ol, &event, &mut retired);
+                    }
+                }
+                Ok(())
+            })
+            .or_else(|s| match s {
+                Stop::Io(e) => Err(e),
+                _ => Ok(()),
+            })?;
+        if first.is_none() {
+            out.absorb(compared);
+        }
+        Ok((
+            Replayed {
+                failure: first.map(|(s, _, e)| (s, e)),
+            },
+            retired,
+        ))
+    }
+
+    /// Compares `rebuilt`, the replayed keys of `bucket` of partition `part` (`compare`: false
+    /// when the history could not be replayed), with the database, chunk by chunk; then lists
+    /// the bucket's keys the log did not make when the database's count says there are some.
+    async fn check(
+        &self,
+        conn: &mut common::db::Conn,
+        part: u32,
+        bucket: Bucket,
+        rebuilt: &State,
+        compare: bool,
+        out: &mut PartAudit,
+    ) -> Result<(), redis::RedisError> {
+        let prefixes = self.service.key_prefixes();
+        let mut found = vec![0usize; prefixes.len()];
+        let wanted: Vec<&String> = rebuilt.keys().collect();
+        for chunk in wanted.chunks(CHUNK) {
+            let chunk: Vec<String> = chunk.iter().map(|k| (*k).clone()).collect();
+            let live = replay::read_keys(conn, &chunk).await?;
+            for k in live.keys() {
+                if let Some(i) = prefixes.iter().position(|p| k.starts_with(p)) {
+                    found[i] += 1;
+                }
+            }
+            if compare {
+                for k in &chunk {
+                    let (from_log, in_db) = (rebuilt.get(k), live.get(k));
+                    if in_db != from_log {
+                        self.differs(k, from_log, in_db, out);
+                    }
+                }
+            }
+            self.check_live(part, &live, out).await?;
+        }
+        // Keys the log did not make: strays (partition 0's first bucket), and a bucket's keys
+        // when its count does not match.
+        let mut extra: Vec<String> = self
+            .counted
+            .strays
+            .iter()
+            .filter(|k| part == 0 && bucket.holds(k) && prefixes.iter().any(|p| k.starts_with(p)))
+            .cloned()
+            .collect();
+        let mut nodes = None;
+        for (i, prefix) in prefixes.iter().enumerate() {
+            let n: usize = (0..spill::SUBS)
+                .filter(|s| bucket.holds_sub(*s))
+                .filter_map(|s| self.counted.counts.get(&(i, part, s)))
+                .sum();
+            if n == found[i] && compare {
+                continue;
+            }
+            let pattern = format!("{prefix}{}:*", self.l.tag(part));
+            if nodes.is_none() {
+                nodes = Some(common::db::primaries(conn).await.map_err(self::nodes)?);
+            }
+            for node in nodes.iter_mut().flatten() {
+                let mut cursor = 0;
+                loop {
+                    let (next, batch) = common::db::scan_page(node, cursor, &pattern).await?;
+                    extra.extend(
+                        batch
+                            .into_iter()
+                            .filter(|k| bucket.holds(k) && !rebuilt.contains_key(k)),
+                    );
+                    if extra.len() >= CHUNK {
+                        self.check_extra(conn, part, &std::mem::take(&mut extra), compare, out)
+                            .await?;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+        }
+        self.check_extra(conn, part, &extra, compare, out).await
+    }
+
+    /// Checks keys of the database that the log did not make.
+    async fn check_extra(
+        &self,
+        conn: &mut common::db::Conn,
+        part: u32,
+        extra: &[String],
+        compare: bool,
+        out: &mut PartAudit,
+    ) -> Result<(), redis::RedisError> {
+        if extra.is_empty() {
+            return Ok(());
+        }
+        let live = replay::read_keys(conn, extra).await?;
+        if compare {
+            for (k, h) in &live {
+                self.differs(k, None, Some(h), out);
+            }
+        }
+        self.check_live(part, &live, out).await
+    }
+
+    /// A key whose replayed and live hashes differ.
+    fn differs(
+        &self,
+        key: &str,
+        from_log: Option<&BTreeMap<String, String>>,
+        in_db: Option<&BTreeMap<String, String>>,
+        out: &mut PartAudit,
+    ) {
+        let invariant = if key.starts_with(keys::ITEM_PREFIX) {
+            "stock conservation (replayed log ≠ database)"
+        } else if key.starts_with(keys::USER_PREFIX) {
+            "money conservation (replayed log ≠ database)"
+        } else {
+            "log completeness (replayed log ≠ database)"
+        };
+        let saga = saga_of_key(self.dbs.parts, key);
+        out.violations
+            .push(violation(invariant, saga, key, show(from_log), show(in_db)));
+    }
+
+    /// The checks of live hashes `live` (a chunk of partition `part`'s keys in the database):
+    /// no negative counter, and this partition's side of the sagas.
+    async fn check_live(
+        &self,
+        part: u32,
+        live: &State,
+        out: &mut PartAudit,
+    ) -> Result<(), redis::RedisError> {
+        for (key, h) in live {
+            for field in ["stock", "credit"] {
+                if let Some(v) = h.get(field) {
+                    if v.parse::<i64>().map(|n| n < 0).unwrap_or(true) {
+                        out.violations.push(violation(
+                            &format!("{field} never negative"),
+                            None,
+                            key,
+                            format!("{field} >= 0"),
+                            format!("{field}={v}"),
+                        ));
                     }
                 }
             }
         }
-        replay::apply(service, at, &mut rebuilt, e)
-    })
-    .await;
-    let prefixes = service.key_prefixes();
-    let mut live = State::new();
-    let mut compare = true;
-    if let Err(e) = replayed {
-        if let replay::ReplayError::Redis(e) = e {
-            return Err(e);
+        out.records += live.len();
+        let mut report = AuditReport::default();
+        if self.service == ServiceLog::Order {
+            self.check_decided_live(part, live, &mut report).await?;
+        } else if let Some(p) = self.service.participant() {
+            check_started_live(&self.dbs, p, &self.l, live, &mut report.violations).await?;
         }
-        out.violations.push(violation(
-            "log completeness (the log cannot be replayed)",
-            None,
-            &keys::log(service.log(), &l, part),
-            "a log that replays from empty",
-            e.to_string(),
-        ));
-        compare = false;
-        rebuilt.clear();
-    }
-    // The database's side: the replayed keys, read by key.
-    let wanted: Vec<String> = rebuilt.keys().cloned().collect();
-    live.extend(replay::read_keys(&mut conn, &wanted).await?);
-    // Keys the log did not make: only when the partition's count says there are some.
-    let mut found = vec![0usize; prefixes.len()];
-    for k in live.keys() {
-        if let Some(i) = prefixes.iter().position(|p| k.starts_with(p)) {
-            found[i] += 1;
+        out.violations.extend(report.violations);
+        for (state, n) in report.sagas {
+            *out.sagas.entry(state).or_default() += n;
         }
+        Ok(())
     }
-    let mut listed: Vec<String> = strays
-        .iter()
-        .filter(|k| part == 0 && prefixes.iter().any(|p| k.starts_with(p)))
-        .cloned()
-        .collect();
-    for (i, prefix) in prefixes.iter().enumerate() {
-        let n = counts.get(&(i, part)).copied().unwrap_or(0);
-        if n != found[i] || !compare {
-            let p = format!("{prefix}{}:", l.tag(part));
-            let extra = replay::dump_prefixes(&mut conn, &[p.as_str()])
-                .await
-                .map_err(reading)?;
-            listed.extend(extra.into_keys().filter(|k| !live.contains_key(k)));
-        }
-    }
-    live.extend(replay::read_keys(&mut conn, &listed).await?);
-    if compare {
-        for d in replay::diff(&rebuilt, &live) {
-            let invariant = if d.key.starts_with(keys::ITEM_PREFIX) {
-                "stock conservation (replayed log ≠ database)"
-            } else if d.key.starts_with(keys::USER_PREFIX) {
-                "money conservation (replayed log ≠ database)"
-            } else {
-                "log completeness (replayed log ≠ database)"
-            };
-            let saga = saga_of_key(dbs.parts, &d.key);
-            out.violations.push(violation(
-                invariant,
-                saga,
-                &d.key,
-                show(d.from_log.as_ref()),
-                show(d.in_database.as_ref()),
-            ));
-        }
-    }
-    drop(rebuilt);
-    for (key, h) in &live {
-        for field in ["stock", "credit"] {
-            if let Some(v) = h.get(field) {
-                if v.parse::<i64>().map(|n| n < 0).unwrap_or(true) {
-                    out.violations.push(violation(
-                        &format!("{field} never negative"),
-                        None,
-                        key,
-                        format!("{field} >= 0"),
-                        format!("{field}={v}"),
-                    ));
-                }
-            }
-        }
-    }
-    out.records = live.len();
-    // Saga atomicity, from this partition's side.
-    let mut report = AuditReport::default();
-    if service == ServiceLog::Order {
-        // Every participant's records of this partition's sagas, read by key.
-        let mut states: BTreeMap<&'static str, State> = BTreeMap::new();
+
+    /// Saga atomicity of the decided sagas whose order-side records are in `live` (a chunk of
+    /// order partition `part`): their orders and every participant's records read by key.
+    async fn check_decided_live(
+        &self,
+        part: u32,
+        live: &State,
+        report: &mut AuditReport,
+    ) -> Result<(), redis::RedisError> {
+        let ol = self.dbs.order_layout;
         let end = format!("{};", keys::SAGA_PREFIX.trim_end_matches(':'));
-        let records: Vec<SagaRecord> = live
+        let sagas: State = live
             .range(keys::SAGA_PREFIX.to_string()..end)
+            .map(|(k, h)| (k.clone(), h.clone()))
+            .collect();
+        if sagas.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<SagaRecord> = sagas
+            .iter()
             .filter_map(|(k, h)| {
                 let (p, sid) = keys::parse(keys::SAGA_PREFIX, &ol, k)?;
                 let hash: HashMap<String, String> = h.clone().into_iter().collect();
                 SagaRecord::from_hash(&ol, p, sid, &hash).ok()
             })
             .collect();
-        for p in dbs.parts {
-            let (Some(mut pconn), Some(pl)) = (dbs.by_name(p.name), layouts.get(p.name)) else {
+        // The orders of these sagas: those of this partition (the only ones a saga record of
+        // this partition may name).
+        let orders: Vec<String> = records
+            .iter()
+            .filter(|r| ol.part(&r.order) == part)
+            .map(|r| keys::order(&ol, &r.order))
+            .collect();
+        let (Ok((mut oconn, _)), mut order_db) = (self.dbs.of(ServiceLog::Order), sagas) else {
+            return Ok(());
+        };
+        order_db.extend(replay::read_keys(&mut oconn, &orders).await?);
+        let mut states: BTreeMap<&'static str, State> = BTreeMap::new();
+        for p in self.dbs.parts {
+            let (Some(mut pconn), Some(pl)) = (self.dbs.by_name(p.name), self.layouts.get(p.name))
+            else {
                 continue;
             };
             let pkeys: Vec<String> = records
@@ -334,15 +769,9 @@ async fn audit_part(
                 .collect();
             states.insert(p.name, replay::read_keys(&mut pconn, &pkeys).await?);
         }
-        check_decided(&live, &states, layouts, dbs.parts, &mut report);
-        for (state, n) in report.sagas {
-            *out.sagas.entry(state).or_default() += n;
-        }
-    } else if let Some(p) = service.participant() {
-        check_started_live(dbs, p, &l, &live, &mut report.violations).await?;
+        check_decided(&order_db, &states, &self.layouts, self.dbs.parts, report);
+        Ok(())
     }
-    out.violations.extend(report.violations);
-    Ok(out)
 }
 
 /// The ghost check of a participant's live records `db`: each must have its order-side saga

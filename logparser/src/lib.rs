@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`replay`] | rebuild a service's state from its history (archive + log); compare with the database |
 //! | [`audit`] | check every invariant of DESIGN.md over the logs and databases |
+//! | [`spill`] | bounded memory for the audit: buckets of keys, a partition's history spooled to disk |
 //! | [`recovery`] | abort stalled sagas, re-drive unconfirmed compensations (the daemon's passes) |
 //! | [`sagas`] | read the order-side saga records |
 //! | [`timeline`] | one saga's entries across the three logs |
@@ -23,4 +24,5 @@ pub mod lease;
 pub mod recovery;
 pub mod replay;
 pub mod sagas;
+pub mod spill;
 pub mod timeline;

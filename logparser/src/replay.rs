@@ -6,6 +6,7 @@
 //! reproduce the database exactly (DESIGN.md, invariant 5, "log completeness").
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 
 use common::batch::batch_orders;
@@ -16,6 +17,8 @@ use common::keys::{self, ORDER_LOG, PAYMENT_LOG, STOCK_LOG};
 use common::log::{LogEntry, LogError};
 use common::partition::Layout;
 use common::saga::{self as saga_vocab, Decision, OrderStatus, Participant, TOMBSTONE};
+
+use crate::spill::Bucket;
 
 /// Redis key → hash field → value.
 pub type State = BTreeMap<String, BTreeMap<String, String>>;
@@ -144,12 +147,63 @@ pub fn apply(
     state: &mut State,
     e: &LogEntry,
 ) -> Result<(), ReplayError> {
-    let event = e.decode()?;
-    if let Event::RecordsRetired { records } = &event {
-        return retire(e, state, records);
+    apply_in(service, at, state, e, Bucket::ALL).map_err(|f| f.error)
+}
+
+/// Why an entry could not be applied, and at which of its fallible steps (the entry's checks of
+/// an existing key or of a retired record, counted in the order [`apply`] makes them). A replay
+/// in buckets makes the same steps in the same order whatever the bucket, so the error of the
+/// smallest (entry, step) over all buckets is the one a whole replay stops at.
+#[derive(Debug)]
+pub struct Failed {
+    /// The step (0: the entry as a whole, such as one that cannot be decoded).
+    pub step: u32,
+    /// The error.
+    pub error: ReplayError,
+}
+
+impl From<ReplayError> for Failed {
+    fn from(error: ReplayError) -> Self {
+        Failed { step: 0, error }
     }
-    let r = Replayer { e, state, at };
-    match (service, &event) {
+}
+
+/// Applies one entry of `service`'s log to the keys of `state` that `keep` holds, ignoring its
+/// effects on other keys (a replay in buckets, [`crate::spill`]). An entry's effect on a key
+/// depends only on that key's earlier state, so the kept keys end exactly as in a whole replay.
+pub fn apply_in(
+    service: ServiceLog,
+    at: Where,
+    state: &mut State,
+    e: &LogEntry,
+    keep: Bucket,
+) -> Result<(), Failed> {
+    let event = e.decode().map_err(ReplayError::from)?;
+    apply_event(service, at, state, e, &event, keep)
+}
+
+/// [`apply_in`] of an entry already decoded into `event` (for a caller that reads the event
+/// too, so that it is decoded once).
+pub fn apply_event(
+    service: ServiceLog,
+    at: Where,
+    state: &mut State,
+    e: &LogEntry,
+    event: &Event,
+    keep: Bucket,
+) -> Result<(), Failed> {
+    let mut r = Replayer {
+        e,
+        state,
+        at,
+        keep,
+        scratch: BTreeMap::new(),
+        step: 0,
+    };
+    if let Event::RecordsRetired { records } = event {
+        return r.retire(records);
+    }
+    let applied = match (service, event) {
         (ServiceLog::Stock, Event::Counter { spec, op }) if **spec == STOCK => r.counter(spec, op),
         (ServiceLog::Payment, Event::Counter { spec, op }) if **spec == CREDIT => {
             r.counter(spec, op)
@@ -162,59 +216,34 @@ pub fn apply(
             | Event::StockPartReserved { .. }
             | Event::StockPartRejected { .. }
             | Event::StockPartReleased { .. },
-        ) => r.stock_saga(&event),
+        ) => r.stock_saga(event),
         (
             ServiceLog::Payment,
             Event::PaymentCharged { .. }
             | Event::PaymentRejected { .. }
             | Event::PaymentRefunded { .. },
-        ) => r.payment_saga(&event),
+        ) => r.payment_saga(event),
         (
             ServiceLog::Order,
             Event::OrderCreated { .. } | Event::ItemAdded { .. } | Event::OrderBatchInit { .. },
-        ) => r.order(&event),
+        ) => r.order(event),
         (
             ServiceLog::Order,
             Event::CheckoutStarted { .. }
             | Event::CheckoutCommitted { .. }
             | Event::CheckoutAborted { .. }
             | Event::CompensationConfirmed { .. },
-        ) => r.order_saga(&event),
+        ) => r.order_saga(event),
         _ => Err(ReplayError::Misplaced {
             id: e.stream_id.clone(),
             kind: event.kind().to_string(),
             log: service.log(),
         }),
-    }
-}
-
-/// Removes retired records from the model, each after checking that the log had built exactly
-/// what the database held when it was retired.
-fn retire(
-    e: &LogEntry,
-    state: &mut State,
-    records: &[(String, BTreeMap<String, String>)],
-) -> Result<(), ReplayError> {
-    let show = |h: Option<&BTreeMap<String, String>>| {
-        h.map_or("(absent)".to_string(), |h| {
-            h.iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
     };
-    for (key, held) in records {
-        let replayed = state.remove(key);
-        if replayed.as_ref() != Some(held) {
-            return Err(ReplayError::Retired {
-                id: e.stream_id.clone(),
-                key: key.clone(),
-                held: show(Some(held)),
-                replayed: show(replayed.as_ref()),
-            });
-        }
-    }
-    Ok(())
+    applied.map_err(|error| Failed {
+        step: r.step,
+        error,
+    })
 }
 
 /// Which log an entry comes from: the service's layout and the partition of its stream. Every
@@ -227,32 +256,96 @@ pub struct Where {
     pub part: u32,
 }
 
-/// Applies one decoded entry to the model.
+/// Applies one decoded entry to the model (to the keys of `keep`).
 struct Replayer<'a> {
     e: &'a LogEntry,
     state: &'a mut State,
     at: Where,
+    /// The keys kept; the entry's effects on others are computed on `scratch` and dropped.
+    keep: Bucket,
+    scratch: BTreeMap<String, String>,
+    /// Fallible steps made so far (see [`Failed`]).
+    step: u32,
 }
 
 impl Replayer<'_> {
+    /// Removes retired records from the model, each after checking that the log had built
+    /// exactly what the database held when it was retired.
+    fn retire(&mut self, records: &[(String, BTreeMap<String, String>)]) -> Result<(), Failed> {
+        let show = |h: Option<&BTreeMap<String, String>>| {
+            h.map_or("(absent)".to_string(), |h| {
+                h.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+        };
+        for (key, held) in records {
+            self.step += 1;
+            if !self.keep.holds(key) {
+                continue;
+            }
+            let replayed = self.state.remove(key);
+            if replayed.as_ref() != Some(held) {
+                return Err(Failed {
+                    step: self.step,
+                    error: ReplayError::Retired {
+                        id: self.e.stream_id.clone(),
+                        key: key.clone(),
+                        held: show(Some(held)),
+                        replayed: show(replayed.as_ref()),
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts a whole hash (a creation), replacing what was there.
+    fn insert(&mut self, key: String, hash: BTreeMap<String, String>) {
+        if self.keep.holds(&key) {
+            self.state.insert(key, hash);
+        }
+    }
+
+    /// Adds `fields` to a hash, creating it when missing.
+    fn extend(&mut self, key: String, fields: &BTreeMap<String, String>) {
+        if self.keep.holds(&key) {
+            self.state.entry(key).or_default().extend(fields.clone());
+        }
+    }
+
     /// Sets fields of a hash, creating it when missing.
     fn set(&mut self, key: String, fields: &[(&str, &str)]) {
+        if !self.keep.holds(&key) {
+            return;
+        }
         let hash = self.state.entry(key).or_default();
         for (f, v) in fields {
             hash.insert((*f).to_string(), (*v).to_string());
         }
     }
 
-    /// The `state` field of a participant record.
+    /// The `state` field of a participant record (`None` for a key not kept: only what is then
+    /// set on that same key depends on it, and that is dropped).
     fn record_state(&self, key: &str) -> Option<&str> {
+        if !self.keep.holds(key) {
+            return None;
+        }
         self.state
             .get(key)
             .and_then(|h| h.get("state"))
             .map(String::as_str)
     }
 
-    /// The existing hash `key`, or an orphan error.
+    /// The existing hash `key`, or an orphan error (a key not kept: a scratch hash, whose changes
+    /// are dropped).
     fn existing(&mut self, key: &str) -> Result<&mut BTreeMap<String, String>, ReplayError> {
+        self.step += 1;
+        if !self.keep.holds(key) {
+            self.scratch.clear();
+            return Ok(&mut self.scratch);
+        }
         let (id, kind) = (self.e.stream_id.clone(), self.e.kind().to_string());
         self.state.get_mut(key).ok_or(ReplayError::Orphan {
             id,
@@ -269,7 +362,7 @@ impl Replayer<'_> {
         Ok(())
     }
 
-    fn counter(mut self, spec: &CounterSpec, op: &CounterOp) -> Result<(), ReplayError> {
+    fn counter(&mut self, spec: &CounterSpec, op: &CounterOp) -> Result<(), ReplayError> {
         let with = |fields: &[(&str, i64)]| -> BTreeMap<String, String> {
             fields
                 .iter()
@@ -278,8 +371,7 @@ impl Replayer<'_> {
         };
         match op {
             CounterOp::Created { id, fields } => {
-                self.state
-                    .insert(spec.key(&self.at.layout, id), with(fields));
+                self.insert(spec.key(&self.at.layout, id), with(fields));
             }
             CounterOp::Added { id, amount } | CounterOp::Subtracted { id, amount } => {
                 let hash = self.existing(&spec.key(&self.at.layout, id))?;
@@ -300,10 +392,7 @@ impl Replayer<'_> {
                 for i in 0..*n {
                     let id = i.to_string();
                     if l.part(&id) == part {
-                        self.state
-                            .entry(spec.key(&l, &id))
-                            .or_default()
-                            .extend(fields.clone());
+                        self.extend(spec.key(&l, &id), &fields);
                     }
                 }
             }
@@ -311,7 +400,7 @@ impl Replayer<'_> {
         Ok(())
     }
 
-    fn stock_saga(mut self, event: &Event) -> Result<(), ReplayError> {
+    fn stock_saga(&mut self, event: &Event) -> Result<(), ReplayError> {
         let p = &saga_vocab::STOCK;
         let (l, part) = (self.at.layout, self.at.part);
         let record = |saga: &str| p.record_key(&l, part, saga);
@@ -386,7 +475,7 @@ impl Replayer<'_> {
         }
     }
 
-    fn payment_saga(mut self, event: &Event) -> Result<(), ReplayError> {
+    fn payment_saga(&mut self, event: &Event) -> Result<(), ReplayError> {
         let p = &saga_vocab::PAYMENT;
         match event {
             Event::PaymentCharged {
@@ -436,7 +525,7 @@ impl Replayer<'_> {
         Ok(())
     }
 
-    fn order_saga(mut self, event: &Event) -> Result<(), ReplayError> {
+    fn order_saga(&mut self, event: &Event) -> Result<(), ReplayError> {
         match event {
             Event::CheckoutStarted {
                 saga,
@@ -521,7 +610,7 @@ impl Replayer<'_> {
         Ok(())
     }
 
-    fn order(mut self, event: &Event) -> Result<(), ReplayError> {
+    fn order(&mut self, event: &Event) -> Result<(), ReplayError> {
         let open = |user: &str, total: String, items: String| -> BTreeMap<String, String> {
             [
                 ("user_id", user.to_string()),
@@ -536,7 +625,7 @@ impl Replayer<'_> {
         };
         match event {
             Event::OrderCreated { order, user } => {
-                self.state.insert(
+                self.insert(
                     keys::order(&self.at.layout, order),
                     open(user, "0".into(), "[]".into()),
                 );
@@ -572,19 +661,21 @@ impl Replayer<'_> {
             } => {
                 let total = price.saturating_mul(2).to_string();
                 let orders = batch_orders(*seed, *n as u64, *n_items as u64, *n_users as u64);
+                let mut id = String::new();
                 for (i, o) in orders.enumerate() {
-                    let items = saga_vocab::encode_lines(&[
-                        (o.items[0].to_string(), 1),
-                        (o.items[1].to_string(), 1),
-                    ]);
-                    let id = i.to_string();
+                    id.clear();
+                    let _ = write!(id, "{i}");
                     if self.at.layout.part(&id) != self.at.part {
                         continue; // another partition's entry covers it
                     }
-                    self.state
-                        .entry(keys::order(&self.at.layout, &id))
-                        .or_default()
-                        .extend(open(&o.user.to_string(), total.clone(), items));
+                    let key = keys::order(&self.at.layout, &id);
+                    if self.keep.holds(&key) {
+                        let items = saga_vocab::encode_lines(&[
+                            (o.items[0].to_string(), 1),
+                            (o.items[1].to_string(), 1),
+                        ]);
+                        self.extend(key, &open(&o.user.to_string(), total.clone(), items));
+                    }
                 }
             }
             _ => {}
