@@ -27,8 +27,9 @@ for round in $(seq "$ROUNDS"); do
     dd=$(mktemp -d /tmp/shoplog-compare-XXXXXX)
     "$bin" up --detach --data-dir "$dd" --port-offset 7000 --gateway-port 9800 >"$dd.up.log" 2>&1 ||
       { echo "round $round $build: up failed (see $dd.up.log)"; "$bin" down --wipe --data-dir "$dd"; exit 2; }
-    # COST=1: also each run's cost per checkout (bench/cost.py), printed after its rate.
-    out=$(if [ -n "${COST:-}" ]; then export COST_DATA_DIR=$dd SHOPLOG=$bin; fi
+    # COST=1: also each run's cost per checkout (`shoplog cost`), printed after its rate. Both
+    # builds' stacks are measured by the new build's `shoplog cost` (a base may predate it).
+    out=$(if [ -n "${COST:-}" ]; then export COST_DATA_DIR=$dd SHOPLOG=${COST_SHOPLOG:-$B}; fi
       bash bench/checkout.sh http://127.0.0.1:9800 64 "$D" 2>&1)
     "$bin" down --wipe --data-dir "$dd" >/dev/null 2>&1
     rate=$(echo "$out" | sed -n 's/^checkouts\/s: //p')

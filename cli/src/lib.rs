@@ -9,10 +9,12 @@
 //! | [`health`] | asking a component whether it is healthy |
 //! | [`nginx`] | the gateway's configuration |
 //! | [`commands`] | one file per subcommand |
+//! | [`cost`] | what a checkout costs: CPU, Redis commands and round trips per component |
 //! | [`output`] | tables, colour only on a terminal, JSON for machines |
 
 pub mod cluster;
 pub mod commands;
+pub mod cost;
 pub mod health;
 pub mod layout;
 pub mod nginx;

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cli::commands::{archive, audit, bench, down, exit, recover, replay, saga, status, tail, up};
+use cli::commands::{
+    archive, audit, bench, cost, down, exit, recover, replay, saga, status, tail, up,
+};
 use cli::supervise;
 
 /// Run the shoplog stack locally and operate it.
@@ -46,6 +48,9 @@ enum Command {
     Archive(archive::ArchiveArgs),
     /// Load-test checkouts through the gateway: throughput, latency percentiles, then an audit.
     Bench(bench::BenchArgs),
+    /// What a checkout costs: snapshots of every component's CPU and Redis commands, and the
+    /// report between two of them (for load generators other than `bench`).
+    Cost(cost::CostArgs),
     /// Restart the stack's components that exit, until `shoplog down` (started by `up --detach`).
     #[command(hide = true)]
     Supervise(supervise::SuperviseArgs),
@@ -65,6 +70,7 @@ async fn main() -> ExitCode {
         Command::Tail(a) => tail::run(a).await,
         Command::Recover(a) => recover::run(a).await,
         Command::Bench(a) => bench::run(a).await,
+        Command::Cost(a) => cost::run(a).await,
         Command::Archive(a) => archive::run(a).await,
         Command::Supervise(a) => supervise::command(a).await,
     };

@@ -4,6 +4,11 @@
 //! items), checks out *distinct* orders from `--concurrency` connections for `--duration` or until
 //! `--orders` are done, records every latency in an HDR histogram, prints throughput, percentiles
 //! and status counts, then runs `audit` over the stack's databases.
+//!
+//! On the local stack (the data directory's components are running) it also reports what a
+//! checkout cost ([`crate::cost`]): each component's CPU seconds per 1,000 checkouts, each Redis's
+//! commands per checkout, and the round trips, from snapshots taken right after the populate and
+//! [`SETTLE`] after the last answer (before the audit, which reads every database).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,14 +17,23 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::{exit, ops, StackArgs};
+use crate::cost::{self, CostReport};
 use crate::output::{self, Tone};
+
+/// How long after the last answer the cost is measured: the consumers' acknowledgements and the
+/// log parser's pass over the last sagas belong to the run (the same second `bench/checkout.sh`
+/// waits).
+pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// Arguments of `shoplog bench`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     shoplog bench                                   64 connections for 30 s through the local gateway\n  \
     shoplog bench --concurrency 16 --orders 20000\n  \
-    shoplog bench --duration 10s --json | jq .throughput\n\n\
+    shoplog bench --duration 10s --json | jq .throughput\n  \
+    shoplog bench --orders 20000 --json | jq .cost.total_cpu_s_per_1k\n\n\
+    On the local stack it also prints the cost per checkout: CPU seconds per 1,000 checkouts of\n\
+    each component (/proc), Redis commands per checkout (INFO commandstats), round trips.\n\n\
     Exit status: 0 when every answer was 2xx/4xx and the audit is clean, 1 otherwise.")]
 pub struct BenchArgs {
     /// Concurrent connections.
@@ -40,6 +54,9 @@ pub struct BenchArgs {
     /// Skip the audit after the run.
     #[arg(long)]
     pub no_audit: bool,
+    /// Skip the cost report (CPU and Redis commands per checkout).
+    #[arg(long)]
+    pub no_cost: bool,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
@@ -74,6 +91,8 @@ pub struct BenchReport {
     pub status_5xx: u64,
     /// Whether the audit after the run was clean (`None`: skipped).
     pub audit_clean: Option<bool>,
+    /// What a checkout cost, per component (`None`: `--no-cost`, or the stack is not local).
+    pub cost: Option<CostReport>,
 }
 
 /// Runs `shoplog bench`.
@@ -106,6 +125,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
             );
         }
     }
+
+    // The cost is measured on the stack of this data directory, when it runs here.
+    let before = if args.no_cost {
+        None
+    } else {
+        Some(cost::snapshot(&settings).await).filter(|s| s.any_running())
+    };
+    let own_before = cost::own_cpu_seconds();
 
     let next = Arc::new(AtomicU64::new(0));
     let deadline = args
@@ -182,7 +209,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         status_4xx: counts[1],
         status_5xx: counts[2],
         audit_clean: None,
+        cost: None,
     };
+    if let Some(before) = &before {
+        tokio::time::sleep(SETTLE).await;
+        let after = cost::snapshot(&settings).await;
+        let order: Vec<String> = settings.components().into_iter().map(|c| c.name).collect();
+        let own = cost::own_cpu_seconds() - own_before;
+        report.cost = Some(CostReport::between(
+            before,
+            &after,
+            total,
+            &order,
+            Some(own),
+        ));
+    }
     if !args.json {
         println!(
             "{} checkouts in {:.1} s from {} connections: {:.0} checkouts/s",
@@ -196,6 +237,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
             "answers  2xx {}  4xx {}  5xx/errors {}",
             counts[0], counts[1], counts[2]
         );
+        match &report.cost {
+            Some(c) if total > 0 => {
+                println!();
+                c.print();
+                println!();
+            }
+            _ => {}
+        }
     }
     if !args.no_audit {
         let (_, dbs) = ops::connect(&args.stack).await?;

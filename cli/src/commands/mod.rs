@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod audit;
 pub mod bench;
+pub mod cost;
 pub mod down;
 pub mod ops;
 pub mod recover;
