@@ -1,5 +1,5 @@
 """The audit within a memory budget (issue 14, point 3), on a stack of its own (ports offset by
-5500, gateway 9550).
+7500, gateway 9850).
 
 With a budget far below what a partition's replayed state needs (`--memory-budget 16K`), every
 partition is spooled to disk and replayed in buckets of its keys. The report must be the one a
@@ -20,8 +20,8 @@ import pytest
 from conftest import DOWN_TIMEOUT, _log_tails, shoplog, shoplog_bin
 from helpers import Api, key, ok_json, partition, streams, tag
 
-OFFSET = 5500
-GATEWAY = 9550
+OFFSET = 7500
+GATEWAY = 9850
 ENV = {"SHOPLOG_PORT_OFFSET": str(OFFSET), "SHOPLOG_GATEWAY_PORT": str(GATEWAY), "SHOPLOG_SUPERVISE": "0"}
 STOCK_DB = 6402 + OFFSET
 TINY = "16K"

@@ -99,7 +99,7 @@ pub async fn snapshot(settings: &StackSettings) -> Snapshot {
             ..Sample::default()
         };
         match &c.kind {
-            Kind::Redis | Kind::ClusterNode { .. } => {
+            Kind::Redis | Kind::LockNode | Kind::ClusterNode { .. } => {
                 sample.kind = "redis".into();
                 if pid.is_some() {
                     match redis_info(c.port).await {
