@@ -113,11 +113,8 @@ def test_a_checkout_storm_reconciles_exactly(compose):
     assert result.counts()["5xx"] == 0, result.counts()
 
 
-# stock-db stopped for 3 s runs in `make test-faults` only: its lost stock release (2026-12-06) was
-# `appendfsync everysec` (fixed), but a later run found the audit's history of one partition short
-# after it, with archiving active (docs/FAULTS.md, "Containers: open problems").
 @pytest.mark.parametrize("service,mode", [("order", "crash"), ("order", "stop"), ("stock-db", "crash"),
-                                          pytest.param("stock-db", "stop", marks=pytest.mark.slow)],
+                                          ("stock-db", "stop")],
                          ids=["order-crash", "order-stop", "stock-db-crash", "stock-db-stop"])
 def test_a_container_killed_in_a_storm_comes_back_and_nothing_is_lost(compose, service, mode):
     compose.kill_mode = mode
