@@ -363,6 +363,17 @@ struct Replayed {
 }
 
 impl PartScope {
+    /// Where partition `part`'s history is: its live stream, and its archive directory (when the
+    /// archive is known).
+    fn history(&self, part: u32) -> (String, Option<std::path::PathBuf>) {
+        let stream = keys::log(self.service.log(), &self.l, part);
+        let dir = self
+            .dbs
+            .archive()
+            .map(|root| common::archive::stream_dir(root, self.service.name(), part));
+        (stream, dir)
+    }
+
     /// Audits partition `part`: replays its history (in buckets when its state outgrows the
     /// budget), compares with its keys, checks counters and its side of the sagas.
     async fn audit(&self, part: u32) -> Result<PartAudit, redis::RedisError> {
@@ -372,11 +383,7 @@ impl PartScope {
         };
         let (service, l, ol) = (self.service, self.l, self.dbs.order_layout);
         let at = Where { layout: l, part };
-        let stream = keys::log(service.log(), &l, part);
-        let dir = self
-            .dbs
-            .archive()
-            .map(|root| common::archive::stream_dir(root, service.name(), part));
+        let (stream, dir) = self.history(part);
         // First, the whole partition in memory, as long as it fits.
         let mut rebuilt = State::new();
         let mut retired = BTreeMap::new();
@@ -461,11 +468,7 @@ impl PartScope {
     ) -> std::io::Result<(Replayed, BTreeMap<&'static str, u64>)> {
         let (service, l, ol) = (self.service, self.l, self.dbs.order_layout);
         let at = Where { layout: l, part };
-        let stream = keys::log(service.log(), &l, part);
-        let dir = self
-            .dbs
-            .archive()
-            .map(|root| common::archive::stream_dir(root, service.name(), part));
+        let (stream, dir) = self.history(part);
         let mut spool = spill::Spool::create(&self.spill_dir)?;
         let read =
             common::archive::for_each_history(conn, dir.as_deref(), &stream, replay::PAGE, |e| {

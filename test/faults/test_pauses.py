@@ -91,18 +91,10 @@ def test_no_checkout_outlives_its_timeout_while_order_db_is_frozen(replicated):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_stock_replica_frozen_in_its_handlers(replicated):
-    storm = KeyedStorm(replicated, seed=52)
-    result = storm.run("pause stock-1 (SIGSTOP 6 s, 2 replicas)", [(1.0, "stock-1", 6.0, "pause")])
-    settle_and_verify(replicated, storm, result)
-    no_5xx_after_the_pause(storm, result)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_a_payment_replica_frozen_in_its_handlers(replicated):
-    storm = KeyedStorm(replicated, seed=53)
-    result = storm.run("pause payment-1 (SIGSTOP 6 s, 2 replicas)", [(1.0, "payment-1", 6.0, "pause")])
+@pytest.mark.parametrize("replica,seed", [("stock-1", 52), ("payment-1", 53)])
+def test_a_participant_replica_frozen_in_its_handlers(replicated, replica, seed):
+    storm = KeyedStorm(replicated, seed=seed)
+    result = storm.run(f"pause {replica} (SIGSTOP 6 s, 2 replicas)", [(1.0, replica, 6.0, "pause")])
     settle_and_verify(replicated, storm, result)
     no_5xx_after_the_pause(storm, result)
 
