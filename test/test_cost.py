@@ -1,4 +1,4 @@
-"""The cost report (issue 15) on a stack of its own (ports offset by 5500, gateway 9550): a short
+"""The cost report (issue 15) on a stack of its own (ports offset by 10000, gateway 9550): a short
 `shoplog bench --json` must carry a cost section that is present, plausible and consistent, and
 `shoplog cost snapshot`/`report` (what bench/checkout.sh runs around wrk) must give the same kind of
 report. Checked against figures the test reads itself: Redis's own `INFO commandstats` around the
@@ -18,7 +18,8 @@ import pytest
 
 from conftest import DOWN_TIMEOUT, _log_tails, shoplog, shoplog_bin
 
-OFFSET = 5500
+# Not 5500: test_cluster's stock-db nodes (offset 7000) sit on 13601-13606, where stock-1 would.
+OFFSET = 10000
 GATEWAY = 9550
 ENV = {"SHOPLOG_PORT_OFFSET": str(OFFSET), "SHOPLOG_GATEWAY_PORT": str(GATEWAY)}
 ORDER_DB_PORT = 6401 + OFFSET
