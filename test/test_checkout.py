@@ -7,9 +7,12 @@ holds the request, runs the consumer, or decides the saga.
 
 from __future__ import annotations
 
+import os
 import random
+import time
 
 import pytest
+import requests
 
 from conftest import STACK_DIRS, shoplog
 from helpers import Api, assert_error, ok_json, run_concurrently
@@ -195,11 +198,6 @@ def test_a_checkout_moved_off_a_frozen_replica_gets_a_short_budget_and_one_after
     a checkout stamped 12 s ago (the gateway waited its whole read timeout, 10 s + 1.5 s, on a
     frozen replica) is still decided within LATE_BUDGET; one stamped 10.95 s ago (moved after the
     first replica answered 503 at its 10.9 s deadline) is a 503 at once, changing nothing."""
-    import os
-    import time
-
-    import requests
-
     direct = f"http://127.0.0.1:{8101 + int(os.environ.get('SHOPLOG_PORT_OFFSET', '0'))}"
     try:
         requests.get(f"{direct}/orders/health", timeout=2)

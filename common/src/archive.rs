@@ -466,8 +466,7 @@ pub async fn for_each_history<E: From<LogError>>(
         after = read_archive(dir, None, None, &mut seen, &mut f)?;
     }
     loop {
-        let from = after.map_or_else(|| "-".to_string(), |a| a.to_string());
-        let entries = log::read_page(conn, stream, &from, page).await?;
+        let entries = log::read_page(conn, stream, &after_str(after), page).await?;
         if let Some(dir) = dir {
             let now = signature(dir).map_err(|e| E::from(LogError::Archive(e)))?;
             if now != read_at {
@@ -500,6 +499,7 @@ pub async fn for_each_history<E: From<LogError>>(
     }
 }
 
+/// The position `read_page` reads after: the last id seen, or the stream's start.
 fn after_str(after: Option<StreamId>) -> String {
     after.map_or_else(|| "-".to_string(), |a| a.to_string())
 }
