@@ -256,6 +256,34 @@ fn signature(dir: &Path) -> Result<Option<(PathBuf, u64)>, ArchiveError> {
     Ok(Some((path, len)))
 }
 
+/// The last id archived in a directory that a pass may be writing to, re-read only when the
+/// directory's [`signature`] changed (reading it decompresses the newest segment).
+struct Tip<'a> {
+    dir: &'a Path,
+    at: Option<(PathBuf, u64)>,
+    last: Option<StreamId>,
+}
+
+impl<'a> Tip<'a> {
+    fn new(dir: &'a Path) -> Tip<'a> {
+        Tip {
+            dir,
+            at: None,
+            last: None,
+        }
+    }
+
+    /// The last id archived now.
+    fn last(&mut self) -> Result<Option<StreamId>, ArchiveError> {
+        let now = signature(self.dir)?;
+        if now != self.at {
+            self.last = last_id(self.dir)?;
+            self.at = now;
+        }
+        Ok(self.last)
+    }
+}
+
 /// The last id archived in `dir` (reads the newest segment that holds any entry).
 pub fn last_id(dir: &Path) -> Result<Option<StreamId>, ArchiveError> {
     for (_, path) in segments(dir)?.into_iter().rev() {
@@ -442,43 +470,77 @@ pub fn dir_status(dir: &Path) -> Result<DirStatus, ArchiveError> {
     })
 }
 
+/// Where [`history`] reads the live log from, a page at a time.
+pub trait Pages {
+    /// Up to `count` entries after `after` (`-`: from the start), in id order.
+    fn page(
+        &mut self,
+        after: &str,
+        count: usize,
+    ) -> impl std::future::Future<Output = Result<Vec<LogEntry>, LogError>>;
+}
+
+/// A stream of a database, read with `XRANGE`.
+pub struct Stream<'a> {
+    /// The stream's database.
+    pub conn: &'a mut Conn,
+    /// Its key.
+    pub key: &'a str,
+}
+
+impl Pages for Stream<'_> {
+    async fn page(&mut self, after: &str, count: usize) -> Result<Vec<LogEntry>, LogError> {
+        log::read_page(self.conn, self.key, after, count).await
+    }
+}
+
 /// One history of a stream: calls `f` on every entry of the archive directory `dir` (if any),
 /// then on every live entry of `stream` after the last archived one, in id order and each id once
 /// — what the log was before archiving moved its old entries out. Returns the entries seen.
-///
-/// An archiving pass may run meanwhile: it writes entries to the archive, then trims them from
-/// the stream. So after each live page, when the archive changed since it was last read, the
-/// entries it gained between the last one seen and the page's first (archived and trimmed while
-/// this read) are read from it first. A page is one `XRANGE`, a contiguous run of the stream
-/// (trimming cuts a prefix only), so a gap can only be before its first entry.
 pub async fn for_each_history<E: From<LogError>>(
     conn: &mut Conn,
     dir: Option<&Path>,
     stream: &str,
     page: usize,
+    f: impl FnMut(&LogEntry) -> Result<(), E>,
+) -> Result<u64, E> {
+    history(Stream { conn, key: stream }, dir, page, f).await
+}
+
+/// [`for_each_history`] over any source of live pages.
+///
+/// An archiving pass may run meanwhile: it writes entries to the archive, fsyncs, then trims
+/// them from the stream. A page is one `XRANGE`, a contiguous run of the stream (trimming cuts a
+/// prefix only), so entries can only be missing before its first one, and only if they were
+/// trimmed before the page was read — so archived before it was read. Hence after each page,
+/// while the archive holds ids past the last one given (looked at *after* the page was read), the
+/// archived entries between that id and the page's first are given first. (Asking instead
+/// whether the archive had changed since it was last read lost entries: a pass that wrote after
+/// a page was read but before the archive was looked at was taken as read, and the entries it
+/// trimmed past the page's end were never given.)
+pub async fn history<E: From<LogError>>(
+    mut live: impl Pages,
+    dir: Option<&Path>,
+    page: usize,
     mut f: impl FnMut(&LogEntry) -> Result<(), E>,
 ) -> Result<u64, E> {
+    let archive_err = |e| E::from(LogError::Archive(e));
     let mut seen = 0u64;
     let mut after: Option<StreamId> = None;
-    let mut read_at = None;
+    let mut tip = dir.map(Tip::new);
     if let Some(dir) = dir {
-        read_at = signature(dir).map_err(|e| E::from(LogError::Archive(e)))?;
         after = read_archive(dir, None, None, &mut seen, &mut f)?;
     }
     loop {
-        let entries = log::read_page(conn, stream, &after_str(after), page).await?;
-        if let Some(dir) = dir {
-            let now = signature(dir).map_err(|e| E::from(LogError::Archive(e)))?;
-            if now != read_at {
-                read_at = now;
+        let entries = live.page(&after_str(after), page).await?;
+        if let (Some(dir), Some(tip)) = (dir, tip.as_mut()) {
+            if tip.last().map_err(archive_err)? > after {
                 let before = entries.first().and_then(|e| StreamId::parse(&e.stream_id));
-                if let Some(last) = read_archive(dir, after, before, &mut seen, &mut f)? {
-                    after = Some(last);
-                }
-                if entries.is_empty() {
-                    // The rest may all have been archived and trimmed: look at the stream again.
-                    let again = log::read_page(conn, stream, &after_str(after), 1).await?;
-                    if !again.is_empty() {
+                let read = read_archive(dir, after, before, &mut seen, &mut f)?;
+                if read.is_some() {
+                    after = read;
+                    if entries.is_empty() {
+                        // The rest may all have been archived and trimmed: look at the stream again.
                         continue;
                     }
                 }
