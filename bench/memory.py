@@ -1,15 +1,23 @@
 #!/usr/bin/env python3
-"""Redis memory over a long checkout run: does archiving keep it bounded?
+"""Redis memory over a long checkout run: does archiving keep it bounded? (issue 14, point 5)
 
-    bench/memory.py run SHOPLOG [--orders N] [--every 10] [--retain 60s] [--out DIR]
+    bench/memory.py run SHOPLOG [--orders N] [--every 10] [--retain 60s] [--out DIR] [--keep]
     bench/memory.py plot DIR/memory.csv [DIR/memory.png]
+    bench/memory.py compare SHOPLOG [--rounds 3] [--duration 60s] [--retain 10s]
 
 `run` starts a fresh stack of its own (SHOPLOG_PORT_OFFSET / SHOPLOG_GATEWAY_PORT from the
 environment, default 5500 / 9550) with LOG_RETAIN=--retain, runs `shoplog bench --orders N
 --no-audit`, and samples every database's `used_memory` (INFO memory) and the archive's bytes on
 disk every --every seconds into DIR/memory.csv, until the run is over and the archive has caught
-up (one more retention); then it audits, plots DIR/memory.png and stops the stack (--keep: leave
-it up). Without archiving (`--retain off`) the same run shows the growth it prevents.
+up (one more retention); then it audits under `/usr/bin/time -v` (wall time, peak RSS), runs
+`replay <service> --diff` for each service, plots DIR/memory.png, writes DIR/summary.json and
+prints a Markdown table (one row a minute), and stops the stack (--keep: leave it up). Without
+archiving (`--retain off`) the same run shows the growth it prevents.
+
+`compare` measures what archiving costs the checkouts: fresh stacks with LOG_RETAIN=--retain and
+with archiving off, alternating (which goes first alternates too), `shoplog bench --duration`
+on each; prints each run's throughput, the medians and the ratio on/off. The default retention
+is short (10 s) so that archiving runs for most of each run.
 
 Needs matplotlib for the plot (bench/requirements.txt).
 """
@@ -17,6 +25,8 @@ import argparse
 import csv
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,13 +84,88 @@ def run(args):
                 if tail is not None and time.monotonic() > tail:
                     break
                 time.sleep(args.every)
-        audit = sh("audit", capture_output=True, text=True)
-        print(audit.stdout.strip().splitlines()[-1] if audit.stdout.strip() else audit.stderr, file=sys.stderr)
+        summary = {"orders": args.orders, "retain": args.retain,
+                   "bench": json.loads((out / "bench.json").read_text() or "null")}
+        summary["audit"] = timed_audit(args.shoplog, env)
+        summary["replay_diff"] = {}
+        for service in ("order", "stock", "payment"):
+            diff = sh("replay", service, "--diff", capture_output=True, text=True)
+            summary["replay_diff"][service] = {"exit": diff.returncode,
+                                               "last_line": (diff.stdout.strip().splitlines() or [""])[-1]}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(json.dumps({k: summary[k] for k in ("audit", "replay_diff")}, indent=2))
+        print(table(csv_path))
         plot(csv_path, out / "memory.png", title=f"{args.orders} checkouts, LOG_RETAIN={args.retain}")
         print(out / "memory.png")
     finally:
         if not args.keep:
             sh("down", "--wipe", capture_output=True)
+
+
+def timed_audit(shoplog: str, env: dict) -> dict:
+    """`shoplog audit --json` under `/usr/bin/time -v`: its verdict, wall time and peak RSS."""
+    done = subprocess.run(["/usr/bin/time", "-v", shoplog, "audit", "--json"], env=env,
+                          capture_output=True, text=True)
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", done.stderr)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+    user = re.search(r"User time \(seconds\): ([\d.]+)", done.stderr)
+    try:
+        report = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        report = {}
+    seconds = None
+    if wall:
+        h, m, sec = wall.groups()
+        seconds = int(h or 0) * 3600 + int(m) * 60 + float(sec)
+    return {"exit": done.returncode, "violations": len(report.get("violations", [])) if report else None,
+            "wall_s": seconds, "user_s": float(user.group(1)) if user else None,
+            "peak_rss_mb": round(int(rss.group(1)) / 1024) if rss else None}
+
+
+def table(csv_path: Path, every: float = 60) -> str:
+    """The samples as a Markdown table, one row per `every` seconds (MiB)."""
+    rows = list(csv.DictReader(open(csv_path)))
+    out = ["| s | " + " | ".join(DB_PORTS) + " | archive on disk |", "|---" * (len(DB_PORTS) + 2) + "|"]
+    next_at = 0.0
+    for r in rows:
+        if float(r["seconds"]) + 0.5 >= next_at or r is rows[-1]:
+            cells = [f"{int(r[n]) / 2**20:.1f}" for n in (*DB_PORTS, "archive")]
+            out.append(f"| {float(r['seconds']):.0f} | " + " | ".join(cells) + " |")
+            next_at = float(r["seconds"]) + every
+    return "\n".join(out)
+
+
+def compare(args):
+    """Throughput with archiving on and off, fresh stacks alternating."""
+    offset = os.environ.get("SHOPLOG_PORT_OFFSET", "5500")
+    gateway = os.environ.get("SHOPLOG_GATEWAY_PORT", "9550")
+    runs = {"on": [], "off": []}
+    for i in range(args.rounds):
+        for mode in (("on", "off") if i % 2 == 0 else ("off", "on")):
+            data = tempfile.mkdtemp(prefix="shoplog-archcmp-")
+            env = dict(os.environ, SHOPLOG_DATA_DIR=data, SHOPLOG_PORT_OFFSET=offset,
+                       SHOPLOG_GATEWAY_PORT=gateway, LOG_RETAIN=args.retain if mode == "on" else "off")
+            try:
+                up = subprocess.run([args.shoplog, "up", "--detach"], env=env, capture_output=True, text=True)
+                if up.returncode != 0:
+                    sys.exit(f"shoplog up failed:\n{up.stderr}")
+                bench = subprocess.run([args.shoplog, "bench", "--duration", args.duration, "--no-audit",
+                                        "--no-cost", "--json", "-c", str(args.concurrency)],
+                                       env=env, capture_output=True, text=True)
+                if bench.returncode != 0:
+                    sys.exit(f"bench failed ({bench.returncode}): {bench.stderr[-2000:]}")
+                rate = json.loads(bench.stdout)["throughput"]
+                archived = subprocess.run([args.shoplog, "archive", "--json"], env=env, capture_output=True,
+                                          text=True)
+                segs = json.loads(archived.stdout)["segments"] if archived.returncode == 0 else None
+                runs[mode].append(rate)
+                print(f"round {i + 1} archiving {mode:3}: {rate:8.1f} checkouts/s  (archive segments: {segs})",
+                      file=sys.stderr)
+            finally:
+                subprocess.run([args.shoplog, "down", "--wipe"], env=env, capture_output=True)
+    on, off = statistics.median(runs["on"]), statistics.median(runs["off"])
+    print(json.dumps({"runs": runs, "median_on": on, "median_off": off, "ratio_on_off": round(on / off, 3)},
+                     indent=2))
 
 
 def parse_seconds(s: str) -> float:
@@ -121,12 +206,20 @@ def main():
     r.add_argument("--retain", default="60s")
     r.add_argument("--out")
     r.add_argument("--keep", action="store_true")
+    c = sub.add_parser("compare")
+    c.add_argument("shoplog")
+    c.add_argument("--rounds", type=int, default=3)
+    c.add_argument("--duration", default="60s")
+    c.add_argument("--retain", default="10s")
+    c.add_argument("--concurrency", type=int, default=64)
     p = sub.add_parser("plot")
     p.add_argument("csv")
     p.add_argument("png", nargs="?")
     a = ap.parse_args()
     if a.cmd == "run":
         run(a)
+    elif a.cmd == "compare":
+        compare(a)
     else:
         plot(Path(a.csv), Path(a.png) if a.png else Path(a.csv).with_suffix(".png"))
 

@@ -375,7 +375,19 @@ impl SegmentWriter {
 
     /// Archives the entries of `entries` (in id order) that are newer than [`Self::last_id`]; the
     /// others are already here. Returns how many were written; they are durable when it returns.
+    ///
+    /// When the directory is not as this writer left it (another process wrote to it: a log
+    /// parser that lost its lease in the middle of a pass while another took over), the writer
+    /// first reads it again, so that its frame goes to the newest segment and holds only ids
+    /// past the last one there. Otherwise it could start a segment of its own, or append to an
+    /// older one, and readers, which take segments in name order and each id once, would skip
+    /// entries that sit after a higher id.
     pub fn append(&mut self, stream: &str, entries: &[LogEntry]) -> Result<usize, ArchiveError> {
+        if signature(&self.dir)? != self.current {
+            tracing::warn!(dir = %self.dir.display(),
+                "the archive directory changed under this writer (another writer?): reading it again");
+            *self = SegmentWriter::open(&self.dir)?;
+        }
         let mut text = Vec::new();
         let mut first = None;
         let mut last = self.last;
@@ -651,6 +663,24 @@ mod tests {
         assert_eq!(w.last_id(), StreamId::parse("2-0"));
         let st = dir_status(&dir)?;
         assert_eq!((st.segments, st.oldest.as_deref()), (1, Some("1-0")));
+        Ok(())
+    }
+
+    #[test]
+    fn two_writers_on_one_directory_lose_nothing() -> Result<(), ArchiveError> {
+        let tmp = tempfile::tempdir().map_err(io(Path::new("tmp")))?;
+        let dir = tmp.path().join("stock").join("p004");
+        // Both open the empty directory (two log parsers during a lease take-over).
+        let mut a = SegmentWriter::open(&dir)?;
+        let mut b = SegmentWriter::open(&dir)?;
+        a.append("s", &[entry("1-0", 1), entry("2-0", 2)])?;
+        // `b` must not start a segment of its own ("3-0"), nor `a` go on in the first one after
+        // it: a reader would take 7-0 before 3-0 and skip 3-0 as already read.
+        b.append("s", &[entry("3-0", 3), entry("4-0", 4)])?;
+        a.append("s", &[entry("3-0", 3), entry("7-0", 7)])?;
+        b.append("s", &[entry("8-0", 8)])?;
+        assert_eq!(ids(&dir), ["1-0", "2-0", "3-0", "4-0", "7-0", "8-0"]);
+        assert_eq!(segments(&dir)?.len(), 1);
         Ok(())
     }
 

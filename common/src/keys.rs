@@ -18,6 +18,7 @@
 //! | [`dead_letter`] `dead:<group>:<stream>` | the stream's | entries a group gave up on (same slot as the stream) |
 //! | [`sync`] `shoplog:sync:{o3.60}` | each service's | nothing: a write that advances `WAIT`'s offset |
 //! | [`PARTITIONS_KEY`] `shoplog:partitions` | each service's | its number of partitions |
+//! | [`AUDIT_HOLDS`] `logparser:audit-holds`, [`RETIRING`] `logparser:retiring` | order-db | the audits running, a retirement batch running (they exclude each other) |
 //! | [`order_lock`] `lock:order:<id>` | lock nodes | the checkout admission Redlock |
 //! | [`idempotency_claim`] `idemclaim:{s3.20}:<key>` | the service's | an `Idempotency-Key`'s binding to one request, in the key's own partition |
 //! | [`idempotency`] `idem:{s3.20}:<key>` | the service's | a keyed request's stored reply, in its entity's partition (written by the changing script) |
@@ -115,6 +116,14 @@ pub fn logparser_open(l: &Layout, part: u32) -> String {
 pub fn logparser_retire(l: &Layout, part: u32) -> String {
     format!("logparser:retire:{}", l.tag(part))
 }
+
+/// Key (order-db, a sorted set) of the audits running now, each until when it holds retirement
+/// off (order-db's clock, ms): `logparser::audit_hold`.
+pub const AUDIT_HOLDS: &str = "logparser:audit-holds";
+
+/// Key (order-db) present while the archiving pass retires a batch of saga records; an audit
+/// that starts waits until it is gone: `logparser::audit_hold`.
+pub const RETIRING: &str = "logparser:retiring";
 
 /// A key in the hash slot of `key` that holds nothing: [`crate::db::Conn::replicated_all`]
 /// writes it so that its `WAIT` covers the slot's primary up to now (`shoplog:sync:{o3.60}`).

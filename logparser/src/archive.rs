@@ -44,6 +44,7 @@ use common::saga::{SagaRecord, ORDER};
 use redis::Script;
 
 use crate::audit::{self, AuditReport};
+use crate::audit_hold;
 use crate::dbs::Dbs;
 use crate::replay::State;
 
@@ -53,6 +54,8 @@ const PAGE: usize = 2_000;
 const MAX_PER_STREAM: usize = 50_000;
 /// How far the databases' clocks may disagree (ms): retirement waits this much longer.
 pub const CLOCK_MARGIN_MS: u64 = 5_000;
+/// What a pass reports when it stops because this instance no longer holds the lease.
+pub const LOST_LEASE: &str = "stopped: this log parser no longer holds the lease";
 /// Sagas retired per batch (per order partition).
 const RETIRE_BATCH: isize = 500;
 
@@ -229,7 +232,15 @@ impl Archiver {
     }
 
     /// One pass: archive every stream, then retire the sagas whose time has come.
-    pub async fn pass(&mut self) -> Result<ArchiveReport, ArchivePassError> {
+    ///
+    /// `active` answers whether this instance still holds the log parser's lease; it is asked
+    /// before each stream and before the retirement, and the pass stops (with an error in its
+    /// report) once it says no: a pass can take a while, and an instance that was frozen past
+    /// its lease must not go on archiving beside the one that took over.
+    pub async fn pass(
+        &mut self,
+        active: impl Fn() -> bool,
+    ) -> Result<ArchiveReport, ArchivePassError> {
         let started = Instant::now();
         let mut report = ArchiveReport::default();
         let groups = common::saga::groups(self.dbs.parts);
@@ -243,6 +254,12 @@ impl Archiver {
                 .collect();
             for part in layout.parts() {
                 let stream = keys::log(log, &layout, part);
+                if !active() {
+                    report
+                        .errors
+                        .push(format!("{LOST_LEASE} (before {stream})"));
+                    return Ok(self.finish(report, started));
+                }
                 let done = self
                     .archive_stream(
                         &mut conn,
@@ -267,12 +284,22 @@ impl Archiver {
             .saturating_sub(self.settings.retain.as_millis() as u64)
             .saturating_sub(report.horizon_ms);
         if let Some(h) = horizon {
+            if !active() {
+                report
+                    .errors
+                    .push(format!("{LOST_LEASE} (before retiring)"));
+                return Ok(self.finish(report, started));
+            }
             self.retire(h.saturating_sub(CLOCK_MARGIN_MS), &mut report)
                 .await?;
         }
+        Ok(self.finish(report, started))
+    }
+
+    fn finish(&self, mut report: ArchiveReport, started: Instant) -> ArchiveReport {
         report.duration_ms = started.elapsed().as_millis() as u64;
         self.record_metrics(&report);
-        Ok(report)
+        report
     }
 
     /// Archives the entries of one partition's stream that may leave, then trims them.
@@ -459,9 +486,10 @@ impl Archiver {
     ) -> Result<(), ArchivePassError> {
         let ol = self.dbs.order_layout;
         let mut order = self.dbs.order.clone();
+        let mut paused = false;
         for part in ol.parts() {
             let queue = keys::logparser_retire(&ol, part);
-            loop {
+            while !paused {
                 let sids: Vec<String> = redis::cmd("ZRANGE")
                     .arg(&queue)
                     .arg("-inf")
@@ -475,7 +503,16 @@ impl Archiver {
                 if sids.is_empty() {
                     break;
                 }
+                if !audit_hold::begin_retiring(&mut order).await? {
+                    report.held.push(Held {
+                        stream: keys::AUDIT_HOLDS.into(),
+                        reason: "an audit is running: retirement waits for its end".into(),
+                    });
+                    paused = true;
+                    break;
+                }
                 let done = self.retire_batch(part, &sids, report).await;
+                audit_hold::end_retiring(&mut order).await?;
                 if let Err(e) = done {
                     report
                         .errors

@@ -194,6 +194,11 @@ pub async fn audit_with(
 ) -> Result<AuditReport, redis::RedisError> {
     use futures::StreamExt;
     let started = Instant::now();
+    // No saga record is retired while this audit reads (crate::audit_hold).
+    let hold = crate::audit_hold::hold(&dbs.order, || {
+        progress("waiting for a retirement batch to end")
+    })
+    .await?;
     let mut report = AuditReport::default();
     let layouts: BTreeMap<&'static str, Layout> =
         dbs.logs().iter().map(|(n, _, _, l)| (*n, *l)).collect();
@@ -247,6 +252,7 @@ pub async fn audit_with(
         }
         report.records.insert(name, records);
     }
+    hold.release().await?;
     report.violations.sort_by(|a, b| a.entity.cmp(&b.entity));
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)

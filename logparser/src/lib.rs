@@ -18,6 +18,7 @@
 
 pub mod archive;
 pub mod audit;
+pub mod audit_hold;
 pub mod dbs;
 pub mod delivery;
 pub mod lease;

@@ -41,7 +41,11 @@ impl Daemon {
         if !self.leadership.is_active() {
             return Err("this log parser is not the active instance".into());
         }
-        let report = archiver.pass().await.map_err(|e| e.to_string())?;
+        let leadership = &self.leadership;
+        let report = archiver
+            .pass(|| leadership.is_active())
+            .await
+            .map_err(|e| e.to_string())?;
         if report.archived > 0 || report.retired > 0 || !report.errors.is_empty() {
             tracing::info!(archived = report.archived, trimmed = report.trimmed, retired = report.retired,
                 lag_ms = report.lag_ms, errors = ?report.errors, duration_ms = report.duration_ms, "archiving pass");

@@ -81,7 +81,8 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<u8> {
         Ok(r) if r.status().is_success() => r.json().await.ok(),
         _ => None,
     };
-    let root = config.archive_dir.clone();
+    // Shown absolute: a relative ARCHIVE_DIR is relative to the working directory.
+    let root = std::path::absolute(&config.archive_dir).unwrap_or(config.archive_dir.clone());
     let mut parts = Vec::new();
     let mut oldest_live: Option<u64> = None;
     let mut now = 0;

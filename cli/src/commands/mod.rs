@@ -66,6 +66,13 @@ impl StackArgs {
     }
 }
 
+impl StackArgs {
+    /// Whether `shoplog up` ran a stack in this data directory (it saved its settings there).
+    pub fn started_here(&self) -> bool {
+        StackSettings::load(&absolute(&self.data_dir)).is_some()
+    }
+}
+
 fn absolute(p: &std::path::Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()

@@ -16,6 +16,7 @@ pub fn config(stack: &StackArgs) -> anyhow::Result<Config> {
     // that `--port-offset` reaches a stack started elsewhere).
     {
         let settings = stack.settings(None, 0);
+        let started_here = stack.started_here();
         for (var, value) in settings.service_env() {
             if std::env::var_os(&var).is_some() {
                 continue;
@@ -26,7 +27,11 @@ pub fn config(stack: &StackArgs) -> anyhow::Result<Config> {
                 "PAYMENT_DB_URL" => config.payment_db_url = value,
                 "LOCK_URLS" => config.lock_urls = value.split(',').map(String::from).collect(),
                 "IDS_URL" => config.ids_url = value,
-                "ARCHIVE_DIR" => config.archive_dir = value.into(),
+                // `<data dir>/archive` is where `shoplog up` puts a stack's archive; a stack it
+                // did not start here (a container's, one the environment describes) keeps the
+                // log parser's own default, `archive` in the working directory — as the log
+                // parser beside this CLI in a container writes it.
+                "ARCHIVE_DIR" if started_here => config.archive_dir = value.into(),
                 _ => {}
             }
         }
