@@ -17,7 +17,12 @@ async fn an_audit_waits_for_a_running_batch_and_a_batch_does_not_start_under_an_
     assert!(begin_retiring(&mut conn).await.unwrap());
     let (waited_tx, waited_rx) = tokio::sync::oneshot::channel();
     let c = conn.clone();
-    let audit = tokio::spawn(async move { hold(&c, move || drop(waited_tx.send(()))).await });
+    let audit = tokio::spawn(async move {
+        hold(&c, move || {
+            let _ = waited_tx.send(());
+        })
+        .await
+    });
     tokio::time::timeout(Duration::from_secs(5), waited_rx)
         .await
         .expect("the audit said it waits")
