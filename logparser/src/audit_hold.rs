@@ -1,4 +1,4 @@
-//! An audit and the retirement of saga records exclude each other.
+//! An audit (and `shoplog replay --diff`) and the retirement of saga records exclude each other.
 //!
 //! The audit reads a partition's history, then the database; retirement deletes saga records and
 //! logs them (`RecordsRetired`). A retirement between the two reads makes a record that the

@@ -65,6 +65,17 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u8> {
         None => None,
     };
     let (mut rebuilt_n, mut diff, mut all) = (0usize, Vec::new(), replay::State::new());
+    // Comparing with the database: no saga record is retired between the two reads, as for the
+    // audit (logparser::audit_hold).
+    let hold = match args.diff {
+        true => Some(
+            logparser::audit_hold::hold(&dbs.order, || {
+                progress.say("waiting for a retirement batch to end")
+            })
+            .await?,
+        ),
+        false => None,
+    };
     for k in parts {
         progress.say(&format!("replaying {} partition {k}", service.log()));
         let rebuilt =
@@ -79,6 +90,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u8> {
         } else if args.into.is_none() {
             all.extend(rebuilt);
         }
+    }
+    if let Some(hold) = hold {
+        hold.release().await?;
     }
     let mut code = exit::OK;
     if let (Some(url), Some(target)) = (&args.into, target.as_mut()) {
