@@ -8,7 +8,7 @@ use common::partition::Layout;
 use common::testing::RedisServer;
 use logparser::replay::{self, Failed, ReplayError, ServiceLog, State};
 use logparser::spill::Bucket;
-use order::store::{self, BatchInit};
+use order::store::{self, AddItem, BatchInit};
 
 fn layout(service: ServiceLog) -> Layout {
     Layout::new(service.name(), 4)
@@ -63,15 +63,15 @@ async fn buckets_together_are_the_whole_replay_and_find_its_first_failure() {
     for i in 0..40 {
         let id = format!("it{i}");
         STOCK
-            .create(&mut conn, &sl, &log_id(), &id, &[("price", 2)])
+            .create(&mut conn, &sl, &log_id(), &id, &[("price", 2)], None)
             .await
             .unwrap();
         STOCK
-            .add(&mut conn, &sl, &log_id(), &id, 100 + i)
+            .add(&mut conn, &sl, &log_id(), &id, 100 + i, None)
             .await
             .unwrap();
         STOCK
-            .subtract(&mut conn, &sl, &log_id(), &id, i + 1)
+            .subtract(&mut conn, &sl, &log_id(), &id, i + 1, None)
             .await
             .unwrap();
     }
@@ -81,7 +81,7 @@ async fn buckets_together_are_the_whole_replay_and_find_its_first_failure() {
         .unwrap();
     for i in 0..30 {
         CREDIT
-            .subtract(&mut conn, &pl, &log_id(), &i.to_string(), 1)
+            .subtract(&mut conn, &pl, &log_id(), &i.to_string(), 1, None)
             .await
             .unwrap();
     }
@@ -101,15 +101,29 @@ async fn buckets_together_are_the_whole_replay_and_find_its_first_failure() {
     .unwrap();
     for i in 0..30 {
         let o = format!("o{i}");
-        store::create(&mut conn, &ol, &log_id(), &o, "u")
+        store::create(&mut conn, &ol, &log_id(), &o, "u", None)
             .await
             .unwrap();
-        store::add_item(&mut conn, &ol, &log_id(), &o, "it1", 2, 2, 4)
-            .await
-            .unwrap();
-        store::add_item(&mut conn, &ol, &log_id(), &i.to_string(), "it2", 1, 2, 2)
-            .await
-            .unwrap();
+        store::add_item(
+            &mut conn,
+            &ol,
+            &log_id(),
+            &o,
+            &AddItem::new("it1", 2, 2).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+        store::add_item(
+            &mut conn,
+            &ol,
+            &log_id(),
+            &i.to_string(),
+            &AddItem::new("it2", 1, 2).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
     }
 
     for service in ServiceLog::ALL {

@@ -25,7 +25,7 @@ fn layout(service: ServiceLog) -> Layout {
     }
 }
 use logparser::replay::{self, ServiceLog};
-use order::store::{self, BatchInit};
+use order::store::{self, AddItem, BatchInit};
 
 #[tokio::test]
 async fn replay_reproduces_every_service_and_catches_direct_edits() {
@@ -43,24 +43,24 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
         .await
         .unwrap();
     STOCK
-        .create(&mut conn, &sl(), &log_id(), "apple", &[("price", 2)])
+        .create(&mut conn, &sl(), &log_id(), "apple", &[("price", 2)], None)
         .await
         .unwrap();
     STOCK
-        .add(&mut conn, &sl(), &log_id(), "apple", 100)
+        .add(&mut conn, &sl(), &log_id(), "apple", 100, None)
         .await
         .unwrap();
     STOCK
-        .subtract(&mut conn, &sl(), &log_id(), "apple", 30)
+        .subtract(&mut conn, &sl(), &log_id(), "apple", 30, None)
         .await
         .unwrap();
     let refused = STOCK
-        .subtract(&mut conn, &sl(), &log_id(), "apple", 1000)
+        .subtract(&mut conn, &sl(), &log_id(), "apple", 1000, None)
         .await
         .unwrap();
     assert_eq!(refused, Outcome::Insufficient("70".into()));
     STOCK
-        .subtract(&mut conn, &sl(), &log_id(), "7", 10)
+        .subtract(&mut conn, &sl(), &log_id(), "7", 10, None)
         .await
         .unwrap();
     STOCK
@@ -73,19 +73,19 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
         .await
         .unwrap();
     CREDIT
-        .create(&mut conn, &pl(), &log_id(), "alice", &[])
+        .create(&mut conn, &pl(), &log_id(), "alice", &[], None)
         .await
         .unwrap();
     CREDIT
-        .add(&mut conn, &pl(), &log_id(), "alice", 50)
+        .add(&mut conn, &pl(), &log_id(), "alice", 50, None)
         .await
         .unwrap();
     CREDIT
-        .subtract(&mut conn, &pl(), &log_id(), "alice", 20)
+        .subtract(&mut conn, &pl(), &log_id(), "alice", 20, None)
         .await
         .unwrap();
     let refused = CREDIT
-        .add(&mut conn, &pl(), &log_id(), "alice", i64::MAX)
+        .add(&mut conn, &pl(), &log_id(), "alice", i64::MAX, None)
         .await
         .unwrap();
     assert_eq!(refused, Outcome::Overflow);
@@ -104,21 +104,49 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
     )
     .await
     .unwrap();
-    store::create(&mut conn, &ol(), &log_id(), "o1", "alice")
+    store::create(&mut conn, &ol(), &log_id(), "o1", "alice", None)
         .await
         .unwrap();
-    store::add_item(&mut conn, &ol(), &log_id(), "o1", "apple", 2, 2, 4)
-        .await
-        .unwrap();
-    store::add_item(&mut conn, &ol(), &log_id(), "o1", "7", 1, 3, 3)
-        .await
-        .unwrap();
-    store::add_item(&mut conn, &ol(), &log_id(), "5", "apple", 1, 2, 2)
-        .await
-        .unwrap(); // batch order 5
-    let refused = store::add_item(&mut conn, &ol(), &log_id(), "nope", "apple", 1, 2, 2)
-        .await
-        .unwrap();
+    store::add_item(
+        &mut conn,
+        &ol(),
+        &log_id(),
+        "o1",
+        &AddItem::new("apple", 2, 2).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    store::add_item(
+        &mut conn,
+        &ol(),
+        &log_id(),
+        "o1",
+        &AddItem::new("7", 1, 3).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    store::add_item(
+        &mut conn,
+        &ol(),
+        &log_id(),
+        "5",
+        &AddItem::new("apple", 1, 2).unwrap(),
+        None,
+    )
+    .await
+    .unwrap(); // batch order 5
+    let refused = store::add_item(
+        &mut conn,
+        &ol(),
+        &log_id(),
+        "nope",
+        &AddItem::new("apple", 1, 2).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(refused, Outcome::NotFound);
 
     for service in ServiceLog::ALL {
@@ -161,7 +189,7 @@ async fn replay_into_an_empty_database_is_the_same_state() {
         .await
         .unwrap();
     CREDIT
-        .subtract(&mut src, &pl(), "L2", "3", 7)
+        .subtract(&mut src, &pl(), "L2", "3", 7, None)
         .await
         .unwrap();
     let rebuilt = replay::rebuild(&mut src, None, ServiceLog::Payment, &pl())

@@ -16,13 +16,13 @@ fn ol() -> Layout {
 fn log_of(id: &str) -> String {
     keys::log(ORDER_LOG, &ol(), ol().part(id))
 }
-use order::store::{self, BatchInit};
+use order::store::{self, AddItem, BatchInit};
 
 #[tokio::test]
 async fn create_and_add_items_in_order() {
     let redis = RedisServer::start();
     let mut conn = redis.conn().await;
-    store::create(&mut conn, &ol(), "L1", "o1", "u1")
+    store::create(&mut conn, &ol(), "L1", "o1", "u1", None)
         .await
         .unwrap();
     let fresh = store::find(&mut conn, &ol(), "o1").await.unwrap().unwrap();
@@ -32,21 +32,42 @@ async fn create_and_add_items_in_order() {
     );
 
     assert_eq!(
-        store::add_item(&mut conn, &ol(), "L2", "o1", "a", 2, 5, 10)
-            .await
-            .unwrap(),
+        store::add_item(
+            &mut conn,
+            &ol(),
+            "L2",
+            "o1",
+            &AddItem::new("a", 2, 5).unwrap(),
+            None
+        )
+        .await
+        .unwrap(),
         Outcome::Ok(vec![])
     );
     assert_eq!(
-        store::add_item(&mut conn, &ol(), "L3", "o1", "b", 1, 3, 3)
-            .await
-            .unwrap(),
+        store::add_item(
+            &mut conn,
+            &ol(),
+            "L3",
+            "o1",
+            &AddItem::new("b", 1, 3).unwrap(),
+            None
+        )
+        .await
+        .unwrap(),
         Outcome::Ok(vec![])
     );
     assert_eq!(
-        store::add_item(&mut conn, &ol(), "L4", "o1", "a", 1, 5, 5)
-            .await
-            .unwrap(),
+        store::add_item(
+            &mut conn,
+            &ol(),
+            "L4",
+            "o1",
+            &AddItem::new("a", 1, 5).unwrap(),
+            None
+        )
+        .await
+        .unwrap(),
         Outcome::Ok(vec![])
     );
     let o = store::find(&mut conn, &ol(), "o1").await.unwrap().unwrap();
@@ -73,21 +94,42 @@ async fn add_item_refusals_change_nothing() {
     let redis = RedisServer::start();
     let mut conn = redis.conn().await;
     assert_eq!(
-        store::add_item(&mut conn, &ol(), "L1", "none", "a", 1, 1, 1)
-            .await
-            .unwrap(),
+        store::add_item(
+            &mut conn,
+            &ol(),
+            "L1",
+            "none",
+            &AddItem::new("a", 1, 1).unwrap(),
+            None
+        )
+        .await
+        .unwrap(),
         Outcome::NotFound
     );
-    store::create(&mut conn, &ol(), "L2", "o1", "u1")
+    store::create(&mut conn, &ol(), "L2", "o1", "u1", None)
         .await
         .unwrap();
-    store::add_item(&mut conn, &ol(), "L3", "o1", "a", 1, i64::MAX, i64::MAX)
-        .await
-        .unwrap();
+    store::add_item(
+        &mut conn,
+        &ol(),
+        "L3",
+        "o1",
+        &AddItem::new("a", 1, i64::MAX).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        store::add_item(&mut conn, &ol(), "L4", "o1", "b", 1, 1, 1)
-            .await
-            .unwrap(),
+        store::add_item(
+            &mut conn,
+            &ol(),
+            "L4",
+            "o1",
+            &AddItem::new("b", 1, 1).unwrap(),
+            None
+        )
+        .await
+        .unwrap(),
         Outcome::Overflow
     );
     let _: () = redis::cmd("HSET")
@@ -98,9 +140,16 @@ async fn add_item_refusals_change_nothing() {
         .await
         .unwrap();
     assert_eq!(
-        store::add_item(&mut conn, &ol(), "L5", "o1", "b", 1, 1, 1)
-            .await
-            .unwrap(),
+        store::add_item(
+            &mut conn,
+            &ol(),
+            "L5",
+            "o1",
+            &AddItem::new("b", 1, 1).unwrap(),
+            None
+        )
+        .await
+        .unwrap(),
         Outcome::Conflict("PAID".into())
     );
     let o = store::find(&mut conn, &ol(), "o1").await.unwrap().unwrap();
