@@ -4,15 +4,13 @@
 //! failure the whole replay stops at.
 
 use common::counter::{CREDIT, STOCK};
-use common::partition::Layout;
 use common::testing::RedisServer;
 use logparser::replay::{self, Failed, ReplayError, ServiceLog, State};
 use logparser::spill::Bucket;
-use order::store::{self, AddItem, BatchInit};
 
-fn layout(service: ServiceLog) -> Layout {
-    Layout::new(service.name(), 4)
-}
+mod fixtures;
+
+use fixtures::{add_item, layout, log_ids};
 
 /// Partition `part` of `service` replayed keeping only `bucket`'s keys: the state, or the
 /// failure with its entry's position.
@@ -51,11 +49,7 @@ async fn buckets_together_are_the_whole_replay_and_find_its_first_failure() {
         layout(ServiceLog::Payment),
         layout(ServiceLog::Order),
     );
-    let mut n = 0u32;
-    let mut log_id = || {
-        n += 1;
-        format!("L{n}")
-    };
+    let mut log_id = log_ids();
     STOCK
         .batch_init(&mut conn, &sl, &log_id(), 200, 10, &[("price", 3)])
         .await
@@ -85,45 +79,14 @@ async fn buckets_together_are_the_whole_replay_and_find_its_first_failure() {
             .await
             .unwrap();
     }
-    store::batch_init(
-        &mut conn,
-        &ol,
-        &log_id(),
-        BatchInit {
-            n: 300,
-            n_items: 50,
-            n_users: 20,
-            price: 3,
-            seed: 9,
-        },
-    )
-    .await
-    .unwrap();
+    fixtures::batch_orders(&mut conn, &ol, &log_id()).await;
     for i in 0..30 {
         let o = format!("o{i}");
-        store::create(&mut conn, &ol, &log_id(), &o, "u", None)
+        order::store::create(&mut conn, &ol, &log_id(), &o, "u", None)
             .await
             .unwrap();
-        store::add_item(
-            &mut conn,
-            &ol,
-            &log_id(),
-            &o,
-            &AddItem::new("it1", 2, 2).unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
-        store::add_item(
-            &mut conn,
-            &ol,
-            &log_id(),
-            &i.to_string(),
-            &AddItem::new("it2", 1, 2).unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+        add_item(&mut conn, &ol, &log_id(), &o, ("it1", 2, 2)).await;
+        add_item(&mut conn, &ol, &log_id(), &i.to_string(), ("it2", 1, 2)).await;
     }
 
     for service in ServiceLog::ALL {

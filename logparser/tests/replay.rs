@@ -3,39 +3,18 @@
 
 use common::counter::{CREDIT, STOCK};
 use common::db::Outcome;
-use common::partition::Layout;
 use common::testing::RedisServer;
-
-/// Each service with four partitions (one Redis holds all three here: their keys do not clash).
-fn ol() -> Layout {
-    Layout::new("order", 4)
-}
-fn sl() -> Layout {
-    Layout::new("stock", 4)
-}
-fn pl() -> Layout {
-    Layout::new("payment", 4)
-}
-
-fn layout(service: ServiceLog) -> Layout {
-    match service {
-        ServiceLog::Order => ol(),
-        ServiceLog::Stock => sl(),
-        ServiceLog::Payment => pl(),
-    }
-}
 use logparser::replay::{self, ServiceLog};
-use order::store::{self, AddItem, BatchInit};
+
+mod fixtures;
+
+use fixtures::{add_item, layout, log_ids, pl, sl};
 
 #[tokio::test]
 async fn replay_reproduces_every_service_and_catches_direct_edits() {
     let redis = RedisServer::start();
     let mut conn = redis.conn().await;
-    let mut n = 0u32;
-    let mut log_id = || {
-        n += 1;
-        format!("L{n}")
-    };
+    let mut log_id = log_ids();
 
     // Stock: batch, creates, adds, subtracts, refusals.
     STOCK
@@ -90,63 +69,15 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
         .unwrap();
     assert_eq!(refused, Outcome::Overflow);
     // Orders.
-    store::batch_init(
-        &mut conn,
-        &ol(),
-        &log_id(),
-        BatchInit {
-            n: 300,
-            n_items: 50,
-            n_users: 20,
-            price: 3,
-            seed: 9,
-        },
-    )
-    .await
-    .unwrap();
-    store::create(&mut conn, &ol(), &log_id(), "o1", "alice", None)
+    let ol = layout(ServiceLog::Order);
+    fixtures::batch_orders(&mut conn, &ol, &log_id()).await;
+    order::store::create(&mut conn, &ol, &log_id(), "o1", "alice", None)
         .await
         .unwrap();
-    store::add_item(
-        &mut conn,
-        &ol(),
-        &log_id(),
-        "o1",
-        &AddItem::new("apple", 2, 2).unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
-    store::add_item(
-        &mut conn,
-        &ol(),
-        &log_id(),
-        "o1",
-        &AddItem::new("7", 1, 3).unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
-    store::add_item(
-        &mut conn,
-        &ol(),
-        &log_id(),
-        "5",
-        &AddItem::new("apple", 1, 2).unwrap(),
-        None,
-    )
-    .await
-    .unwrap(); // batch order 5
-    let refused = store::add_item(
-        &mut conn,
-        &ol(),
-        &log_id(),
-        "nope",
-        &AddItem::new("apple", 1, 2).unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
+    add_item(&mut conn, &ol, &log_id(), "o1", ("apple", 2, 2)).await;
+    add_item(&mut conn, &ol, &log_id(), "o1", ("7", 1, 3)).await;
+    add_item(&mut conn, &ol, &log_id(), "5", ("apple", 1, 2)).await; // batch order 5
+    let refused = add_item(&mut conn, &ol, &log_id(), "nope", ("apple", 1, 2)).await;
     assert_eq!(refused, Outcome::NotFound);
 
     for service in ServiceLog::ALL {
