@@ -14,7 +14,7 @@ use redis::Script;
 use crate::db::Outcome;
 use crate::error::ApiError;
 use crate::event::kind as event;
-use crate::http::{self, HandlerResult};
+use crate::http::{self, Backing, HandlerResult};
 use crate::idempotency::{self, idempotent, Keyed};
 use crate::keys::{self, PAYMENT_LOG, STOCK_LOG};
 use crate::partition::Layout;
@@ -155,39 +155,10 @@ impl CounterSpec {
         idempotency::invoke(inv, conn, l, l.part(id), keyed).await
     }
 
-    /// Adds `amount` (> 0) to the counter of `id` (exactly once per `keyed`, see
-    /// [`CounterSpec::change`]).
-    pub async fn add(
-        &self,
-        conn: &mut Conn,
-        l: &Layout,
-        log_id: &str,
-        id: &str,
-        amount: i64,
-        keyed: Option<&Keyed>,
-    ) -> Result<Outcome, ApiError> {
-        self.change(Op::Add, conn, l, log_id, id, amount, keyed)
-            .await
-    }
-
-    /// Subtracts `amount` (> 0) from the counter of `id` if it holds at least that much (exactly
-    /// once per `keyed`, see [`CounterSpec::change`]).
-    pub async fn subtract(
-        &self,
-        conn: &mut Conn,
-        l: &Layout,
-        log_id: &str,
-        id: &str,
-        amount: i64,
-        keyed: Option<&Keyed>,
-    ) -> Result<Outcome, ApiError> {
-        self.change(Op::Subtract, conn, l, log_id, id, amount, keyed)
-            .await
-    }
-
-    /// Adds (`op` [`Op::Add`]) or subtracts ([`Op::Subtract`]) `amount`. With `keyed` (a
-    /// request's `Idempotency-Key`), the change and its stored reply are one script, so a
-    /// repeat is answered the first reply and changes nothing (exactly once).
+    /// Adds `amount` (> 0) to the counter of `id` (`op` [`Op::Add`]), or subtracts it if the
+    /// counter holds at least that much ([`Op::Subtract`]). With `keyed` (a request's
+    /// `Idempotency-Key`), the change and its stored reply are one script, so a repeat is
+    /// answered the first reply and changes nothing (exactly once).
     #[allow(clippy::too_many_arguments)]
     pub async fn change(
         &self,
@@ -295,6 +266,37 @@ pub struct CounterService {
 pub const MAX_BATCH: i64 = 1_000_000;
 
 impl CounterService {
+    /// Starts the saga service `service` whose entities are `spec`'s (stock, payment): its
+    /// database, ids and consumers (`handler` handles their entries), as
+    /// [`crate::consumer::start_saga_service`] does for the participants table; answers the
+    /// entities' HTTP operations and the service's [`Backing`].
+    pub async fn start<F>(
+        spec: CounterSpec,
+        service: &'static str,
+        config: &crate::config::Config,
+        handler: fn(crate::consumer::SagaCtx, crate::log::LogEntry) -> F,
+    ) -> anyhow::Result<(CounterService, Backing)>
+    where
+        F: std::future::Future<Output = Result<(), crate::consumer::HandlerError>> + Send + 'static,
+    {
+        let (ctx, consumers) = crate::consumer::start_saga_service(
+            service,
+            config,
+            crate::saga::PARTICIPANTS,
+            &crate::consumer::db_urls(config),
+            handler,
+        )
+        .await?;
+        let backing = Backing::new(&ctx, consumers, config);
+        let entities = CounterService {
+            spec,
+            db: ctx.db,
+            layout: ctx.layout,
+            ids: ctx.ids,
+        };
+        Ok((entities, backing))
+    }
+
     /// Creates an entity with counter 0 and the given extra fields; answers `{"<entity>_id": id}`.
     /// With an `Idempotency-Key`, the new id is pinned in the key's claim before the create, so
     /// a repeat creates (at most once, in the script) the same entity and answers the same id.

@@ -1,7 +1,7 @@
 //! The shared counter scripts (create / add / subtract / batch_init) against a real redis-server:
 //! each change is applied and logged together, and a refused change neither changes nor logs.
 
-use common::counter::{CREDIT, STOCK};
+use common::counter::{Op, CREDIT, STOCK};
 use common::db::Outcome;
 use common::keys::{self, PAYMENT_LOG, STOCK_LOG};
 use common::log::{self, LogEntry};
@@ -35,14 +35,14 @@ async fn create_add_subtract_are_logged_with_their_state_change() {
         .unwrap();
     assert_eq!(
         STOCK
-            .add(&mut conn, &sl(), "L2", &item, 10, None)
+            .change(Op::Add, &mut conn, &sl(), "L2", &item, 10, None)
             .await
             .unwrap(),
         Outcome::Ok(vec!["10".into()])
     );
     assert_eq!(
         STOCK
-            .subtract(&mut conn, &sl(), "L3", &item, 4, None)
+            .change(Op::Subtract, &mut conn, &sl(), "L3", &item, 4, None)
             .await
             .unwrap(),
         Outcome::Ok(vec!["6".into()])
@@ -70,14 +70,14 @@ async fn refused_changes_change_nothing_and_log_nothing() {
         .await
         .unwrap();
     CREDIT
-        .add(&mut conn, &pl(), "L2", &user, 5, None)
+        .change(Op::Add, &mut conn, &pl(), "L2", &user, 5, None)
         .await
         .unwrap();
 
     // Not enough credit.
     assert_eq!(
         CREDIT
-            .subtract(&mut conn, &pl(), "L3", &user, 6, None)
+            .change(Op::Subtract, &mut conn, &pl(), "L3", &user, 6, None)
             .await
             .unwrap(),
         Outcome::Insufficient("5".into())
@@ -85,7 +85,7 @@ async fn refused_changes_change_nothing_and_log_nothing() {
     // Overflow past i64::MAX.
     assert_eq!(
         CREDIT
-            .add(&mut conn, &pl(), "L4", &user, i64::MAX, None)
+            .change(Op::Add, &mut conn, &pl(), "L4", &user, i64::MAX, None)
             .await
             .unwrap(),
         Outcome::Overflow
@@ -93,14 +93,14 @@ async fn refused_changes_change_nothing_and_log_nothing() {
     // Unknown entity.
     assert_eq!(
         CREDIT
-            .add(&mut conn, &pl(), "L5", "nobody", 1, None)
+            .change(Op::Add, &mut conn, &pl(), "L5", "nobody", 1, None)
             .await
             .unwrap(),
         Outcome::NotFound
     );
     assert_eq!(
         CREDIT
-            .subtract(&mut conn, &pl(), "L6", "nobody", 1, None)
+            .change(Op::Subtract, &mut conn, &pl(), "L6", "nobody", 1, None)
             .await
             .unwrap(),
         Outcome::NotFound
@@ -131,34 +131,34 @@ async fn subtract_compares_exactly_near_i64_max() {
         .unwrap();
     let big = (1i64 << 53) + 1;
     STOCK
-        .add(&mut conn, &sl(), "L2", &item, big - 1, None)
+        .change(Op::Add, &mut conn, &sl(), "L2", &item, big - 1, None)
         .await
         .unwrap();
     assert_eq!(
         STOCK
-            .subtract(&mut conn, &sl(), "L3", &item, big, None)
+            .change(Op::Subtract, &mut conn, &sl(), "L3", &item, big, None)
             .await
             .unwrap(),
         Outcome::Insufficient((big - 1).to_string())
     );
     STOCK
-        .add(&mut conn, &sl(), "L4", &item, 1, None)
+        .change(Op::Add, &mut conn, &sl(), "L4", &item, 1, None)
         .await
         .unwrap();
     assert_eq!(
         STOCK
-            .subtract(&mut conn, &sl(), "L5", &item, big, None)
+            .change(Op::Subtract, &mut conn, &sl(), "L5", &item, big, None)
             .await
             .unwrap(),
         Outcome::Ok(vec!["0".into()])
     );
     STOCK
-        .add(&mut conn, &sl(), "L6", &item, i64::MAX, None)
+        .change(Op::Add, &mut conn, &sl(), "L6", &item, i64::MAX, None)
         .await
         .unwrap();
     assert_eq!(
         STOCK
-            .subtract(&mut conn, &sl(), "L7", &item, i64::MAX, None)
+            .change(Op::Subtract, &mut conn, &sl(), "L7", &item, i64::MAX, None)
             .await
             .unwrap(),
         Outcome::Ok(vec!["0".into()])
@@ -174,7 +174,7 @@ async fn batch_init_creates_and_overwrites_with_one_log_entry_per_partition() {
         .await
         .unwrap();
     STOCK
-        .subtract(&mut conn, &sl(), "L2", "999", 3, None)
+        .change(Op::Subtract, &mut conn, &sl(), "L2", "999", 3, None)
         .await
         .unwrap();
     STOCK
@@ -230,7 +230,7 @@ async fn scripts_are_reloaded_after_script_flush() {
         .unwrap();
     assert_eq!(
         STOCK
-            .add(&mut conn, &sl(), "L2", &item, 1, None)
+            .change(Op::Add, &mut conn, &sl(), "L2", &item, 1, None)
             .await
             .unwrap(),
         Outcome::Ok(vec!["1".into()])

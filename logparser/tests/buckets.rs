@@ -3,7 +3,7 @@
 //! and when the log cannot be replayed, the bucket failure of the smallest (entry, step) is the
 //! failure the whole replay stops at.
 
-use common::counter::{CREDIT, STOCK};
+use common::counter::{Op, CREDIT, STOCK};
 use common::testing::RedisServer;
 use logparser::replay::{self, Failed, ReplayError, ServiceLog, State};
 use logparser::spill::Bucket;
@@ -61,11 +61,11 @@ async fn buckets_together_are_the_whole_replay_and_find_its_first_failure() {
             .await
             .unwrap();
         STOCK
-            .add(&mut conn, &sl, &log_id(), &id, 100 + i, None)
+            .change(Op::Add, &mut conn, &sl, &log_id(), &id, 100 + i, None)
             .await
             .unwrap();
         STOCK
-            .subtract(&mut conn, &sl, &log_id(), &id, i + 1, None)
+            .change(Op::Subtract, &mut conn, &sl, &log_id(), &id, i + 1, None)
             .await
             .unwrap();
     }
@@ -75,7 +75,15 @@ async fn buckets_together_are_the_whole_replay_and_find_its_first_failure() {
         .unwrap();
     for i in 0..30 {
         CREDIT
-            .subtract(&mut conn, &pl, &log_id(), &i.to_string(), 1, None)
+            .change(
+                Op::Subtract,
+                &mut conn,
+                &pl,
+                &log_id(),
+                &i.to_string(),
+                1,
+                None,
+            )
             .await
             .unwrap();
     }

@@ -1,7 +1,7 @@
 //! Log completeness (DESIGN.md invariant 5): replaying a service's log into an empty model gives
 //! exactly the database's state — and a change made behind the log's back shows up as a difference.
 
-use common::counter::{CREDIT, STOCK};
+use common::counter::{Op, CREDIT, STOCK};
 use common::db::Outcome;
 use common::testing::RedisServer;
 use logparser::replay::{self, ServiceLog};
@@ -26,20 +26,28 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
         .await
         .unwrap();
     STOCK
-        .add(&mut conn, &sl(), &log_id(), "apple", 100, None)
+        .change(Op::Add, &mut conn, &sl(), &log_id(), "apple", 100, None)
         .await
         .unwrap();
     STOCK
-        .subtract(&mut conn, &sl(), &log_id(), "apple", 30, None)
+        .change(Op::Subtract, &mut conn, &sl(), &log_id(), "apple", 30, None)
         .await
         .unwrap();
     let refused = STOCK
-        .subtract(&mut conn, &sl(), &log_id(), "apple", 1000, None)
+        .change(
+            Op::Subtract,
+            &mut conn,
+            &sl(),
+            &log_id(),
+            "apple",
+            1000,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(refused, Outcome::Insufficient("70".into()));
     STOCK
-        .subtract(&mut conn, &sl(), &log_id(), "7", 10, None)
+        .change(Op::Subtract, &mut conn, &sl(), &log_id(), "7", 10, None)
         .await
         .unwrap();
     STOCK
@@ -56,15 +64,23 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
         .await
         .unwrap();
     CREDIT
-        .add(&mut conn, &pl(), &log_id(), "alice", 50, None)
+        .change(Op::Add, &mut conn, &pl(), &log_id(), "alice", 50, None)
         .await
         .unwrap();
     CREDIT
-        .subtract(&mut conn, &pl(), &log_id(), "alice", 20, None)
+        .change(Op::Subtract, &mut conn, &pl(), &log_id(), "alice", 20, None)
         .await
         .unwrap();
     let refused = CREDIT
-        .add(&mut conn, &pl(), &log_id(), "alice", i64::MAX, None)
+        .change(
+            Op::Add,
+            &mut conn,
+            &pl(),
+            &log_id(),
+            "alice",
+            i64::MAX,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(refused, Outcome::Overflow);
@@ -120,7 +136,7 @@ async fn replay_into_an_empty_database_is_the_same_state() {
         .await
         .unwrap();
     CREDIT
-        .subtract(&mut src, &pl(), "L2", "3", 7, None)
+        .change(Op::Subtract, &mut src, &pl(), "L2", "3", 7, None)
         .await
         .unwrap();
     let rebuilt = replay::rebuild(&mut src, None, ServiceLog::Payment, &pl())

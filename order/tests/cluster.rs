@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::config::Config;
 use common::consumer::{start_saga_service, DbUrls};
-use common::counter::{CREDIT, STOCK};
+use common::counter::{Op, CREDIT, STOCK};
 use common::db::Conn;
 use common::keys;
 use common::partition::Layout;
@@ -139,7 +139,8 @@ async fn a_checkout_storm_on_three_node_clusters_reconciles_exactly() {
             .await
             .unwrap();
         STOCK
-            .add(
+            .change(
+                Op::Add,
                 &mut stock_db,
                 &sl(),
                 &format!("a{i}"),
@@ -157,7 +158,8 @@ async fn a_checkout_storm_on_three_node_clusters_reconciles_exactly() {
             .await
             .unwrap();
         CREDIT
-            .add(
+            .change(
+                Op::Add,
                 &mut payment_db,
                 &pl(),
                 &format!("au{u}"),

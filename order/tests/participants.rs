@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::config::Config;
 use common::consumer::{start_saga_service, DbUrls, HandlerError, SagaCtx};
-use common::counter::{CREDIT, STOCK};
+use common::counter::{Op, CREDIT, STOCK};
 use common::db::Conn;
 use common::event::Event;
 use common::keys;
@@ -215,7 +215,7 @@ impl Stack {
             .await
             .unwrap();
         STOCK
-            .add(&mut self.stock, &sl(), "l2", "a", 10, None)
+            .change(Op::Add, &mut self.stock, &sl(), "l2", "a", 10, None)
             .await
             .unwrap();
         CREDIT
@@ -223,7 +223,7 @@ impl Stack {
             .await
             .unwrap();
         CREDIT
-            .add(&mut self.payment, &pl(), "l4", "u", 100, None)
+            .change(Op::Add, &mut self.payment, &pl(), "l4", "u", 100, None)
             .await
             .unwrap();
         for o in orders {

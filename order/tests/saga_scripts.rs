@@ -4,7 +4,7 @@
 //! reservations, and fencing.
 
 use common::consumer::SagaCtx;
-use common::counter::{CREDIT, STOCK};
+use common::counter::{Op, CREDIT, STOCK};
 use common::db::Conn;
 use common::event::Event;
 use common::keys::{self as log, ORDER_LOG, PAYMENT_LOG, STOCK_LOG};
@@ -272,7 +272,7 @@ impl Dbs {
                 .await
                 .unwrap();
             STOCK
-                .add(&mut self.stock, &sl(), &l2, item, stock, None)
+                .change(Op::Add, &mut self.stock, &sl(), &l2, item, stock, None)
                 .await
                 .unwrap();
         }
@@ -282,7 +282,7 @@ impl Dbs {
             .await
             .unwrap();
         CREDIT
-            .add(&mut self.payment, &pl(), &l2, "u", credit, None)
+            .change(Op::Add, &mut self.payment, &pl(), &l2, "u", credit, None)
             .await
             .unwrap();
         let l = self.log_id();
@@ -758,12 +758,12 @@ async fn every_event_every_script_appends_decodes_within_one_slot() {
     d.setup(100, &[("a", 2), ("b", 1)]).await;
     let l = d.log_id();
     STOCK
-        .subtract(&mut d.stock, &sl(), &l, "a", 1, None)
+        .change(Op::Subtract, &mut d.stock, &sl(), &l, "a", 1, None)
         .await
         .unwrap();
     let l = d.log_id();
     CREDIT
-        .subtract(&mut d.payment, &pl(), &l, "u", 1, None)
+        .change(Op::Subtract, &mut d.payment, &pl(), &l, "u", 1, None)
         .await
         .unwrap();
     let l = d.log_id();

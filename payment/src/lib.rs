@@ -12,7 +12,6 @@ use common::config::Config;
 use common::counter::{CounterService, CREDIT};
 use common::http::{self, Backing, HandlerResult, Method, Service};
 use common::metrics::Metrics;
-use common::saga::PARTICIPANTS;
 
 /// The payment service.
 pub struct Payment {
@@ -24,23 +23,10 @@ impl Payment {
     /// Connects to payment-db, leases a first block of ids, and starts consuming the logs the
     /// participants table says payment reads.
     pub async fn start(config: &Config) -> anyhow::Result<Arc<Payment>> {
-        let (ctx, consumers) = common::consumer::start_saga_service(
-            common::saga::PAYMENT.name,
-            config,
-            PARTICIPANTS,
-            &common::consumer::db_urls(config),
-            saga::on_entry,
-        )
-        .await?;
-        Ok(Arc::new(Payment {
-            backing: Backing::new(&ctx, consumers, config),
-            users: CounterService {
-                spec: CREDIT,
-                db: ctx.db,
-                layout: ctx.layout,
-                ids: ctx.ids,
-            },
-        }))
+        let (users, backing) =
+            CounterService::start(CREDIT, common::saga::PAYMENT.name, config, saga::on_entry)
+                .await?;
+        Ok(Arc::new(Payment { users, backing }))
     }
 }
 

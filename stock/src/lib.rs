@@ -12,7 +12,6 @@ use common::config::Config;
 use common::counter::{CounterService, STOCK};
 use common::http::{self, Backing, HandlerResult, Method, Service};
 use common::metrics::Metrics;
-use common::saga::PARTICIPANTS;
 use common::validate;
 
 /// The stock service.
@@ -25,23 +24,9 @@ impl Stock {
     /// Connects to stock-db, leases a first block of ids, and starts consuming the logs the
     /// participants table says stock reads.
     pub async fn start(config: &Config) -> anyhow::Result<Arc<Stock>> {
-        let (ctx, consumers) = common::consumer::start_saga_service(
-            common::saga::STOCK.name,
-            config,
-            PARTICIPANTS,
-            &common::consumer::db_urls(config),
-            saga::on_entry,
-        )
-        .await?;
-        Ok(Arc::new(Stock {
-            backing: Backing::new(&ctx, consumers, config),
-            items: CounterService {
-                spec: STOCK,
-                db: ctx.db,
-                layout: ctx.layout,
-                ids: ctx.ids,
-            },
-        }))
+        let (items, backing) =
+            CounterService::start(STOCK, common::saga::STOCK.name, config, saga::on_entry).await?;
+        Ok(Arc::new(Stock { items, backing }))
     }
 }
 
