@@ -11,6 +11,7 @@ started without wiping its data directory (its path is printed).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -176,6 +178,28 @@ def shoplog(data_dir: Path, *args: str, timeout: int = 300, **env) -> subprocess
     return _run([str(shoplog_bin()), *args], full_env, timeout)
 
 
+@contextlib.contextmanager
+def own_stack(prefix: str, *up_args: str, **env: str) -> Iterator[Path]:
+    """A stack of the caller's own, for tests that load, stop or break one: `shoplog up --detach
+    UP_ARGS` in a fresh data directory (named `prefix`…) with `env` (its SHOPLOG_PORT_OFFSET and
+    SHOPLOG_GATEWAY_PORT keep it off the ports of the other stacks of the session), taken down and
+    wiped when the block ends. Skips without a binary; a stack that does not come up is taken down
+    and fails the test with its logs."""
+    binary = shoplog_bin()
+    if not binary.exists():
+        pytest.skip(f"no shoplog binary at {binary}")
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    up = shoplog(data_dir, "up", "--detach", *up_args, timeout=UP_TIMEOUT, **env)
+    if up.returncode != 0:
+        tails = _log_tails(data_dir)
+        shoplog(data_dir, "down", "--wipe", timeout=DOWN_TIMEOUT, **env)
+        pytest.fail(f"`shoplog up --detach {' '.join(up_args)}` failed ({up.returncode}):\n{up.stderr}\n{tails}")
+    try:
+        yield data_dir
+    finally:
+        shoplog(data_dir, "down", "--wipe", timeout=DOWN_TIMEOUT, **env)
+
+
 REPLICATED_GATEWAY_PORT = int(os.environ.get("SHOPLOG_REPLICATED_GATEWAY_PORT", "9000"))
 
 
@@ -183,24 +207,11 @@ REPLICATED_GATEWAY_PORT = int(os.environ.get("SHOPLOG_REPLICATED_GATEWAY_PORT", 
 def replicated_gateway(request, stack) -> str:
     """A second local stack with 2 replicas of order, stock and payment (ports offset by 1000),
     started for the tests that must hold with replicas; yields its gateway URL."""
-    binary = shoplog_bin()
-    if not binary.exists():
-        pytest.skip(f"no shoplog binary at {binary} to start a replicated stack")
-    data_dir = Path(tempfile.mkdtemp(prefix="shoplog-replicas-"))
-    env = dict(
-        os.environ,
-        SHOPLOG_DATA_DIR=str(data_dir),
-        SHOPLOG_PORT_OFFSET="1000",
-        SHOPLOG_GATEWAY_PORT=str(REPLICATED_GATEWAY_PORT),
-    )
-    up = _run([str(binary), "up", "--detach", "--replicas", "2"], env, UP_TIMEOUT)
-    if up.returncode != 0:
-        tails = _log_tails(data_dir)
-        _run([str(binary), "down", "--wipe"], env, DOWN_TIMEOUT)
-        pytest.fail(f"`shoplog up --detach --replicas 2` failed ({up.returncode}):\n{up.stderr}\n{tails}")
-    _say(request, f"\n[shoplog] replicated stack up, data dir {data_dir}")
-    STACK_DIRS[f"http://127.0.0.1:{REPLICATED_GATEWAY_PORT}"] = data_dir
-    yield f"http://127.0.0.1:{REPLICATED_GATEWAY_PORT}"
-    if request.session.testsfailed:
-        _say(request, _log_tails(data_dir))
-    _run([str(binary), "down", "--wipe"], env, DOWN_TIMEOUT)
+    base = f"http://127.0.0.1:{REPLICATED_GATEWAY_PORT}"
+    ports = {"SHOPLOG_PORT_OFFSET": "1000", "SHOPLOG_GATEWAY_PORT": str(REPLICATED_GATEWAY_PORT)}
+    with own_stack("shoplog-replicas-", "--replicas", "2", **ports) as data_dir:
+        _say(request, f"\n[shoplog] replicated stack up, data dir {data_dir}")
+        STACK_DIRS[base] = data_dir
+        yield base
+        if request.session.testsfailed:
+            _say(request, _log_tails(data_dir))

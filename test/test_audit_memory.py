@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import DOWN_TIMEOUT, _log_tails, shoplog, shoplog_bin
+from conftest import own_stack, shoplog
 from helpers import Api, key, ok_json, partition, streams, tag
 
 OFFSET = 7500
@@ -29,13 +28,8 @@ TINY = "16K"
 
 @pytest.fixture(scope="module")
 def stack():
-    if not shoplog_bin().exists():
-        pytest.skip(f"no shoplog binary at {shoplog_bin()}")
-    data_dir = Path(tempfile.mkdtemp(prefix="shoplog-auditmem-"))
-    up = shoplog(data_dir, "up", "--detach", **ENV)
-    assert up.returncode == 0, up.stderr + _log_tails(data_dir)
-    yield data_dir
-    shoplog(data_dir, "down", "--wipe", timeout=DOWN_TIMEOUT, **ENV)
+    with own_stack("shoplog-auditmem-", **ENV) as data_dir:
+        yield data_dir
 
 
 def audit(data_dir: Path, budget: str | None = None) -> tuple[int, dict]:

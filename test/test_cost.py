@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import DOWN_TIMEOUT, _log_tails, shoplog, shoplog_bin
+from conftest import own_stack, shoplog
 
 # Not 5500: test_cluster's stock-db nodes (offset 7000) sit on 13601-13606, where stock-1 would.
 OFFSET = 10000
@@ -28,15 +26,8 @@ CHECKOUTS = 600
 
 @pytest.fixture(scope="module")
 def data_dir():
-    if not shoplog_bin().exists():
-        pytest.skip(f"no shoplog binary at {shoplog_bin()}")
-    d = Path(tempfile.mkdtemp(prefix="shoplog-cost-"))
-    up = shoplog(d, "up", "--detach", **ENV)
-    if up.returncode != 0:
-        shoplog(d, "down", "--wipe", timeout=DOWN_TIMEOUT, **ENV)
-        pytest.fail(f"`shoplog up` failed: {up.stderr}\n{_log_tails(d)}")
-    yield d
-    shoplog(d, "down", "--wipe", timeout=DOWN_TIMEOUT, **ENV)
+    with own_stack("shoplog-cost-", **ENV) as d:
+        yield d
 
 
 def commandstats(port: int) -> dict[str, int]:

@@ -14,7 +14,7 @@ use redis::Script;
 use crate::db::Outcome;
 use crate::error::ApiError;
 use crate::event::kind as event;
-use crate::http::{self, HandlerResult};
+use crate::http::{self, Backing, HandlerResult};
 use crate::idempotency::{self, idempotent, Keyed};
 use crate::keys::{self, PAYMENT_LOG, STOCK_LOG};
 use crate::partition::Layout;
@@ -132,25 +132,10 @@ impl CounterSpec {
     }
 
     /// Creates entity `id` with counter 0 and the given extra fields, logged as `created` in its
-    /// partition's log.
+    /// partition's log. With `keyed` (a request's `Idempotency-Key`), a repeat finds the reply
+    /// stored by the first create of `id` and creates nothing (no reset of an entity changed
+    /// since); the key's record of another request is a 422.
     pub async fn create(
-        &self,
-        conn: &mut Conn,
-        l: &Layout,
-        log_id: &str,
-        id: &str,
-        extra: &[(&str, i64)],
-    ) -> Result<(), redis::RedisError> {
-        self.create_invocation(l, log_id, id, extra, None)
-            .invoke_async::<Outcome>(conn)
-            .await
-            .map(|_| ())
-    }
-
-    /// [`CounterSpec::create`] for a request that may carry an `Idempotency-Key`: with `keyed`,
-    /// a repeat finds the reply stored by the first create of `id` and creates nothing (no
-    /// reset of an entity changed since); the key's record of another request is a 422.
-    pub async fn create_keyed(
         &self,
         conn: &mut Conn,
         l: &Layout,
@@ -159,18 +144,6 @@ impl CounterSpec {
         extra: &[(&str, i64)],
         keyed: Option<&Keyed>,
     ) -> Result<Outcome, ApiError> {
-        let inv = self.create_invocation(l, log_id, id, extra, keyed);
-        decode(inv.invoke_async(conn).await?, keyed)
-    }
-
-    fn create_invocation(
-        &self,
-        l: &Layout,
-        log_id: &str,
-        id: &str,
-        extra: &[(&str, i64)],
-        keyed: Option<&Keyed>,
-    ) -> redis::ScriptInvocation<'static> {
         let mut inv = CREATE.prepare_invoke();
         inv.key(self.key(l, id))
             .key(keys::log(self.log, l, l.part(id)));
@@ -179,56 +152,15 @@ impl CounterSpec {
         for (f, v) in extra {
             inv.arg(*f).arg(*v);
         }
-        if let Some(k) = keyed {
-            k.add_to(&mut inv, l, l.part(id));
-        }
-        inv
+        idempotency::invoke(inv, conn, l, l.part(id), keyed).await
     }
 
-    /// Adds `amount` (> 0) to the counter of `id`.
-    pub async fn add(
-        &self,
-        conn: &mut Conn,
-        l: &Layout,
-        log_id: &str,
-        id: &str,
-        amount: i64,
-    ) -> Result<Outcome, redis::RedisError> {
-        let v = self
-            .invoke_change(&ADD, self.added, conn, l, log_id, id, amount, None)
-            .await?;
-        redis::FromRedisValue::from_redis_value(v).map_err(Into::into)
-    }
-
-    /// Subtracts `amount` (> 0) from the counter of `id` if it holds at least that much.
-    pub async fn subtract(
-        &self,
-        conn: &mut Conn,
-        l: &Layout,
-        log_id: &str,
-        id: &str,
-        amount: i64,
-    ) -> Result<Outcome, redis::RedisError> {
-        let v = self
-            .invoke_change(
-                &SUBTRACT,
-                self.subtracted,
-                conn,
-                l,
-                log_id,
-                id,
-                amount,
-                None,
-            )
-            .await?;
-        redis::FromRedisValue::from_redis_value(v).map_err(Into::into)
-    }
-
-    /// Adds (`op` [`Op::Add`]) or subtracts ([`Op::Subtract`]) `amount` for a request that may
-    /// carry an `Idempotency-Key`: with `keyed`, the change and its stored reply are one script,
-    /// so a repeat is answered the first reply and changes nothing (exactly once).
+    /// Adds `amount` (> 0) to the counter of `id` (`op` [`Op::Add`]), or subtracts it if the
+    /// counter holds at least that much ([`Op::Subtract`]). With `keyed` (a request's
+    /// `Idempotency-Key`), the change and its stored reply are one script, so a repeat is
+    /// answered the first reply and changes nothing (exactly once).
     #[allow(clippy::too_many_arguments)]
-    pub async fn change_keyed(
+    pub async fn change(
         &self,
         op: Op,
         conn: &mut Conn,
@@ -245,24 +177,6 @@ impl CounterSpec {
                 return Err(ApiError::Internal(format!("{op:?} is not a change")))
             }
         };
-        let v = self
-            .invoke_change(script, kind, conn, l, log_id, id, amount, keyed)
-            .await?;
-        decode(v, keyed)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn invoke_change(
-        &self,
-        script: &Script,
-        kind: &str,
-        conn: &mut Conn,
-        l: &Layout,
-        log_id: &str,
-        id: &str,
-        amount: i64,
-        keyed: Option<&Keyed>,
-    ) -> Result<redis::Value, redis::RedisError> {
         let mut inv = script.prepare_invoke();
         inv.key(self.key(l, id))
             .key(keys::log(self.log, l, l.part(id)))
@@ -272,10 +186,7 @@ impl CounterSpec {
             .arg(id)
             .arg(self.field)
             .arg(amount);
-        if let Some(k) = keyed {
-            k.add_to(&mut inv, l, l.part(id));
-        }
-        inv.invoke_async(conn).await
+        idempotency::invoke(inv, conn, l, l.part(id), keyed).await
     }
 
     /// Creates or overwrites entities `"0"`..`"n-1"` with the counter at `start` and the extra
@@ -321,13 +232,6 @@ impl CounterSpec {
     }
 }
 
-/// A keyed script's reply: a 422 for another request's record, else the outcome.
-fn decode(v: redis::Value, keyed: Option<&Keyed>) -> Result<Outcome, ApiError> {
-    let v = idempotency::checked(v, keyed)?;
-    redis::FromRedisValue::from_redis_value(v)
-        .map_err(|e| ApiError::Internal(format!("unexpected script answer: {e}")))
-}
-
 /// The ids `"0"`..`"n-1"` of a `batch_init`, grouped by partition (partitions without any are
 /// left out), each group in id order.
 pub fn batch_partitions(l: &Layout, n: i64) -> Vec<(u32, Vec<String>)> {
@@ -362,20 +266,48 @@ pub struct CounterService {
 pub const MAX_BATCH: i64 = 1_000_000;
 
 impl CounterService {
+    /// Starts the saga service `service` whose entities are `spec`'s (stock, payment): its
+    /// database, ids and consumers (`handler` handles their entries), as
+    /// [`crate::consumer::start_saga_service`] does for the participants table; answers the
+    /// entities' HTTP operations and the service's [`Backing`].
+    pub async fn start<F>(
+        spec: CounterSpec,
+        service: &'static str,
+        config: &crate::config::Config,
+        handler: fn(crate::consumer::SagaCtx, crate::log::LogEntry) -> F,
+    ) -> anyhow::Result<(CounterService, Backing)>
+    where
+        F: std::future::Future<Output = Result<(), crate::consumer::HandlerError>> + Send + 'static,
+    {
+        let (ctx, consumers) = crate::consumer::start_saga_service(
+            service,
+            config,
+            crate::saga::PARTICIPANTS,
+            &crate::consumer::db_urls(config),
+            handler,
+        )
+        .await?;
+        let backing = Backing::new(&ctx, consumers, config);
+        let entities = CounterService {
+            spec,
+            db: ctx.db,
+            layout: ctx.layout,
+            ids: ctx.ids,
+        };
+        Ok((entities, backing))
+    }
+
     /// Creates an entity with counter 0 and the given extra fields; answers `{"<entity>_id": id}`.
     /// With an `Idempotency-Key`, the new id is pinned in the key's claim before the create, so
     /// a repeat creates (at most once, in the script) the same entity and answers the same id.
     pub async fn create(&self, extra: &[(&str, i64)], keyed: Option<&Keyed>) -> HandlerResult {
         let mut db = self.db.clone();
-        let mut id = self.ids.next();
-        if let Some(k) = keyed {
-            id = idempotency::claim(&mut db, &self.layout, k, &id, true)
-                .await?
-                .pinned;
-        }
+        let id = idempotency::claim_if_keyed(&mut db, &self.layout, keyed, &self.ids.next(), true)
+            .await?
+            .pinned;
         let log_id = self.ids.next();
         self.spec
-            .create_keyed(&mut db, &self.layout, &log_id, &id, extra, keyed)
+            .create(&mut db, &self.layout, &log_id, &id, extra, keyed)
             .await?;
         db.replicated(&self.spec.key(&self.layout, &id)).await?;
         let mut body = serde_json::Map::new();
@@ -441,14 +373,12 @@ impl CounterService {
         let amount = validate::positive(raw_amount, "amount")?;
         let log_id = self.ids.next();
         let mut db = self.db.clone();
-        if let Some(k) = keyed {
-            // Binds the key to this request (422 if it names another); the answer record the
-            // script keeps is what makes the repeat change nothing.
-            idempotency::claim(&mut db, &self.layout, k, "", false).await?;
-        }
+        // Binds the key to this request (422 if it names another); the answer record the
+        // script keeps is what makes the repeat change nothing.
+        idempotency::claim_if_keyed(&mut db, &self.layout, keyed, "", false).await?;
         let outcome = self
             .spec
-            .change_keyed(op, &mut db, &self.layout, &log_id, id, amount, keyed)
+            .change(op, &mut db, &self.layout, &log_id, id, amount, keyed)
             .await?;
         db.replicated(&self.spec.key(&self.layout, id)).await?;
         self.answer(id, amount, outcome)
@@ -467,27 +397,19 @@ impl CounterService {
         let n = validate::count(raw_n, "n", 1, MAX_BATCH)?;
         let start = validate::non_negative(raw_start, self.spec.field)?;
         let mut db = self.db.clone();
-        if let Some(k) = keyed {
-            let claim = idempotency::claim(&mut db, &self.layout, k, "", false).await?;
-            if let Some(answer) = claim.answer {
-                return Ok(answer.response());
-            }
-        }
-        let result = self.run_batch_init(&mut db, n, start, extra).await;
-        let answer = idempotency::Answer::of(&result);
-        if let Some(k) = keyed {
-            idempotency::finish(&mut db, &self.layout, k, &answer).await;
-        }
-        result.map(|_| answer.response())
+        idempotency::answer_once(&mut db, &self.layout, keyed, "", false, |_| {
+            self.run_batch_init(n, start, extra)
+        })
+        .await
     }
 
     async fn run_batch_init(
         &self,
-        db: &mut Conn,
         n: i64,
         start: i64,
         extra: &[(&str, i64)],
     ) -> Result<serde_json::Value, ApiError> {
+        let db = &mut self.db.clone();
         let log_id = self.ids.next();
         self.spec
             .batch_init(db, &self.layout, &log_id, n, start, extra)

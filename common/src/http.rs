@@ -1,8 +1,11 @@
 //! The HTTP server scaffolding every service shares.
 //!
-//! A service implements [`Service::handle`] as one `match` over the path segments (slice patterns
+//! A service implements [`Service::handle`] (or [`Service::handle_request`], when it reads the
+//! request's `Idempotency-Key`) as one `match` over the path segments ([`path`]: slice patterns
 //! read like a route table); each arm first checks the method with [`allow`], so a route is
-//! written once and a known path asked with another method answers 405, never 404. This module adds what every service needs around it:
+//! written once and a known path asked with another method answers 405, never 404. A service that
+//! keeps state behind log consumers hands its [`Backing`] to [`Service::backing`] and gets its
+//! health and shutdown from it. This module adds what every service needs around it:
 //! `GET /<prefix>/health` and `GET /<prefix>/metrics`, a tracing span per request, request metrics,
 //! JSON error bodies for every failure (unknown routes included) and graceful shutdown on SIGTERM or
 //! Ctrl-C.
@@ -28,6 +31,10 @@ pub use warp::http::{Method, StatusCode};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+
+mod backing;
+
+pub use backing::Backing;
 
 /// An HTTP response.
 pub type Response = warp::reply::Response;
@@ -105,12 +112,17 @@ pub trait Service: Send + Sync + 'static {
     const PREFIX: &'static str;
 
     /// Answers one request. `segments` are the raw (still percent-encoded) path segments, prefix
-    /// included, e.g. `["stock", "add", "<id>", "5"]`. Unknown paths answer [`not_found`].
+    /// included, e.g. `["stock", "add", "<id>", "5"]`. Unknown paths answer [`not_found`]. The
+    /// default answers every path so: a service that routes in [`Service::handle_request`]
+    /// instead need not write this one too.
     fn handle(
         self: Arc<Self>,
         method: Method,
         segments: Vec<String>,
-    ) -> impl Future<Output = HandlerResult> + Send;
+    ) -> impl Future<Output = HandlerResult> + Send {
+        let _ = method;
+        async move { Err(not_found(&segments)) }
+    }
 
     /// Answers one request with what the headers said about it ([`Meta`]: its
     /// `Idempotency-Key`, when it reached the gateway). Services that store answers
@@ -127,14 +139,33 @@ pub trait Service: Send + Sync + 'static {
         self.handle(method, segments)
     }
 
-    /// Whether the service can do its work (its database answers, its consumers run); `Err`
-    /// says what is wrong. Drives `/health` (503 when `Err`).
-    fn healthy(self: Arc<Self>) -> impl Future<Output = Health> + Send;
+    /// The database, consumers and retention of a service that keeps state behind log
+    /// consumers (order, stock, payment), from which the defaults of [`Service::healthy`] and
+    /// [`Service::stop`] work; `None` (the default) for a service without them.
+    fn backing(&self) -> Option<&Backing> {
+        None
+    }
 
-    /// Stops the service's background work (its consumers) once the server stopped accepting
-    /// requests.
+    /// Whether the service can do its work (its database answers, its consumers run); `Err`
+    /// says what is wrong. Drives `/health` (503 when `Err`). The default asks the
+    /// [`Service::backing`], and is `Ok` for a service without one.
+    fn healthy(self: Arc<Self>) -> impl Future<Output = Health> + Send {
+        async move {
+            match self.backing() {
+                Some(b) => b.health().await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// Stops the service's background work (the consumers of its [`Service::backing`], by
+    /// default) once the server stopped accepting requests.
     fn stop(self: Arc<Self>) -> impl Future<Output = ()> + Send {
-        async {}
+        async move {
+            if let Some(b) = self.backing() {
+                b.consumers.stop().await
+            }
+        }
     }
 
     /// The process's metrics registry.
@@ -205,6 +236,11 @@ pub async fn health(
         return Err("database unreachable");
     }
     Ok(())
+}
+
+/// The path segments as `&str`, for a route table's slice patterns (`["stock", "find", id]`).
+pub fn path(segments: &[String]) -> Vec<&str> {
+    segments.iter().map(String::as_str).collect()
 }
 
 /// Checks a route's method: `Err(405)` naming the allowed one when `method` is another.

@@ -205,6 +205,52 @@ pub async fn claim(
     }
 }
 
+/// [`claim`] for a request that may carry no key: unkeyed, nothing is stored and the claim is
+/// `pinned` itself with no answer, so that one code path serves keyed and unkeyed requests.
+pub async fn claim_if_keyed(
+    conn: &mut Conn,
+    l: &Layout,
+    k: Option<&Keyed>,
+    pinned: &str,
+    replicate: bool,
+) -> Result<Claim, ApiError> {
+    match k {
+        Some(k) => claim(conn, l, k, pinned, replicate).await,
+        None => Ok(Claim {
+            pinned: pinned.to_string(),
+            answer: None,
+        }),
+    }
+}
+
+/// Answers a request whose answer no single script makes (checkout, batch_init), at most once
+/// per key: with `k`, a repeat whose first answer is stored gets it again and `run` does not
+/// run; otherwise `run` gets the pinned value ([`claim_if_keyed`]: `pinned`, or the first
+/// request's) and its answer is stored for the repeats ([`finish`]). Unkeyed, `run` just runs.
+pub async fn answer_once<F, Fut>(
+    conn: &mut Conn,
+    l: &Layout,
+    k: Option<&Keyed>,
+    pinned: &str,
+    replicate: bool,
+    run: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, ApiError>>,
+{
+    let claim = claim_if_keyed(conn, l, k, pinned, replicate).await?;
+    if let Some(answer) = claim.answer {
+        return Ok(answer.response());
+    }
+    let result = run(claim.pinned).await;
+    let answer = Answer::of(&result);
+    if let Some(k) = k {
+        finish(conn, l, k, &answer).await;
+    }
+    result.map(|_| answer.response())
+}
+
 /// Stores `answer` in `k`'s claim, for a request whose answer no single script makes (checkout,
 /// batch_init). 5xx answers are not stored. A failure to store is logged, not answered: the
 /// request itself succeeded, and its repeat is still safe (those requests are idempotent by
@@ -226,10 +272,30 @@ pub async fn finish(conn: &mut Conn, l: &Layout, k: &Keyed, answer: &Answer) {
     }
 }
 
+/// Runs a transition script made with [`idempotent`] (`inv`, its own keys and arguments set)
+/// for a request that may carry a key: with `k`, its answer record in partition `part` (the
+/// changed entity's) goes along, so the change happens once per key. The reply is decoded as
+/// `T`; another request's record is a 422. One function for keyed and unkeyed calls, so the
+/// two cannot drift apart.
+pub async fn invoke<T: redis::FromRedisValue>(
+    mut inv: redis::ScriptInvocation<'_>,
+    conn: &mut Conn,
+    l: &Layout,
+    part: u32,
+    k: Option<&Keyed>,
+) -> Result<T, ApiError> {
+    if let Some(k) = k {
+        k.add_to(&mut inv, l, part);
+    }
+    let reply = checked(inv.invoke_async(conn).await?, k)?;
+    T::from_redis_value(reply)
+        .map_err(|e| ApiError::Internal(format!("unexpected script answer: {e}")))
+}
+
 /// A script's reply passed through [`idempotent`]'s check: a 422 when the key's answer record
 /// belongs to another request (possible only once the claim expired before the record), else
 /// the reply for the caller to decode.
-pub fn checked(reply: redis::Value, k: Option<&Keyed>) -> Result<redis::Value, ApiError> {
+fn checked(reply: redis::Value, k: Option<&Keyed>) -> Result<redis::Value, ApiError> {
     if let (Some(k), redis::Value::Array(items)) = (k, &reply) {
         if let [redis::Value::BulkString(s), rest @ ..] = items.as_slice() {
             if s.as_slice() == MISMATCH.as_bytes() {

@@ -1,7 +1,7 @@
 //! The shared counter scripts (create / add / subtract / batch_init) against a real redis-server:
 //! each change is applied and logged together, and a refused change neither changes nor logs.
 
-use common::counter::{CREDIT, STOCK};
+use common::counter::{Op, CREDIT, STOCK};
 use common::db::Outcome;
 use common::keys::{self, PAYMENT_LOG, STOCK_LOG};
 use common::log::{self, LogEntry};
@@ -30,16 +30,19 @@ async fn create_add_subtract_are_logged_with_their_state_change() {
     let mut conn = redis.conn().await;
     let item = id();
     STOCK
-        .create(&mut conn, &sl(), "L1", &item, &[("price", 7)])
+        .create(&mut conn, &sl(), "L1", &item, &[("price", 7)], None)
         .await
         .unwrap();
     assert_eq!(
-        STOCK.add(&mut conn, &sl(), "L2", &item, 10).await.unwrap(),
+        STOCK
+            .change(Op::Add, &mut conn, &sl(), "L2", &item, 10, None)
+            .await
+            .unwrap(),
         Outcome::Ok(vec!["10".into()])
     );
     assert_eq!(
         STOCK
-            .subtract(&mut conn, &sl(), "L3", &item, 4)
+            .change(Op::Subtract, &mut conn, &sl(), "L3", &item, 4, None)
             .await
             .unwrap(),
         Outcome::Ok(vec!["6".into()])
@@ -63,15 +66,18 @@ async fn refused_changes_change_nothing_and_log_nothing() {
     let mut conn = redis.conn().await;
     let user = id();
     CREDIT
-        .create(&mut conn, &pl(), "L1", &user, &[])
+        .create(&mut conn, &pl(), "L1", &user, &[], None)
         .await
         .unwrap();
-    CREDIT.add(&mut conn, &pl(), "L2", &user, 5).await.unwrap();
+    CREDIT
+        .change(Op::Add, &mut conn, &pl(), "L2", &user, 5, None)
+        .await
+        .unwrap();
 
     // Not enough credit.
     assert_eq!(
         CREDIT
-            .subtract(&mut conn, &pl(), "L3", &user, 6)
+            .change(Op::Subtract, &mut conn, &pl(), "L3", &user, 6, None)
             .await
             .unwrap(),
         Outcome::Insufficient("5".into())
@@ -79,7 +85,7 @@ async fn refused_changes_change_nothing_and_log_nothing() {
     // Overflow past i64::MAX.
     assert_eq!(
         CREDIT
-            .add(&mut conn, &pl(), "L4", &user, i64::MAX)
+            .change(Op::Add, &mut conn, &pl(), "L4", &user, i64::MAX, None)
             .await
             .unwrap(),
         Outcome::Overflow
@@ -87,14 +93,14 @@ async fn refused_changes_change_nothing_and_log_nothing() {
     // Unknown entity.
     assert_eq!(
         CREDIT
-            .add(&mut conn, &pl(), "L5", "nobody", 1)
+            .change(Op::Add, &mut conn, &pl(), "L5", "nobody", 1, None)
             .await
             .unwrap(),
         Outcome::NotFound
     );
     assert_eq!(
         CREDIT
-            .subtract(&mut conn, &pl(), "L6", "nobody", 1)
+            .change(Op::Subtract, &mut conn, &pl(), "L6", "nobody", 1, None)
             .await
             .unwrap(),
         Outcome::NotFound
@@ -120,36 +126,39 @@ async fn subtract_compares_exactly_near_i64_max() {
     let mut conn = redis.conn().await;
     let item = id();
     STOCK
-        .create(&mut conn, &sl(), "L1", &item, &[("price", 1)])
+        .create(&mut conn, &sl(), "L1", &item, &[("price", 1)], None)
         .await
         .unwrap();
     let big = (1i64 << 53) + 1;
     STOCK
-        .add(&mut conn, &sl(), "L2", &item, big - 1)
+        .change(Op::Add, &mut conn, &sl(), "L2", &item, big - 1, None)
         .await
         .unwrap();
     assert_eq!(
         STOCK
-            .subtract(&mut conn, &sl(), "L3", &item, big)
+            .change(Op::Subtract, &mut conn, &sl(), "L3", &item, big, None)
             .await
             .unwrap(),
         Outcome::Insufficient((big - 1).to_string())
     );
-    STOCK.add(&mut conn, &sl(), "L4", &item, 1).await.unwrap();
+    STOCK
+        .change(Op::Add, &mut conn, &sl(), "L4", &item, 1, None)
+        .await
+        .unwrap();
     assert_eq!(
         STOCK
-            .subtract(&mut conn, &sl(), "L5", &item, big)
+            .change(Op::Subtract, &mut conn, &sl(), "L5", &item, big, None)
             .await
             .unwrap(),
         Outcome::Ok(vec!["0".into()])
     );
     STOCK
-        .add(&mut conn, &sl(), "L6", &item, i64::MAX)
+        .change(Op::Add, &mut conn, &sl(), "L6", &item, i64::MAX, None)
         .await
         .unwrap();
     assert_eq!(
         STOCK
-            .subtract(&mut conn, &sl(), "L7", &item, i64::MAX)
+            .change(Op::Subtract, &mut conn, &sl(), "L7", &item, i64::MAX, None)
             .await
             .unwrap(),
         Outcome::Ok(vec!["0".into()])
@@ -165,7 +174,7 @@ async fn batch_init_creates_and_overwrites_with_one_log_entry_per_partition() {
         .await
         .unwrap();
     STOCK
-        .subtract(&mut conn, &sl(), "L2", "999", 3)
+        .change(Op::Subtract, &mut conn, &sl(), "L2", "999", 3, None)
         .await
         .unwrap();
     STOCK
@@ -211,7 +220,7 @@ async fn scripts_are_reloaded_after_script_flush() {
     let mut conn = redis.conn().await;
     let item = id();
     STOCK
-        .create(&mut conn, &sl(), "L1", &item, &[("price", 1)])
+        .create(&mut conn, &sl(), "L1", &item, &[("price", 1)], None)
         .await
         .unwrap();
     let _: () = redis::cmd("SCRIPT")
@@ -220,7 +229,10 @@ async fn scripts_are_reloaded_after_script_flush() {
         .await
         .unwrap();
     assert_eq!(
-        STOCK.add(&mut conn, &sl(), "L2", &item, 1).await.unwrap(),
+        STOCK
+            .change(Op::Add, &mut conn, &sl(), "L2", &item, 1, None)
+            .await
+            .unwrap(),
         Outcome::Ok(vec!["1".into()])
     );
 }

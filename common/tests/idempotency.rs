@@ -40,13 +40,13 @@ async fn a_keyed_change_applies_once_and_repeats_its_first_reply() {
     let mut conn = redis.conn().await;
     let (l, item) = (sl(), id());
     STOCK
-        .create(&mut conn, &l, "L1", &item, &[("price", 3)])
+        .create(&mut conn, &l, "L1", &item, &[("price", 3)], None)
         .await
         .unwrap();
     let k = keyed("add-1", &["stock", "add", &item, "5"]);
     for log_id in ["L2", "L3", "L4"] {
         let got = STOCK
-            .change_keyed(Op::Add, &mut conn, &l, log_id, &item, 5, Some(&k))
+            .change(Op::Add, &mut conn, &l, log_id, &item, 5, Some(&k))
             .await
             .unwrap();
         assert_eq!(got, Outcome::Ok(vec!["5".into()]));
@@ -55,13 +55,16 @@ async fn a_keyed_change_applies_once_and_repeats_its_first_reply() {
     // A refusal is an answer too: repeated, even once the stock would allow it.
     let s = keyed("sub-1", &["stock", "subtract", &item, "9"]);
     let refused = STOCK
-        .change_keyed(Op::Subtract, &mut conn, &l, "L5", &item, 9, Some(&s))
+        .change(Op::Subtract, &mut conn, &l, "L5", &item, 9, Some(&s))
         .await
         .unwrap();
     assert_eq!(refused, Outcome::Insufficient("5".into()));
-    STOCK.add(&mut conn, &l, "L6", &item, 10).await.unwrap();
+    STOCK
+        .change(Op::Add, &mut conn, &l, "L6", &item, 10, None)
+        .await
+        .unwrap();
     let again = STOCK
-        .change_keyed(Op::Subtract, &mut conn, &l, "L7", &item, 9, Some(&s))
+        .change(Op::Subtract, &mut conn, &l, "L7", &item, 9, Some(&s))
         .await
         .unwrap();
     assert_eq!(again, Outcome::Insufficient("5".into()));
@@ -76,7 +79,7 @@ async fn a_keyed_change_applies_once_and_repeats_its_first_reply() {
     // Another request with the same key's record (a claim that expired first): 422, no change.
     let other = keyed("add-1", &["stock", "add", &item, "6"]);
     let err = STOCK
-        .change_keyed(Op::Add, &mut conn, &l, "L8", &item, 6, Some(&other))
+        .change(Op::Add, &mut conn, &l, "L8", &item, 6, Some(&other))
         .await
         .unwrap_err();
     assert_eq!(err.status(), StatusCode::UNPROCESSABLE_ENTITY);
@@ -93,10 +96,13 @@ async fn a_keyed_create_creates_once_and_never_resets() {
     let k = keyed("create-u", &["payment", "create_user"]);
     for log_id in ["L1", "L3"] {
         CREDIT
-            .create_keyed(&mut conn, &l, log_id, &user, &[], Some(&k))
+            .create(&mut conn, &l, log_id, &user, &[], Some(&k))
             .await
             .unwrap();
-        CREDIT.add(&mut conn, &l, "L2", &user, 7).await.ok();
+        CREDIT
+            .change(Op::Add, &mut conn, &l, "L2", &user, 7, None)
+            .await
+            .ok();
     }
     let credit = CREDIT.find(&mut conn, &l, &user).await.unwrap().unwrap()["credit"];
     assert_eq!(credit, 14, "the repeated create did not reset the user");

@@ -57,8 +57,7 @@ impl Service for Ids {
     const PREFIX: &'static str = "ids";
 
     async fn handle(self: Arc<Self>, method: Method, segments: Vec<String>) -> HandlerResult {
-        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
-        match path.as_slice() {
+        match http::path(&segments).as_slice() {
             ["ids", "create"] => {
                 http::allow(&method, Method::GET)?;
                 let id = self.batch(1)?.pop().unwrap_or_default();
@@ -71,10 +70,6 @@ impl Service for Ids {
             }
             _ => Err(http::not_found(&segments)),
         }
-    }
-
-    async fn healthy(self: Arc<Self>) -> http::Health {
-        Ok(())
     }
 
     fn metrics(&self) -> &Metrics {

@@ -3,16 +3,14 @@
 //! and when the log cannot be replayed, the bucket failure of the smallest (entry, step) is the
 //! failure the whole replay stops at.
 
-use common::counter::{CREDIT, STOCK};
-use common::partition::Layout;
+use common::counter::{Op, CREDIT, STOCK};
 use common::testing::RedisServer;
 use logparser::replay::{self, Failed, ReplayError, ServiceLog, State};
 use logparser::spill::Bucket;
-use order::store::{self, BatchInit};
 
-fn layout(service: ServiceLog) -> Layout {
-    Layout::new(service.name(), 4)
-}
+mod fixtures;
+
+use fixtures::{add_item, layout, log_ids};
 
 /// Partition `part` of `service` replayed keeping only `bucket`'s keys: the state, or the
 /// failure with its entry's position.
@@ -51,11 +49,7 @@ async fn buckets_together_are_the_whole_replay_and_find_its_first_failure() {
         layout(ServiceLog::Payment),
         layout(ServiceLog::Order),
     );
-    let mut n = 0u32;
-    let mut log_id = || {
-        n += 1;
-        format!("L{n}")
-    };
+    let mut log_id = log_ids();
     STOCK
         .batch_init(&mut conn, &sl, &log_id(), 200, 10, &[("price", 3)])
         .await
@@ -63,15 +57,15 @@ async fn buckets_together_are_the_whole_replay_and_find_its_first_failure() {
     for i in 0..40 {
         let id = format!("it{i}");
         STOCK
-            .create(&mut conn, &sl, &log_id(), &id, &[("price", 2)])
+            .create(&mut conn, &sl, &log_id(), &id, &[("price", 2)], None)
             .await
             .unwrap();
         STOCK
-            .add(&mut conn, &sl, &log_id(), &id, 100 + i)
+            .change(Op::Add, &mut conn, &sl, &log_id(), &id, 100 + i, None)
             .await
             .unwrap();
         STOCK
-            .subtract(&mut conn, &sl, &log_id(), &id, i + 1)
+            .change(Op::Subtract, &mut conn, &sl, &log_id(), &id, i + 1, None)
             .await
             .unwrap();
     }
@@ -81,35 +75,26 @@ async fn buckets_together_are_the_whole_replay_and_find_its_first_failure() {
         .unwrap();
     for i in 0..30 {
         CREDIT
-            .subtract(&mut conn, &pl, &log_id(), &i.to_string(), 1)
+            .change(
+                Op::Subtract,
+                &mut conn,
+                &pl,
+                &log_id(),
+                &i.to_string(),
+                1,
+                None,
+            )
             .await
             .unwrap();
     }
-    store::batch_init(
-        &mut conn,
-        &ol,
-        &log_id(),
-        BatchInit {
-            n: 300,
-            n_items: 50,
-            n_users: 20,
-            price: 3,
-            seed: 9,
-        },
-    )
-    .await
-    .unwrap();
+    fixtures::batch_orders(&mut conn, &ol, &log_id()).await;
     for i in 0..30 {
         let o = format!("o{i}");
-        store::create(&mut conn, &ol, &log_id(), &o, "u")
+        order::store::create(&mut conn, &ol, &log_id(), &o, "u", None)
             .await
             .unwrap();
-        store::add_item(&mut conn, &ol, &log_id(), &o, "it1", 2, 2, 4)
-            .await
-            .unwrap();
-        store::add_item(&mut conn, &ol, &log_id(), &i.to_string(), "it2", 1, 2, 2)
-            .await
-            .unwrap();
+        add_item(&mut conn, &ol, &log_id(), &o, ("it1", 2, 2)).await;
+        add_item(&mut conn, &ol, &log_id(), &i.to_string(), ("it2", 1, 2)).await;
     }
 
     for service in ServiceLog::ALL {

@@ -1,41 +1,20 @@
 //! Log completeness (DESIGN.md invariant 5): replaying a service's log into an empty model gives
 //! exactly the database's state — and a change made behind the log's back shows up as a difference.
 
-use common::counter::{CREDIT, STOCK};
+use common::counter::{Op, CREDIT, STOCK};
 use common::db::Outcome;
-use common::partition::Layout;
 use common::testing::RedisServer;
-
-/// Each service with four partitions (one Redis holds all three here: their keys do not clash).
-fn ol() -> Layout {
-    Layout::new("order", 4)
-}
-fn sl() -> Layout {
-    Layout::new("stock", 4)
-}
-fn pl() -> Layout {
-    Layout::new("payment", 4)
-}
-
-fn layout(service: ServiceLog) -> Layout {
-    match service {
-        ServiceLog::Order => ol(),
-        ServiceLog::Stock => sl(),
-        ServiceLog::Payment => pl(),
-    }
-}
 use logparser::replay::{self, ServiceLog};
-use order::store::{self, BatchInit};
+
+mod fixtures;
+
+use fixtures::{add_item, layout, log_ids, pl, sl};
 
 #[tokio::test]
 async fn replay_reproduces_every_service_and_catches_direct_edits() {
     let redis = RedisServer::start();
     let mut conn = redis.conn().await;
-    let mut n = 0u32;
-    let mut log_id = || {
-        n += 1;
-        format!("L{n}")
-    };
+    let mut log_id = log_ids();
 
     // Stock: batch, creates, adds, subtracts, refusals.
     STOCK
@@ -43,24 +22,32 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
         .await
         .unwrap();
     STOCK
-        .create(&mut conn, &sl(), &log_id(), "apple", &[("price", 2)])
+        .create(&mut conn, &sl(), &log_id(), "apple", &[("price", 2)], None)
         .await
         .unwrap();
     STOCK
-        .add(&mut conn, &sl(), &log_id(), "apple", 100)
+        .change(Op::Add, &mut conn, &sl(), &log_id(), "apple", 100, None)
         .await
         .unwrap();
     STOCK
-        .subtract(&mut conn, &sl(), &log_id(), "apple", 30)
+        .change(Op::Subtract, &mut conn, &sl(), &log_id(), "apple", 30, None)
         .await
         .unwrap();
     let refused = STOCK
-        .subtract(&mut conn, &sl(), &log_id(), "apple", 1000)
+        .change(
+            Op::Subtract,
+            &mut conn,
+            &sl(),
+            &log_id(),
+            "apple",
+            1000,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(refused, Outcome::Insufficient("70".into()));
     STOCK
-        .subtract(&mut conn, &sl(), &log_id(), "7", 10)
+        .change(Op::Subtract, &mut conn, &sl(), &log_id(), "7", 10, None)
         .await
         .unwrap();
     STOCK
@@ -73,52 +60,40 @@ async fn replay_reproduces_every_service_and_catches_direct_edits() {
         .await
         .unwrap();
     CREDIT
-        .create(&mut conn, &pl(), &log_id(), "alice", &[])
+        .create(&mut conn, &pl(), &log_id(), "alice", &[], None)
         .await
         .unwrap();
     CREDIT
-        .add(&mut conn, &pl(), &log_id(), "alice", 50)
+        .change(Op::Add, &mut conn, &pl(), &log_id(), "alice", 50, None)
         .await
         .unwrap();
     CREDIT
-        .subtract(&mut conn, &pl(), &log_id(), "alice", 20)
+        .change(Op::Subtract, &mut conn, &pl(), &log_id(), "alice", 20, None)
         .await
         .unwrap();
     let refused = CREDIT
-        .add(&mut conn, &pl(), &log_id(), "alice", i64::MAX)
+        .change(
+            Op::Add,
+            &mut conn,
+            &pl(),
+            &log_id(),
+            "alice",
+            i64::MAX,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(refused, Outcome::Overflow);
     // Orders.
-    store::batch_init(
-        &mut conn,
-        &ol(),
-        &log_id(),
-        BatchInit {
-            n: 300,
-            n_items: 50,
-            n_users: 20,
-            price: 3,
-            seed: 9,
-        },
-    )
-    .await
-    .unwrap();
-    store::create(&mut conn, &ol(), &log_id(), "o1", "alice")
+    let ol = layout(ServiceLog::Order);
+    fixtures::batch_orders(&mut conn, &ol, &log_id()).await;
+    order::store::create(&mut conn, &ol, &log_id(), "o1", "alice", None)
         .await
         .unwrap();
-    store::add_item(&mut conn, &ol(), &log_id(), "o1", "apple", 2, 2, 4)
-        .await
-        .unwrap();
-    store::add_item(&mut conn, &ol(), &log_id(), "o1", "7", 1, 3, 3)
-        .await
-        .unwrap();
-    store::add_item(&mut conn, &ol(), &log_id(), "5", "apple", 1, 2, 2)
-        .await
-        .unwrap(); // batch order 5
-    let refused = store::add_item(&mut conn, &ol(), &log_id(), "nope", "apple", 1, 2, 2)
-        .await
-        .unwrap();
+    add_item(&mut conn, &ol, &log_id(), "o1", ("apple", 2, 2)).await;
+    add_item(&mut conn, &ol, &log_id(), "o1", ("7", 1, 3)).await;
+    add_item(&mut conn, &ol, &log_id(), "5", ("apple", 1, 2)).await; // batch order 5
+    let refused = add_item(&mut conn, &ol, &log_id(), "nope", ("apple", 1, 2)).await;
     assert_eq!(refused, Outcome::NotFound);
 
     for service in ServiceLog::ALL {
@@ -161,7 +136,7 @@ async fn replay_into_an_empty_database_is_the_same_state() {
         .await
         .unwrap();
     CREDIT
-        .subtract(&mut src, &pl(), "L2", "3", 7)
+        .change(Op::Subtract, &mut src, &pl(), "L2", "3", 7, None)
         .await
         .unwrap();
     let rebuilt = replay::rebuild(&mut src, None, ServiceLog::Payment, &pl())

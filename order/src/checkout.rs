@@ -18,7 +18,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::error::ApiError;
-use common::http::{self, HandlerResult};
+use common::http::HandlerResult;
 use common::idempotency::{self, Keyed};
 use common::keys;
 use common::lock::LockFailure;
@@ -65,23 +65,11 @@ impl Order {
     ) -> HandlerResult {
         let id = common::validate::existing_id(raw_id, "order")?;
         let arrived = self.late_arrival(arrived);
-        let Some(k) = keyed else {
-            return self
-                .checkout_by(id, arrived)
-                .await
-                .and_then(|v| http::json(&v));
-        };
         let mut db = self.db.clone();
-        if let Some(answer) = idempotency::claim(&mut db, &self.layout, k, "", false)
-            .await?
-            .answer
-        {
-            return Ok(answer.response());
-        }
-        let result = self.checkout_by(id, arrived).await;
-        let answer = idempotency::Answer::of(&result);
-        idempotency::finish(&mut db, &self.layout, k, &answer).await;
-        result.map(|_| answer.response())
+        idempotency::answer_once(&mut db, &self.layout, keyed, "", false, |_| {
+            self.checkout_by(id, arrived)
+        })
+        .await
     }
 
     /// The arrival to count a checkout's deadline from: `arrived`, unless the checkout comes from
@@ -98,7 +86,7 @@ impl Order {
         let Some(latest) = (Instant::now() + LATE_BUDGET).checked_sub(self.checkout_timeout) else {
             return arrived;
         };
-        self.metrics.incr("checkouts_late_total", 1);
+        self.backing.metrics.incr("checkouts_late_total", 1);
         tracing::info!(
             waited_ms = arrived.elapsed().as_millis() as u64,
             "checkout moved here off a replica that said nothing past its deadline"
@@ -122,7 +110,9 @@ impl Order {
         match answer {
             Some(answer) => answer,
             None => {
-                self.metrics.incr("checkouts_past_deadline_total", 1);
+                self.backing
+                    .metrics
+                    .incr("checkouts_past_deadline_total", 1);
                 tracing::warn!(
                     order = id,
                     "checkout not answered within its timeout; answering 503"
@@ -256,7 +246,7 @@ impl Order {
         {
             return Ok(done);
         }
-        self.metrics.incr("checkouts_timed_out_total", 1);
+        self.backing.metrics.incr("checkouts_timed_out_total", 1);
         tracing::warn!(
             saga = sid,
             "checkout undecided after the timeout; aborting it"
@@ -313,10 +303,10 @@ impl Order {
 
     fn answer(&self, id: &str, sid: &str, v: Outcome) -> Result<serde_json::Value, ApiError> {
         if v.decision == Decision::Commit {
-            self.metrics.incr("checkouts_committed_total", 1);
+            self.backing.metrics.incr("checkouts_committed_total", 1);
             return paid(id, sid);
         }
-        self.metrics.incr("checkouts_refused_total", 1);
+        self.backing.metrics.incr("checkouts_refused_total", 1);
         let reason = if v.reason.is_empty() {
             "checkout aborted".to_string()
         } else {

@@ -14,11 +14,11 @@ pub mod waiters;
 use std::sync::Arc;
 
 use common::config::Config;
-use common::consumer::{Consumers, DbUrls};
+use common::consumer::DbUrls;
 use common::db::Conn;
 use common::db::Outcome;
 use common::error::ApiError;
-use common::http::{self, HandlerResult, Method, Service};
+use common::http::{self, Backing, HandlerResult, Method, Service};
 use common::idempotency::{self, Keyed};
 use common::ids::IdPool;
 use common::keys;
@@ -32,6 +32,8 @@ pub const MAX_BATCH: i64 = 1_000_000;
 /// The order service.
 pub struct Order {
     db: Conn,
+    /// Consumers, metrics and answer retention, for the HTTP scaffolding.
+    backing: Backing,
     ids: Arc<IdPool>,
     prices: prices::Prices,
     locks: common::lock::Redlock,
@@ -39,10 +41,6 @@ pub struct Order {
     checkout_timeout: std::time::Duration,
     parts: &'static [Participant],
     layout: common::partition::Layout,
-    consumers: Arc<Consumers>,
-    metrics: Arc<Metrics>,
-    /// How long answers to keyed requests are kept (`IDEMPOTENCY_TTL_SECS`).
-    idempotency_ttl: std::time::Duration,
 }
 
 impl Order {
@@ -70,6 +68,7 @@ impl Order {
         let waiters = Arc::new(waiters::Waiters::default());
         waiters.clone().spawn_listener(config.order_db_url.clone());
         Ok(Arc::new(Order {
+            backing: Backing::new(&ctx, consumers, config),
             db: ctx.db,
             ids: ctx.ids,
             prices: prices::Prices::new(&config.stock_url),
@@ -78,24 +77,18 @@ impl Order {
             checkout_timeout: config.checkout_timeout,
             parts,
             layout: ctx.layout,
-            consumers,
-            metrics: ctx.metrics,
-            idempotency_ttl: config.idempotency_ttl,
         }))
     }
 
     async fn create(&self, user: &str, keyed: Option<&Keyed>) -> HandlerResult {
         let user = validate::new_id(user, "user_id")?;
         let mut db = self.db.clone();
-        let mut id = self.ids.next();
-        if let Some(k) = keyed {
-            // The new order's id is pinned in the key's claim: a repeat creates the same order,
-            // at most once (the create script keeps the answer record).
-            id = idempotency::claim(&mut db, &self.layout, k, &id, true)
-                .await?
-                .pinned;
-        }
-        store::create_keyed(&mut db, &self.layout, &self.ids.next(), &id, user, keyed).await?;
+        // The new order's id is pinned in the key's claim: a repeat creates the same order, at
+        // most once (the create script keeps the answer record).
+        let id = idempotency::claim_if_keyed(&mut db, &self.layout, keyed, &self.ids.next(), true)
+            .await?
+            .pinned;
+        store::create(&mut db, &self.layout, &self.ids.next(), &id, user, keyed).await?;
         db.replicated(&keys::order(&self.layout, &id)).await?;
         http::json(&serde_json::json!({ "order_id": id }))
     }
@@ -125,25 +118,16 @@ impl Order {
         let item = validate::existing_id(item, "item")?;
         let quantity = validate::positive(quantity, "quantity")?;
         let price = self.prices.price(item).await?;
-        let cost = quantity.checked_mul(price).ok_or_else(|| {
+        let line = store::AddItem::new(item, quantity, price).ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "{quantity} × price {price} of item `{item}` is past {}",
                 i64::MAX
             ))
         })?;
         let mut db = self.db.clone();
-        if let Some(k) = keyed {
-            idempotency::claim(&mut db, &self.layout, k, "", false).await?;
-        }
-        let line = store::AddItem {
-            item,
-            quantity,
-            price,
-            cost,
-        };
+        idempotency::claim_if_keyed(&mut db, &self.layout, keyed, "", false).await?;
         let outcome =
-            store::add_item_keyed(&mut db, &self.layout, &self.ids.next(), id, &line, keyed)
-                .await?;
+            store::add_item(&mut db, &self.layout, &self.ids.next(), id, &line, keyed).await?;
         db.replicated(&keys::order(&self.layout, id)).await?;
         match outcome {
             Outcome::Ok(_) => http::json(&serde_json::json!({ "done": true })),
@@ -179,40 +163,38 @@ impl Order {
             )));
         }
         let mut db = self.db.clone();
-        let mut pinned = ulid::Ulid::new().to_string();
-        if let Some(k) = keyed {
-            // The seed is pinned in the key's claim: a repeat before the first answered is
-            // stored writes the very same orders again.
-            let claim = idempotency::claim(&mut db, &self.layout, k, &pinned, true).await?;
-            if let Some(answer) = claim.answer {
-                return Ok(answer.response());
-            }
-            pinned = claim.pinned;
-        }
-        let seed = pinned
-            .parse::<ulid::Ulid>()
-            .map(|u| (u.random() & u128::from(u64::MAX)) as u64)
-            .map_err(|e| ApiError::Internal(format!("pinned seed `{pinned}`: {e}")))?;
-        let params = store::BatchInit {
+        let params = |seed| store::BatchInit {
             n: n as u64,
             n_items: n_items as u64,
             n_users: n_users as u64,
             price,
             seed,
         };
-        let result = self.run_batch_init(&mut db, params).await;
-        let answer = idempotency::Answer::of(&result);
-        if let Some(k) = keyed {
-            idempotency::finish(&mut db, &self.layout, k, &answer).await;
-        }
-        result.map(|_| answer.response())
+        // The seed is pinned in the key's claim: a repeat before the first answered is stored
+        // writes the very same orders again.
+        let seed = ulid::Ulid::new().to_string();
+        idempotency::answer_once(
+            &mut db,
+            &self.layout,
+            keyed,
+            &seed,
+            true,
+            |pinned| async move {
+                let seed = pinned
+                    .parse::<ulid::Ulid>()
+                    .map(|u| (u.random() & u128::from(u64::MAX)) as u64)
+                    .map_err(|e| ApiError::Internal(format!("pinned seed `{pinned}`: {e}")))?;
+                self.run_batch_init(params(seed)).await
+            },
+        )
+        .await
     }
 
     async fn run_batch_init(
         &self,
-        db: &mut Conn,
         params: store::BatchInit,
     ) -> Result<serde_json::Value, ApiError> {
+        let db = &mut self.db.clone();
         store::batch_init(db, &self.layout, &self.ids.next(), params).await?;
         for part in self.layout.parts() {
             db.replicated(&keys::log(keys::ORDER_LOG, &self.layout, part))
@@ -226,22 +208,16 @@ impl Order {
 impl Service for Order {
     const PREFIX: &'static str = "orders";
 
-    async fn handle(self: Arc<Self>, method: Method, segments: Vec<String>) -> HandlerResult {
-        self.handle_request(method, segments, http::Meta::now())
-            .await
-    }
-
     async fn handle_request(
         self: Arc<Self>,
         method: Method,
         segments: Vec<String>,
         meta: http::Meta,
     ) -> HandlerResult {
-        let keyed = Keyed::of(meta.key, &method, &segments, self.idempotency_ttl);
+        let keyed = self.backing.keyed(&method, &segments, meta.key);
         let keyed = keyed.as_ref();
-        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
         let (get, post) = (Method::GET, Method::POST);
-        match path.as_slice() {
+        match http::path(&segments).as_slice() {
             ["orders", "create", user] => {
                 http::allow(&method, post)?;
                 self.create(user, keyed).await
@@ -266,15 +242,11 @@ impl Service for Order {
         }
     }
 
-    async fn healthy(self: Arc<Self>) -> http::Health {
-        http::health(&self.db, Some(&self.consumers)).await
-    }
-
-    async fn stop(self: Arc<Self>) {
-        self.consumers.stop().await
+    fn backing(&self) -> Option<&Backing> {
+        Some(&self.backing)
     }
 
     fn metrics(&self) -> &Metrics {
-        &self.metrics
+        &self.backing.metrics
     }
 }

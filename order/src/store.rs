@@ -51,24 +51,10 @@ impl OrderRecord {
     }
 }
 
-/// Creates an open, empty order `id` for `user`.
+/// Creates an open, empty order `id` for `user`. With `keyed` (a request's `Idempotency-Key`),
+/// a repeat of the create of `id` (the id pinned in the key's claim) finds the stored reply and
+/// creates nothing, so an order changed since is not reset; another request's record is a 422.
 pub async fn create(
-    conn: &mut Conn,
-    l: &Layout,
-    log_id: &str,
-    id: &str,
-    user: &str,
-) -> Result<(), redis::RedisError> {
-    create_invocation(l, log_id, id, user, None)
-        .invoke_async::<Outcome>(conn)
-        .await
-        .map(|_| ())
-}
-
-/// [`create`] for a request that may carry an `Idempotency-Key`: with `keyed`, a repeat of the
-/// create of `id` (the id pinned in the key's claim) finds the stored reply and creates nothing,
-/// so an order changed since is not reset; another request's record is a 422.
-pub async fn create_keyed(
     conn: &mut Conn,
     l: &Layout,
     log_id: &str,
@@ -76,65 +62,17 @@ pub async fn create_keyed(
     user: &str,
     keyed: Option<&Keyed>,
 ) -> Result<Outcome, ApiError> {
-    let v = create_invocation(l, log_id, id, user, keyed)
-        .invoke_async(conn)
-        .await?;
-    decode(v, keyed)
-}
-
-fn create_invocation(
-    l: &Layout,
-    log_id: &str,
-    id: &str,
-    user: &str,
-    keyed: Option<&Keyed>,
-) -> redis::ScriptInvocation<'static> {
     let mut inv = CREATE.prepare_invoke();
     inv.key(keys::order(l, id))
         .key(keys::log(ORDER_LOG, l, l.part(id)))
         .arg(log_id)
         .arg(id)
         .arg(user);
-    if let Some(k) = keyed {
-        k.add_to(&mut inv, l, l.part(id));
-    }
-    inv
+    idempotency::invoke(inv, conn, l, l.part(id), keyed).await
 }
 
-/// A keyed script's reply: a 422 for another request's record, else the outcome.
-fn decode(v: redis::Value, keyed: Option<&Keyed>) -> Result<Outcome, ApiError> {
-    let v = idempotency::checked(v, keyed)?;
-    redis::FromRedisValue::from_redis_value(v)
-        .map_err(|e| ApiError::Internal(format!("unexpected script answer: {e}")))
-}
-
-/// Adds `quantity` of `item` at `price` to order `id`. `cost` is `quantity * price` (the caller
-/// checks it fits). Answers `NotFound`, `Conflict(status)` when not open, or `Overflow`.
-#[allow(clippy::too_many_arguments)]
-pub async fn add_item(
-    conn: &mut Conn,
-    l: &Layout,
-    log_id: &str,
-    id: &str,
-    item: &str,
-    quantity: i64,
-    price: i64,
-    cost: i64,
-) -> Result<Outcome, redis::RedisError> {
-    let line = AddItem {
-        item,
-        quantity,
-        price,
-        cost,
-    };
-    let v = add_item_invocation(l, log_id, id, &line, None)
-        .invoke_async(conn)
-        .await?;
-    redis::FromRedisValue::from_redis_value(v).map_err(Into::into)
-}
-
-/// The line `addItem` adds: `quantity` of `item` at `price`, costing `cost` (checked by the
-/// caller to be `quantity * price`).
+/// The line `addItem` adds: `quantity` of `item` at `price`, costing `cost` (made by
+/// [`AddItem::new`], so that the cost is always `quantity * price`).
 #[derive(Debug, Clone, Copy)]
 pub struct AddItem<'a> {
     /// The item.
@@ -147,29 +85,30 @@ pub struct AddItem<'a> {
     pub cost: i64,
 }
 
-/// [`add_item`] for a request that may carry an `Idempotency-Key`: with `keyed`, the line and
-/// the stored reply are one script, so a repeat adds nothing and answers the first reply.
-pub async fn add_item_keyed(
-    conn: &mut Conn,
-    l: &Layout,
-    log_id: &str,
-    id: &str,
-    line: &AddItem<'_>,
-    keyed: Option<&Keyed>,
-) -> Result<Outcome, ApiError> {
-    let v = add_item_invocation(l, log_id, id, line, keyed)
-        .invoke_async(conn)
-        .await?;
-    decode(v, keyed)
+impl<'a> AddItem<'a> {
+    /// `quantity` of `item` at `price`; `None` when the cost is past `i64::MAX` (the order's
+    /// total is kept in an `i64`).
+    pub fn new(item: &'a str, quantity: i64, price: i64) -> Option<AddItem<'a>> {
+        quantity.checked_mul(price).map(|cost| AddItem {
+            item,
+            quantity,
+            price,
+            cost,
+        })
+    }
 }
 
-fn add_item_invocation(
+/// Adds the line `a` to order `id`. Answers `NotFound`, `Conflict(status)` when not open, or
+/// `Overflow`. With `keyed` (a request's `Idempotency-Key`), the line and the stored reply are
+/// one script, so a repeat adds nothing and answers the first reply.
+pub async fn add_item(
+    conn: &mut Conn,
     l: &Layout,
     log_id: &str,
     id: &str,
     a: &AddItem<'_>,
     keyed: Option<&Keyed>,
-) -> redis::ScriptInvocation<'static> {
+) -> Result<Outcome, ApiError> {
     let json_line = serde_json::json!([a.item, a.quantity]).to_string();
     let mut inv = ADD_ITEM.prepare_invoke();
     inv.key(keys::order(l, id))
@@ -181,10 +120,7 @@ fn add_item_invocation(
         .arg(a.price)
         .arg(a.cost)
         .arg(json_line);
-    if let Some(k) = keyed {
-        k.add_to(&mut inv, l, l.part(id));
-    }
-    inv
+    idempotency::invoke(inv, conn, l, l.part(id), keyed).await
 }
 
 /// Parameters of `orders/batch_init`.

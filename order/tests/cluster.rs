@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use common::config::Config;
 use common::consumer::{start_saga_service, DbUrls};
-use common::counter::{CREDIT, STOCK};
+use common::counter::{Op, CREDIT, STOCK};
 use common::db::Conn;
 use common::keys;
 use common::partition::Layout;
 use common::saga::{OrderStatus, PARTICIPANTS};
 use common::testing::{RedisCluster, RedisServer};
+use order::store::AddItem;
 
 /// The services' default partitions, as they record them in their databases at start-up.
 fn ol() -> Layout {
@@ -133,27 +134,38 @@ async fn a_checkout_storm_on_three_node_clusters_reconciles_exactly() {
                 &format!("c{i}"),
                 &item,
                 &[("price", price)],
+                None,
             )
             .await
             .unwrap();
         STOCK
-            .add(&mut stock_db, &sl(), &format!("a{i}"), &item, STOCK_EACH)
+            .change(
+                Op::Add,
+                &mut stock_db,
+                &sl(),
+                &format!("a{i}"),
+                &item,
+                STOCK_EACH,
+                None,
+            )
             .await
             .unwrap();
     }
     for u in 0..USERS {
         let user = format!("u{u}");
         CREDIT
-            .create(&mut payment_db, &pl(), &format!("cu{u}"), &user, &[])
+            .create(&mut payment_db, &pl(), &format!("cu{u}"), &user, &[], None)
             .await
             .unwrap();
         CREDIT
-            .add(
+            .change(
+                Op::Add,
                 &mut payment_db,
                 &pl(),
                 &format!("au{u}"),
                 &user,
                 CREDIT_EACH,
+                None,
             )
             .await
             .unwrap();
@@ -161,7 +173,7 @@ async fn a_checkout_storm_on_three_node_clusters_reconciles_exactly() {
     let price = |item: &str| 1 + item[1..].parse::<i64>().unwrap() % 5;
     for k in 0..ORDERS {
         let (order, user) = (format!("o{k}"), format!("u{}", k % USERS));
-        order::store::create(&mut order_db, &ol(), &format!("co{k}"), &order, &user)
+        order::store::create(&mut order_db, &ol(), &format!("co{k}"), &order, &user, None)
             .await
             .unwrap();
         for (j, item) in lines(k).iter().enumerate() {
@@ -171,10 +183,8 @@ async fn a_checkout_storm_on_three_node_clusters_reconciles_exactly() {
                 &ol(),
                 &format!("ai{k}-{j}"),
                 &order,
-                item,
-                1,
-                cost,
-                cost,
+                &AddItem::new(item, 1, cost).unwrap(),
+                None,
             )
             .await
             .unwrap();

@@ -16,13 +16,26 @@ fn ol() -> Layout {
 fn log_of(id: &str) -> String {
     keys::log(ORDER_LOG, &ol(), ol().part(id))
 }
-use order::store::{self, BatchInit};
+use order::store::{self, AddItem, BatchInit};
+
+/// Adds `quantity` of `item` at `price` to order `id` (unkeyed): what the script answered.
+async fn add_item(
+    conn: &mut common::db::Conn,
+    log_id: &str,
+    id: &str,
+    (item, quantity, price): (&str, i64, i64),
+) -> Outcome {
+    let line = AddItem::new(item, quantity, price).unwrap();
+    store::add_item(conn, &ol(), log_id, id, &line, None)
+        .await
+        .unwrap()
+}
 
 #[tokio::test]
 async fn create_and_add_items_in_order() {
     let redis = RedisServer::start();
     let mut conn = redis.conn().await;
-    store::create(&mut conn, &ol(), "L1", "o1", "u1")
+    store::create(&mut conn, &ol(), "L1", "o1", "u1", None)
         .await
         .unwrap();
     let fresh = store::find(&mut conn, &ol(), "o1").await.unwrap().unwrap();
@@ -32,21 +45,15 @@ async fn create_and_add_items_in_order() {
     );
 
     assert_eq!(
-        store::add_item(&mut conn, &ol(), "L2", "o1", "a", 2, 5, 10)
-            .await
-            .unwrap(),
+        add_item(&mut conn, "L2", "o1", ("a", 2, 5)).await,
         Outcome::Ok(vec![])
     );
     assert_eq!(
-        store::add_item(&mut conn, &ol(), "L3", "o1", "b", 1, 3, 3)
-            .await
-            .unwrap(),
+        add_item(&mut conn, "L3", "o1", ("b", 1, 3)).await,
         Outcome::Ok(vec![])
     );
     assert_eq!(
-        store::add_item(&mut conn, &ol(), "L4", "o1", "a", 1, 5, 5)
-            .await
-            .unwrap(),
+        add_item(&mut conn, "L4", "o1", ("a", 1, 5)).await,
         Outcome::Ok(vec![])
     );
     let o = store::find(&mut conn, &ol(), "o1").await.unwrap().unwrap();
@@ -73,21 +80,15 @@ async fn add_item_refusals_change_nothing() {
     let redis = RedisServer::start();
     let mut conn = redis.conn().await;
     assert_eq!(
-        store::add_item(&mut conn, &ol(), "L1", "none", "a", 1, 1, 1)
-            .await
-            .unwrap(),
+        add_item(&mut conn, "L1", "none", ("a", 1, 1)).await,
         Outcome::NotFound
     );
-    store::create(&mut conn, &ol(), "L2", "o1", "u1")
+    store::create(&mut conn, &ol(), "L2", "o1", "u1", None)
         .await
         .unwrap();
-    store::add_item(&mut conn, &ol(), "L3", "o1", "a", 1, i64::MAX, i64::MAX)
-        .await
-        .unwrap();
+    add_item(&mut conn, "L3", "o1", ("a", 1, i64::MAX)).await;
     assert_eq!(
-        store::add_item(&mut conn, &ol(), "L4", "o1", "b", 1, 1, 1)
-            .await
-            .unwrap(),
+        add_item(&mut conn, "L4", "o1", ("b", 1, 1)).await,
         Outcome::Overflow
     );
     let _: () = redis::cmd("HSET")
@@ -98,9 +99,7 @@ async fn add_item_refusals_change_nothing() {
         .await
         .unwrap();
     assert_eq!(
-        store::add_item(&mut conn, &ol(), "L5", "o1", "b", 1, 1, 1)
-            .await
-            .unwrap(),
+        add_item(&mut conn, "L5", "o1", ("b", 1, 1)).await,
         Outcome::Conflict("PAID".into())
     );
     let o = store::find(&mut conn, &ol(), "o1").await.unwrap().unwrap();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::config::Config;
 use common::consumer::{start_saga_service, DbUrls, HandlerError, SagaCtx};
-use common::counter::{CREDIT, STOCK};
+use common::counter::{Op, CREDIT, STOCK};
 use common::db::Conn;
 use common::event::Event;
 use common::keys;
@@ -24,6 +24,7 @@ use common::log::{read_page, LogEntry};
 use common::partition::Layout;
 use common::saga::{Decision, OrderStatus, Participant, RecordsBy, StepKind, PAYMENT};
 use common::testing::RedisServer;
+use order::store::AddItem;
 use redis::Script;
 
 /// The third participant's row: the only description of it the saga needs.
@@ -210,28 +211,35 @@ impl Stack {
     /// Item `a` (price 5, stock 10), user `u` (credit 100), and `orders` each with 2 × `a`.
     async fn seed(&mut self, orders: &[&str]) {
         STOCK
-            .create(&mut self.stock, &sl(), "l1", "a", &[("price", 5)])
+            .create(&mut self.stock, &sl(), "l1", "a", &[("price", 5)], None)
             .await
             .unwrap();
         STOCK
-            .add(&mut self.stock, &sl(), "l2", "a", 10)
+            .change(Op::Add, &mut self.stock, &sl(), "l2", "a", 10, None)
             .await
             .unwrap();
         CREDIT
-            .create(&mut self.payment, &pl(), "l3", "u", &[])
+            .create(&mut self.payment, &pl(), "l3", "u", &[], None)
             .await
             .unwrap();
         CREDIT
-            .add(&mut self.payment, &pl(), "l4", "u", 100)
+            .change(Op::Add, &mut self.payment, &pl(), "l4", "u", 100, None)
             .await
             .unwrap();
         for o in orders {
-            order::store::create(&mut self.order, &ol(), "l5", o, "u")
+            order::store::create(&mut self.order, &ol(), "l5", o, "u", None)
                 .await
                 .unwrap();
-            order::store::add_item(&mut self.order, &ol(), "l6", o, "a", 2, 5, 10)
-                .await
-                .unwrap();
+            order::store::add_item(
+                &mut self.order,
+                &ol(),
+                "l6",
+                o,
+                &AddItem::new("a", 2, 5).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
         }
     }
 

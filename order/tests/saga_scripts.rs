@@ -4,7 +4,7 @@
 //! reservations, and fencing.
 
 use common::consumer::SagaCtx;
-use common::counter::{CREDIT, STOCK};
+use common::counter::{Op, CREDIT, STOCK};
 use common::db::Conn;
 use common::event::Event;
 use common::keys::{self as log, ORDER_LOG, PAYMENT_LOG, STOCK_LOG};
@@ -14,7 +14,7 @@ use common::saga::{encode_lines, sum_lines, Reply, SagaHome, PARTICIPANTS};
 use common::testing::RedisServer;
 use logparser::replay::{self, ServiceLog};
 use order::saga::Admission;
-use order::store;
+use order::store::{self, AddItem};
 
 /// Four partitions per service: items `a` and `b` live in different stock partitions, so every
 /// saga over both takes the multi-partition path.
@@ -268,25 +268,25 @@ impl Dbs {
         for (item, price, stock) in [("a", 5, 10), ("b", 3, 1)] {
             let (l1, l2) = (self.log_id(), self.log_id());
             STOCK
-                .create(&mut self.stock, &sl(), &l1, item, &[("price", price)])
+                .create(&mut self.stock, &sl(), &l1, item, &[("price", price)], None)
                 .await
                 .unwrap();
             STOCK
-                .add(&mut self.stock, &sl(), &l2, item, stock)
+                .change(Op::Add, &mut self.stock, &sl(), &l2, item, stock, None)
                 .await
                 .unwrap();
         }
         let (l1, l2) = (self.log_id(), self.log_id());
         CREDIT
-            .create(&mut self.payment, &pl(), &l1, "u", &[])
+            .create(&mut self.payment, &pl(), &l1, "u", &[], None)
             .await
             .unwrap();
         CREDIT
-            .add(&mut self.payment, &pl(), &l2, "u", credit)
+            .change(Op::Add, &mut self.payment, &pl(), &l2, "u", credit, None)
             .await
             .unwrap();
         let l = self.log_id();
-        store::create(&mut self.order, &ol(), &l, "o", "u")
+        store::create(&mut self.order, &ol(), &l, "o", "u", None)
             .await
             .unwrap();
         for (item, qty) in lines {
@@ -297,10 +297,8 @@ impl Dbs {
                 &ol(),
                 &l,
                 "o",
-                item,
-                *qty,
-                price,
-                qty * price,
+                &AddItem::new(item, *qty, price).unwrap(),
+                None,
             )
             .await
             .unwrap();
@@ -695,9 +693,16 @@ async fn an_item_added_during_admission_makes_the_caller_reread() {
         .unwrap()
         .unwrap();
     let l = d.log_id();
-    store::add_item(&mut d.order, &ol(), &l, "o", "b", 1, 3, 3)
-        .await
-        .unwrap();
+    store::add_item(
+        &mut d.order,
+        &ol(),
+        &l,
+        "o",
+        &AddItem::new("b", 1, 3).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     let l = d.log_id();
     let summed = encode_lines(&sum_lines(&o.items).unwrap());
     assert_eq!(
@@ -753,12 +758,12 @@ async fn every_event_every_script_appends_decodes_within_one_slot() {
     d.setup(100, &[("a", 2), ("b", 1)]).await;
     let l = d.log_id();
     STOCK
-        .subtract(&mut d.stock, &sl(), &l, "a", 1)
+        .change(Op::Subtract, &mut d.stock, &sl(), &l, "a", 1, None)
         .await
         .unwrap();
     let l = d.log_id();
     CREDIT
-        .subtract(&mut d.payment, &pl(), &l, "u", 1)
+        .change(Op::Subtract, &mut d.payment, &pl(), &l, "u", 1, None)
         .await
         .unwrap();
     let l = d.log_id();
@@ -798,17 +803,24 @@ async fn every_event_every_script_appends_decodes_within_one_slot() {
     // A saga refused by payment (a user without credit), aborted, re-driven, compensated.
     let l = d.log_id();
     CREDIT
-        .create(&mut d.payment, &pl(), &l, "poor", &[])
+        .create(&mut d.payment, &pl(), &l, "poor", &[], None)
         .await
         .unwrap();
     let l = d.log_id();
-    store::create(&mut d.order, &ol(), &l, "o2", "poor")
+    store::create(&mut d.order, &ol(), &l, "o2", "poor", None)
         .await
         .unwrap();
     let l = d.log_id();
-    store::add_item(&mut d.order, &ol(), &l, "o2", "a", 1, 5, 5)
-        .await
-        .unwrap();
+    store::add_item(
+        &mut d.order,
+        &ol(),
+        &l,
+        "o2",
+        &AddItem::new("a", 1, 5).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     start_order(&mut d, "o2", "s2").await;
     let started = last(&mut d.order, ORDER_LOG, kind::CHECKOUT_STARTED).await;
     let l = d.log_id();
@@ -841,17 +853,31 @@ async fn every_event_every_script_appends_decodes_within_one_slot() {
     // A saga refused by stock in one of its two partitions (b has none left): a is reserved,
     // then released before the refusal is logged.
     let l = d.log_id();
-    store::create(&mut d.order, &ol(), &l, "o3", "u")
+    store::create(&mut d.order, &ol(), &l, "o3", "u", None)
         .await
         .unwrap();
     let l = d.log_id();
-    store::add_item(&mut d.order, &ol(), &l, "o3", "a", 1, 5, 5)
-        .await
-        .unwrap();
+    store::add_item(
+        &mut d.order,
+        &ol(),
+        &l,
+        "o3",
+        &AddItem::new("a", 1, 5).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     let l = d.log_id();
-    store::add_item(&mut d.order, &ol(), &l, "o3", "b", 2, 3, 6)
-        .await
-        .unwrap();
+    store::add_item(
+        &mut d.order,
+        &ol(),
+        &l,
+        "o3",
+        &AddItem::new("b", 2, 3).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
     start_order(&mut d, "o3", "s3").await;
     let started = last(&mut d.order, ORDER_LOG, kind::CHECKOUT_STARTED).await;
     let l = d.log_id();

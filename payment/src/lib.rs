@@ -9,55 +9,29 @@ pub mod saga;
 use std::sync::Arc;
 
 use common::config::Config;
-use common::consumer::Consumers;
 use common::counter::{CounterService, CREDIT};
-use common::http::{self, HandlerResult, Method, Service};
-use common::idempotency::Keyed;
+use common::http::{self, Backing, HandlerResult, Method, Service};
 use common::metrics::Metrics;
-use common::saga::PARTICIPANTS;
 
 /// The payment service.
 pub struct Payment {
     users: CounterService,
-    consumers: Arc<Consumers>,
-    metrics: Arc<Metrics>,
-    /// How long answers to keyed requests are kept (`IDEMPOTENCY_TTL_SECS`).
-    idempotency_ttl: std::time::Duration,
+    backing: Backing,
 }
 
 impl Payment {
     /// Connects to payment-db, leases a first block of ids, and starts consuming the logs the
     /// participants table says payment reads.
     pub async fn start(config: &Config) -> anyhow::Result<Arc<Payment>> {
-        let (ctx, consumers) = common::consumer::start_saga_service(
-            common::saga::PAYMENT.name,
-            config,
-            PARTICIPANTS,
-            &common::consumer::db_urls(config),
-            saga::on_entry,
-        )
-        .await?;
-        Ok(Arc::new(Payment {
-            users: CounterService {
-                spec: CREDIT,
-                db: ctx.db,
-                layout: ctx.layout,
-                ids: ctx.ids,
-            },
-            consumers,
-            metrics: ctx.metrics,
-            idempotency_ttl: config.idempotency_ttl,
-        }))
+        let (users, backing) =
+            CounterService::start(CREDIT, common::saga::PAYMENT.name, config, saga::on_entry)
+                .await?;
+        Ok(Arc::new(Payment { users, backing }))
     }
 }
 
 impl Service for Payment {
     const PREFIX: &'static str = "payment";
-
-    async fn handle(self: Arc<Self>, method: Method, segments: Vec<String>) -> HandlerResult {
-        self.handle_request(method, segments, http::Meta::now())
-            .await
-    }
 
     async fn handle_request(
         self: Arc<Self>,
@@ -65,11 +39,10 @@ impl Service for Payment {
         segments: Vec<String>,
         meta: http::Meta,
     ) -> HandlerResult {
-        let keyed = Keyed::of(meta.key, &method, &segments, self.idempotency_ttl);
+        let keyed = self.backing.keyed(&method, &segments, meta.key);
         let keyed = keyed.as_ref();
-        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
         let (get, post) = (Method::GET, Method::POST);
-        match path.as_slice() {
+        match http::path(&segments).as_slice() {
             ["payment", "create_user"] => {
                 http::allow(&method, post)?;
                 self.users.create(&[], keyed).await
@@ -98,15 +71,11 @@ impl Service for Payment {
         }
     }
 
-    async fn healthy(self: Arc<Self>) -> http::Health {
-        http::health(&self.users.db, Some(&self.consumers)).await
-    }
-
-    async fn stop(self: Arc<Self>) {
-        self.consumers.stop().await
+    fn backing(&self) -> Option<&Backing> {
+        Some(&self.backing)
     }
 
     fn metrics(&self) -> &Metrics {
-        &self.metrics
+        &self.backing.metrics
     }
 }

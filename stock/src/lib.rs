@@ -9,56 +9,29 @@ pub mod saga;
 use std::sync::Arc;
 
 use common::config::Config;
-use common::consumer::Consumers;
 use common::counter::{CounterService, STOCK};
-use common::http::{self, HandlerResult, Method, Service};
-use common::idempotency::Keyed;
+use common::http::{self, Backing, HandlerResult, Method, Service};
 use common::metrics::Metrics;
-use common::saga::PARTICIPANTS;
 use common::validate;
 
 /// The stock service.
 pub struct Stock {
     items: CounterService,
-    consumers: Arc<Consumers>,
-    metrics: Arc<Metrics>,
-    /// How long answers to keyed requests are kept (`IDEMPOTENCY_TTL_SECS`).
-    idempotency_ttl: std::time::Duration,
+    backing: Backing,
 }
 
 impl Stock {
     /// Connects to stock-db, leases a first block of ids, and starts consuming the logs the
     /// participants table says stock reads.
     pub async fn start(config: &Config) -> anyhow::Result<Arc<Stock>> {
-        let (ctx, consumers) = common::consumer::start_saga_service(
-            common::saga::STOCK.name,
-            config,
-            PARTICIPANTS,
-            &common::consumer::db_urls(config),
-            saga::on_entry,
-        )
-        .await?;
-        Ok(Arc::new(Stock {
-            items: CounterService {
-                spec: STOCK,
-                db: ctx.db,
-                layout: ctx.layout,
-                ids: ctx.ids,
-            },
-            consumers,
-            metrics: ctx.metrics,
-            idempotency_ttl: config.idempotency_ttl,
-        }))
+        let (items, backing) =
+            CounterService::start(STOCK, common::saga::STOCK.name, config, saga::on_entry).await?;
+        Ok(Arc::new(Stock { items, backing }))
     }
 }
 
 impl Service for Stock {
     const PREFIX: &'static str = "stock";
-
-    async fn handle(self: Arc<Self>, method: Method, segments: Vec<String>) -> HandlerResult {
-        self.handle_request(method, segments, http::Meta::now())
-            .await
-    }
 
     async fn handle_request(
         self: Arc<Self>,
@@ -66,11 +39,10 @@ impl Service for Stock {
         segments: Vec<String>,
         meta: http::Meta,
     ) -> HandlerResult {
-        let keyed = Keyed::of(meta.key, &method, &segments, self.idempotency_ttl);
+        let keyed = self.backing.keyed(&method, &segments, meta.key);
         let keyed = keyed.as_ref();
-        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
         let (get, post) = (Method::GET, Method::POST);
-        match path.as_slice() {
+        match http::path(&segments).as_slice() {
             ["stock", "item", "create", price] => {
                 http::allow(&method, post)?;
                 let price = validate::non_negative(price, "price")?;
@@ -103,15 +75,11 @@ impl Service for Stock {
         }
     }
 
-    async fn healthy(self: Arc<Self>) -> http::Health {
-        http::health(&self.items.db, Some(&self.consumers)).await
-    }
-
-    async fn stop(self: Arc<Self>) {
-        self.consumers.stop().await
+    fn backing(&self) -> Option<&Backing> {
+        Some(&self.backing)
     }
 
     fn metrics(&self) -> &Metrics {
-        &self.metrics
+        &self.backing.metrics
     }
 }
