@@ -31,9 +31,16 @@ async fn logged(conn: &mut common::db::Conn, service: &'static str, log: &str) -
         (&CREDIT, &[][..])
     };
     for i in 0..5 {
-        spec.create(conn, &l, &format!("L{service}{i}"), &i.to_string(), extra)
-            .await
-            .unwrap();
+        spec.create(
+            conn,
+            &l,
+            &format!("L{service}{i}"),
+            &i.to_string(),
+            extra,
+            None,
+        )
+        .await
+        .unwrap();
     }
     let stream = keys::log(log, &l, 0);
     for g in groups(PARTICIPANTS).iter().filter(|g| g.stream == log) {
