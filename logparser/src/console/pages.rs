@@ -302,6 +302,14 @@ pub fn timeline_svg(steps: &[Step]) -> String {
         let y = 20.0 + lane_h * lane as f64 + lane_h / 2.0;
         let x = left + (s.at_ms.saturating_sub(first)) as f64 / span * (w - left - right);
         let ly = if i % 2 == 0 { y - 10.0 } else { y + 18.0 };
+        // Labels near an edge grow inwards, so that none is cut off.
+        let anchor = if x > w - right - 70.0 {
+            "end"
+        } else if x < left + 50.0 {
+            "start"
+        } else {
+            "middle"
+        };
         let colour = match tone(&s.kind) {
             "bad" => "#c0392b",
             "warn" => "#d68910",
@@ -309,7 +317,7 @@ pub fn timeline_svg(steps: &[Step]) -> String {
             _ => "#2a6ebb",
         };
         svg.push_str(&format!(
-            r##"<g class="step"><circle cx="{x:.1}" cy="{y:.1}" r="6" fill="{colour}"><title>{} {} +{} ms</title></circle><text x="{x:.1}" y="{ly:.1}" font-size="10" text-anchor="middle" fill="#222">{}</text></g>"##,
+            r##"<g class="step"><circle cx="{x:.1}" cy="{y:.1}" r="6" fill="{colour}"><title>{} {} +{} ms</title></circle><text x="{x:.1}" y="{ly:.1}" font-size="10" text-anchor="{anchor}" fill="#222">{}</text></g>"##,
             escape(s.service),
             escape(&s.kind),
             s.at_ms.saturating_sub(first),
