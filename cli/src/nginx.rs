@@ -309,9 +309,12 @@ http {{
         # The operator console (logparser::console), served by the log parser. Unlike the
         # services it reads the client's headers: Host and Origin (the same-origin check of its
         # actions), Cookie and Authorization (the operator token); so they go upstream here,
-        # with the client's address for its action log. Its POSTs are never retried.
+        # with the client's address for its action log. A standby log parser refuses an action
+        # with 503 before doing anything, so that answer (and a failed connect) moves the request
+        # on to the next instance (containers: `--scale logparser=2`).
         location /console/ {
             proxy_pass_request_headers on;
+            proxy_next_upstream error http_503 non_idempotent;
             proxy_set_header Connection "";
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -531,7 +534,8 @@ mod tests {
             assert!(conf.contains("proxy_set_header Idempotency-Key $http_idempotency_key;"));
             // A sent POST is retried only when a repeat is safe: a checkout, or a keyed request.
             assert!(conf.contains("proxy_next_upstream error timeout;"));
-            assert_eq!(conf.matches("non_idempotent;").count(), 2, "{conf}");
+            // (and a console action a standby log parser refused with 503: nothing was done)
+            assert_eq!(conf.matches("non_idempotent;").count(), 3, "{conf}");
             // A frozen replica is left after the order service's own bound (10 s + 1 s + 0.5 s).
             assert!(conf.contains("location /orders/checkout/ { proxy_read_timeout 11500ms; proxy_next_upstream error timeout http_502 http_503 non_idempotent;"));
             assert!(conf.contains("if ($retryable) { return 418; }"));

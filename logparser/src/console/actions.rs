@@ -31,8 +31,8 @@ fn authorize(
         if console.status.leadership.is_active() {
             Ok(())
         } else {
-            Err(ConsoleError::Conflict(format!(
-                "this log parser ({}) is a standby: actions run on the active instance, which holds the lease; retry (through the gateway, which reaches the active one)",
+            Err(ConsoleError::Unavailable(format!(
+                "this log parser ({}) is a standby: actions run on the active instance, which holds the lease; retry (the gateway tries the other instances)",
                 console.status.instance
             )))
         }

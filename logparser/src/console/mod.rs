@@ -101,13 +101,14 @@ pub enum ConsoleError {
     /// The route exists with another method (405).
     #[error("method not allowed: {0}")]
     MethodNotAllowed(String),
-    /// The action does not apply now: a standby instance, a saga in another state (409).
+    /// The action does not apply to the saga in its state (409).
     #[error("{0}")]
     Conflict(String),
     /// The body is larger than [`MAX_BODY`] (413).
     #[error("request body too large (at most {MAX_BODY} bytes)")]
     TooLarge,
-    /// A database or the lock nodes did not answer (503).
+    /// A database or the lock nodes did not answer, or this instance is a standby (503: the
+    /// gateway tries another instance).
     #[error("{0}")]
     Unavailable(String),
 }
