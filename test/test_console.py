@@ -148,6 +148,7 @@ def test_pages_and_api_answer_through_the_gateway_and_agree_with_the_cli(stack, 
         assert overview["sagas"][state] == by_state.get(state, 0), (state, overview["sagas"], by_state)
     assert overview["sagas"]["total"] == len(cli)
     assert overview["active"] is True and overview["read_only"] is False
+    assert overview["active_instance"] == "logparser" and overview["active_for_ms"] > 0
     assert overview["groups"] and overview["dead_letters"] == 0
     assert {"log", "stream", "group", "lag", "pending"} <= set(overview["groups"][0])
 
@@ -279,6 +280,45 @@ def test_a_console_without_token_is_read_only(stack):
             r = requests.post(base + path, headers=BEARER, timeout=5)
             assert r.status_code == 403, r.text
             assert r.json()["error"] == "console is read-only: set CONSOLE_TOKEN"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+def test_a_standby_refuses_actions_and_says_so(stack):
+    """A second log parser with the token: it serves pages, and an action on it is a 503 that
+    names it a standby (the gateway would move the request on to the next instance)."""
+    port = READ_ONLY_PORT + 1
+    env = dict(
+        os.environ,
+        **ENV,
+        PORT=str(port),
+        INSTANCE="console-standby",
+        ORDER_DB_URL=f"redis://127.0.0.1:{6401 + OFFSET}/",
+        STOCK_DB_URL=f"redis://127.0.0.1:{6402 + OFFSET}/",
+        PAYMENT_DB_URL=f"redis://127.0.0.1:{6403 + OFFSET}/",
+        LOCK_URLS=",".join(f"redis://127.0.0.1:{p + OFFSET}/" for p in (6411, 6412, 6413)),
+        IDS_URL=f"http://127.0.0.1:{8104 + OFFSET}",
+        LOG_RETAIN="off",
+    )
+    log = open(stack.data_dir / "logs" / "console-standby.log", "ab")
+    proc = subprocess.Popen([str(shoplog_bin().parent / "logparser")], env=env, stdout=log, stderr=log)
+    log.close()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def ready():
+            try:
+                return requests.get(f"{base}/console/api/overview", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+        wait_for(ready, "the standby's console")
+        assert requests.get(f"{base}/console/sagas", timeout=5).status_code == 200
+        r = requests.post(f"{base}/console/api/recover", headers=BEARER, timeout=5)
+        assert r.status_code == 503 and "standby" in r.json()["error"], r.text
+        assert "console-standby" in r.json()["error"]
+        assert "(logparser)" in r.json()["error"], "it names the active instance"
+        overview = requests.get(f"{base}/console/api/overview", timeout=5).json()
+        assert overview["active"] is False and overview["active_instance"] == "logparser"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)

@@ -12,12 +12,13 @@ use common::saga::{Reply, SagaHome, SagaState};
 use super::{auth, json, Answer, Console, ConsoleError, Request};
 
 /// Checks origin, token and leadership; logs a refusal. Returns the token's fingerprint.
-fn authorize(
+async fn authorize(
     console: &Console,
     req: &Request,
     action: &str,
     saga: &str,
 ) -> Result<String, ConsoleError> {
+    let active = console.active_instance().await.map(|(name, _)| name);
     let token = req.token();
     let fingerprint = auth::fingerprint(token.as_deref());
     let checked = auth::same_origin(
@@ -32,8 +33,9 @@ fn authorize(
             Ok(())
         } else {
             Err(ConsoleError::Unavailable(format!(
-                "this log parser ({}) is a standby: actions run on the active instance, which holds the lease; retry (the gateway tries the other instances)",
-                console.status.instance
+                "this log parser ({}) is a standby: actions run on the active instance ({}), which holds the lease; retry (the gateway tries the other instances)",
+                console.status.instance,
+                active.as_deref().unwrap_or("not known yet")
             )))
         }
     });
@@ -46,7 +48,7 @@ fn authorize(
 /// `POST /console/api/recover`: one full recovery pass now, as `shoplog recover` runs it;
 /// answers its report.
 pub async fn recover(console: &Arc<Console>, req: &Request) -> Answer {
-    let fingerprint = authorize(console, req, "recover", "")?;
+    let fingerprint = authorize(console, req, "recover", "").await?;
     let dbs = console.dbs()?.clone();
     let ids = console
         .ids
@@ -78,7 +80,7 @@ pub async fn recover(console: &Arc<Console>, req: &Request) -> Answer {
 /// compensation is unconfirmed (handlers are idempotent, so this is always safe); 409 for a
 /// saga in another state.
 pub async fn redrive(console: &Arc<Console>, req: &Request, sid: &str) -> Answer {
-    let fingerprint = authorize(console, req, "redrive", sid)?;
+    let fingerprint = authorize(console, req, "redrive", sid).await?;
     let dbs = console.dbs()?;
     let ids = console
         .ids

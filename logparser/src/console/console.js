@@ -31,6 +31,24 @@
         document.querySelectorAll('[data-k]').forEach(function (el) {
           el.textContent = show(at(d, el.getAttribute('data-k')));
         });
+        var sums = document.getElementById('group-sums');
+        if (sums && Array.isArray(d.groups)) {
+          var rows = {};
+          var order = [];
+          d.groups.forEach(function (g) {
+            var k = g.log + '\u0000' + g.group;
+            if (!rows[k]) { rows[k] = { log: g.log, group: g.group, lag: 0, pending: 0, dead: 0 }; order.push(k); }
+            rows[k].lag += g.lag; rows[k].pending += g.pending; rows[k].dead += g.dead_letters;
+          });
+          sums.textContent = '';
+          order.forEach(function (k) {
+            var r = rows[k];
+            var tr = document.createElement('tr');
+            cell(tr, r.log); cell(tr, r.group);
+            cell(tr, show(r.lag), 'num'); cell(tr, show(r.pending), 'num'); cell(tr, show(r.dead), 'num');
+            sums.appendChild(tr);
+          });
+        }
         var body = document.getElementById('groups');
         if (body && Array.isArray(d.groups)) {
           body.textContent = '';

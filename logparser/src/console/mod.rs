@@ -44,6 +44,11 @@ use crate::recovery::{PassReport, Settings};
 /// The HTTP response type of the console.
 pub type Response = common::http::Response;
 
+/// Where the active log parser says who it is (order-db, beside its checkpoints; a few
+/// seconds' expiry, renewed every sample while it holds the lease), so that every instance's
+/// overview, and a standby refusing an action, can name it.
+pub const ACTIVE_KEY: &str = "logparser:active";
+
 /// The largest request body the console reads (a login form): 16 KiB.
 pub const MAX_BODY: usize = 16 * 1024;
 
@@ -275,7 +280,39 @@ impl Console {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(sample);
+            if self.status.leadership.is_active() {
+                if let Some(dbs) = self.dbs.get() {
+                    let ttl = (self.status.lease_ttl_ms)
+                        .max(3 * overview::SAMPLE_EVERY.as_millis() as u64);
+                    let said: Result<(), _> = redis::cmd("SET")
+                        .arg(ACTIVE_KEY)
+                        .arg(&self.status.instance)
+                        .arg("PX")
+                        .arg(ttl)
+                        .query_async(&mut dbs.order.clone())
+                        .await;
+                    if let Err(e) = said {
+                        tracing::debug!(error = %e, "cannot say which log parser is active");
+                    }
+                }
+            }
         }
+    }
+
+    /// The instance that last said it holds the lease ([`ACTIVE_KEY`]), and for how much
+    /// longer that word holds (ms).
+    async fn active_instance(&self) -> Option<(String, i64)> {
+        let dbs = self.dbs.get()?;
+        let mut conn = dbs.order.clone();
+        let (name, ttl): (Option<String>, i64) = redis::pipe()
+            .cmd("GET")
+            .arg(ACTIVE_KEY)
+            .cmd("PTTL")
+            .arg(ACTIVE_KEY)
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        name.map(|n| (n, ttl))
     }
 
     /// Answers one console request.
@@ -447,9 +484,15 @@ impl Console {
             .ok()
             .flatten();
         let s = &self.status;
+        let (active_instance, active_for_ms) = match self.active_instance().await {
+            Some((name, ttl)) => (Some(name), Some(ttl)),
+            None => (None, None),
+        };
         Ok(serde_json::json!({
             "instance": s.instance,
             "active": s.leadership.is_active(),
+            "active_instance": active_instance,
+            "active_for_ms": active_for_ms,
             "lease_ttl_ms": s.lease_ttl_ms,
             "read_only": self.read_only(),
             "saga_timeout_ms": self.saga_timeout_ms(),

@@ -87,6 +87,25 @@ fn layout(console: &Console, req: &Request, title: &str, live: bool, body: Marku
     page.into_string()
 }
 
+/// The delivery report summed over partitions: `(log, group, lag, pending, dead letters)`.
+fn sum_groups(groups: &[Value]) -> Vec<(String, String, i64, i64, i64)> {
+    let mut out: Vec<(String, String, i64, i64, i64)> = Vec::new();
+    for g in groups {
+        let log = show(g.get("log"));
+        let group = show(g.get("group"));
+        let n = |k: &str| g.get(k).and_then(Value::as_i64).unwrap_or(0);
+        match out.iter_mut().find(|r| r.0 == log && r.1 == group) {
+            Some(r) => {
+                r.2 += n("lag");
+                r.3 += n("pending");
+                r.4 += n("dead_letters");
+            }
+            None => out.push((log, group, n("lag"), n("pending"), n("dead_letters"))),
+        }
+    }
+    out
+}
+
 /// The overview page, from the data of `GET /console/api/overview`.
 pub fn overview(console: &Console, req: &Request, d: &Value) -> Response {
     let k = |ptr: &str| show(d.pointer(ptr));
@@ -131,8 +150,18 @@ pub fn overview(console: &Console, req: &Request, d: &Value) -> Response {
             }
         }
         section {
-            h2 { "Delivery: consumer lag per log partition" }
+            h2 { "Delivery: consumer lag" }
             p { "dead letters: " strong data-k="/dead_letters" { (k("/dead_letters")) } }
+            table.groups {
+                thead { tr { th { "log" } th { "group" } th { "lag" } th { "pending" } th { "dead letters" } } }
+                tbody #group-sums {
+                    @for (log, group, lag, pending, dead) in sum_groups(&groups) {
+                        tr { td { (log) } td { (group) } td.num { (lag) } td.num { (pending) } td.num { (dead) } }
+                    }
+                }
+            }
+            details {
+            summary { "per partition (" (groups.len()) " streams × groups)" }
             table.groups {
                 thead { tr { th { "stream" } th { "group" } th { "lag" } th { "pending" } th { "dead letters" } th { "stuck on" } } }
                 tbody #groups {
@@ -146,6 +175,7 @@ pub fn overview(console: &Console, req: &Request, d: &Value) -> Response {
                     }
                 }
             }
+            }
         }
         section.two {
             div {
@@ -153,6 +183,8 @@ pub fn overview(console: &Console, req: &Request, d: &Value) -> Response {
                 dl {
                     dt { "instance" } dd data-k="/instance" { (k("/instance")) }
                     dt { "holds the lease" } dd data-k="/active" { (k("/active")) }
+                    dt { "active instance" } dd #active-instance data-k="/active_instance" { (k("/active_instance")) }
+                    dt { "its word holds (ms)" } dd data-k="/active_for_ms" { (k("/active_for_ms")) }
                     dt { "lease TTL (ms)" } dd { (k("/lease_ttl_ms")) }
                     dt { "last pass" } dd { span data-k="/last_pass/mode" { (k("/last_pass/mode")) } ", " span data-k="/last_pass/duration_ms" { (k("/last_pass/duration_ms")) } " ms, open sagas " span data-k="/last_pass/open_sagas" { (k("/last_pass/open_sagas")) } }
                 }
