@@ -159,7 +159,10 @@ def test_the_console_in_a_browser(stack, driver):
         by_state[state] = by_state.get(state, 0) + 1
     assert by_state.get("committed") and by_state.get("aborted"), by_state
 
-    # Overview: the numbers of `shoplog sagas --json`, refreshed live; charts drawn.
+    audit = shoplog(stack, "audit", "--json", **ENV)
+    assert audit.returncode == 0, audit.stdout[-2000:]
+
+    # Overview: the numbers of `shoplog sagas --json`, refreshed live; charts drawn; the audit.
     driver.get(f"{BASE}/console/")
     for state in ["committed", "aborted"]:
         wait_until(lambda: text(driver, f'[data-k="/sagas/{state}"]') == str(by_state[state]),
@@ -172,6 +175,9 @@ def test_the_console_in_a_browser(stack, driver):
     svg = requests.get(f"{BASE}/console/api/chart/checkouts.svg", timeout=5).text
     assert "<polyline" in svg, "the checkouts chart has points"
     assert float(text(driver, '[data-k="/dead_letters"]')) == 0
+    assert text(driver, '[data-k="/last_audit/clean"]') == "yes"
+    assert text(driver, '[data-k="/last_audit/violations"]') == "0"
+    assert text(driver, "#active-instance") == "logparser"
     driver.save_screenshot(str(SHOTS / "overview.png"))
 
     # The saga list: the same ids as the CLI; the filter form narrows it.
