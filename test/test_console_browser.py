@@ -194,6 +194,12 @@ def test_the_console_in_a_browser(stack, driver):
     assert shown <= committed and len(shown) == min(50, len(committed))
     assert int(text(driver, "#total")) == len(committed)
     driver.save_screenshot(str(SHOTS / "sagas.png"))
+    if len(committed) > 50:  # the next page: the following rows, the same filter
+        driver.find_element(By.ID, "next").click()
+        wait_until(lambda: "page=2" in driver.current_url, "page 2")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#saga-list tbody tr")
+        second = {r.get_attribute("data-saga") for r in rows}
+        assert second and second <= committed and not second & shown
 
     # One saga: its timeline is `shoplog saga <id> --json`'s.
     refused = next(s for s in sagas if s["decision"] == "abort")
