@@ -6,6 +6,8 @@
 //! The interval grows with the scan's cost (at least [`MIN_REFRESH`], else 5 × the last scan's
 //! duration), so a database of millions of records is scanned rarely; nobody looking at the
 //! console means no scan at all (a refresh happens only when a view asks for a stale index).
+//! A view never waits for a scan, except the very first: it is answered from the copy it finds
+//! (its time is shown) while a stale copy is read again in the background.
 
 use std::time::{Duration, Instant};
 
@@ -57,8 +59,8 @@ impl Index {
             .is_none_or(|t| t.elapsed() >= MIN_REFRESH.max(self.took * 5))
     }
 
-    /// Reads every saga record again.
-    pub async fn refresh(&mut self, dbs: &Dbs) -> Result<(), redis::RedisError> {
+    /// Reads every saga record into a new index.
+    pub async fn read(dbs: &Dbs) -> Result<Index, redis::RedisError> {
         let started = Instant::now();
         let mut records = Vec::new();
         let mut malformed = Vec::new();
@@ -68,12 +70,13 @@ impl Index {
         })
         .await?;
         records.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(b.id.cmp(&a.id)));
-        self.records = records;
-        self.malformed = malformed;
-        self.as_of_ms = sagas::now_ms();
-        self.took = started.elapsed();
-        self.scanned_at = Some(Instant::now());
-        Ok(())
+        Ok(Index {
+            records,
+            malformed,
+            as_of_ms: sagas::now_ms(),
+            scanned_at: Some(Instant::now()),
+            took: started.elapsed(),
+        })
     }
 
     /// The records `filter` passes (newest first), and how many there are in all.

@@ -206,7 +206,10 @@ pub struct Console {
     dbs: OnceLock<Dbs>,
     ids: OnceLock<Arc<IdPool>>,
     history: Mutex<overview::History>,
-    index: tokio::sync::Mutex<index::Index>,
+    /// The saga list's copy of the records; replaced whole by each scan.
+    index: Mutex<Arc<index::Index>>,
+    /// Held while a scan runs (one at a time).
+    scanning: Arc<tokio::sync::Mutex<()>>,
     /// One action at a time.
     acting: tokio::sync::Mutex<()>,
     http: reqwest::Client,
@@ -237,7 +240,8 @@ impl Console {
             dbs: OnceLock::new(),
             ids: OnceLock::new(),
             history: Mutex::new(overview::History::default()),
-            index: tokio::sync::Mutex::new(index::Index::default()),
+            index: Mutex::new(Arc::new(index::Index::default())),
+            scanning: Arc::new(tokio::sync::Mutex::new(())),
             acting: tokio::sync::Mutex::new(()),
             http,
         }
@@ -451,8 +455,46 @@ impl Console {
         }
     }
 
+    /// The saga index to answer from (see [`index`]): the current copy, read again in the
+    /// background when stale; only the first view waits for a scan.
+    async fn saga_index(self: &Arc<Self>) -> Result<Arc<index::Index>, ConsoleError> {
+        let current = self.index.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if current.as_of_ms == 0 {
+            let _one = self.scanning.lock().await;
+            let current = self.index.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if current.as_of_ms != 0 {
+                return Ok(current);
+            }
+            return self.rescan().await;
+        }
+        if current.stale() {
+            if let Ok(one) = self.scanning.clone().try_lock_owned() {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let _one = one;
+                    if let Err(e) = me.rescan().await {
+                        tracing::warn!(error = %e, "console: cannot read the saga records");
+                    }
+                });
+            }
+        }
+        Ok(current)
+    }
+
+    /// Reads the saga records into a new index and makes it the current one.
+    async fn rescan(&self) -> Result<Arc<index::Index>, ConsoleError> {
+        let dbs = self.dbs()?;
+        let fresh = Arc::new(
+            index::Index::read(dbs)
+                .await
+                .map_err(|e| ConsoleError::Unavailable(format!("order-db: {e}")))?,
+        );
+        *self.index.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+
     /// The overview's data (also `GET /console/api/overview`).
-    pub async fn overview(&self) -> Result<serde_json::Value, ConsoleError> {
+    pub async fn overview(self: &Arc<Self>) -> Result<serde_json::Value, ConsoleError> {
         let (current, series, unreachable) = {
             let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
             (
@@ -464,16 +506,7 @@ impl Console {
             )
         };
         let dbs = self.dbs()?;
-        let counts = {
-            let mut index = self.index.lock().await;
-            if index.stale() {
-                index
-                    .refresh(dbs)
-                    .await
-                    .map_err(|e| ConsoleError::Unavailable(format!("order-db: {e}")))?;
-            }
-            index.counts(self.saga_timeout_ms())
-        };
+        let counts = self.saga_index().await?.counts(self.saga_timeout_ms());
         let (groups, group_error) = match crate::delivery::report(dbs).await {
             Ok(g) => (g, None),
             Err(e) => (Vec::new(), Some(e.to_string())),
@@ -542,15 +575,8 @@ impl Console {
     }
 
     /// A page of the saga list (also `GET /console/api/sagas`).
-    pub async fn list(&self, q: &filters::ListQuery) -> Result<SagaList, ConsoleError> {
-        let dbs = self.dbs()?;
-        let mut index = self.index.lock().await;
-        if index.stale() {
-            index
-                .refresh(dbs)
-                .await
-                .map_err(|e| ConsoleError::Unavailable(format!("order-db: {e}")))?;
-        }
+    pub async fn list(self: &Arc<Self>, q: &filters::ListQuery) -> Result<SagaList, ConsoleError> {
+        let index = self.saga_index().await?;
         let skip = (q.page - 1).saturating_mul(q.per_page);
         let (items, total) = index.select(&q.filter, self.saga_timeout_ms(), skip, q.per_page);
         let now = crate::sagas::now_ms();
