@@ -7,6 +7,7 @@ without the token (refused) and after logging in (done), and saves screenshots t
 docs/console/*.png (the README shows them).
 
 Without Chromium it skips, saying so; with SHOPLOG_REQUIRE_BROWSER=1 (CI) it fails instead.
+SHOPLOG_CHROMIUM and SHOPLOG_CHROMEDRIVER name other binaries.
 """
 
 from __future__ import annotations
@@ -38,9 +39,20 @@ SHOTS = ROOT / "docs" / "console"
 
 
 def _browser_paths() -> tuple[str | None, str | None]:
-    chromium = next((p for p in map(shutil.which, ["chromium", "chromium-browser", "google-chrome"]) if p), None)
-    driver = shutil.which("chromedriver") or next(
-        (p for p in ["/usr/lib/chromium/chromedriver", "/usr/bin/chromedriver"] if os.path.exists(p)), None)
+    """Chromium and its driver: $SHOPLOG_CHROMIUM / $SHOPLOG_CHROMEDRIVER when set (and
+    existing), else Debian's packages on the PATH."""
+    def given(var):
+        path = os.environ.get(var)
+        return path if path and os.path.exists(path) else None
+    if os.environ.get("SHOPLOG_CHROMIUM"):
+        chromium = given("SHOPLOG_CHROMIUM")
+    else:
+        chromium = next((p for p in map(shutil.which, ["chromium", "chromium-browser"]) if p), None)
+    if os.environ.get("SHOPLOG_CHROMEDRIVER"):
+        driver = given("SHOPLOG_CHROMEDRIVER")
+    else:
+        driver = shutil.which("chromedriver") or next(
+            (p for p in ["/usr/lib/chromium/chromedriver", "/usr/bin/chromedriver"] if os.path.exists(p)), None)
     return chromium, driver
 
 
@@ -144,7 +156,7 @@ def wait_until(check, what: str, timeout: float = 20):
     raise AssertionError(f"timed out waiting for {what} ({last})")
 
 
-def test_the_console_in_a_browser(stack, driver):
+def test_the_console_in_a_browser(driver, stack):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
