@@ -38,9 +38,24 @@ pub fn presented(authorization: Option<&str>, cookie: Option<&str>) -> Option<St
     cookie.and_then(|c| {
         c.split(';').find_map(|pair| {
             let (k, v) = pair.split_once('=')?;
-            (k.trim() == COOKIE).then(|| v.trim().to_string())
+            (k.trim() == COOKIE).then(|| super::filters::decode(v.trim()))?
         })
     })
+}
+
+/// A token as a cookie value: every byte but `A-Z a-z 0-9 - . _ ~` percent-encoded, so that
+/// any token fits in a `Set-Cookie` header ([`presented`] decodes it).
+pub fn cookie_value(token: &str) -> String {
+    token
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Checks a presented token against the configured one, in time independent of where they
@@ -117,6 +132,12 @@ mod tests {
             Some("xyz")
         );
         assert_eq!(presented(None, Some("other=1")), None);
+        let odd = "a b;c=d\"é+";
+        let cookie = format!("{COOKIE}={}", cookie_value(odd));
+        assert!(cookie_value(odd)
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b';'));
+        assert_eq!(presented(None, Some(&cookie)).as_deref(), Some(odd));
         assert_eq!(presented(None, None), None);
     }
 

@@ -438,10 +438,10 @@ impl Console {
         match auth::check(self.token.as_deref(), token) {
             Ok(()) => {
                 tracing::info!(who = %req.who(), token = %auth::fingerprint(token), "console login");
-                let token = token.unwrap_or_default();
                 let cookie = format!(
-                    "{}={token}; Path=/console/; HttpOnly; SameSite=Strict",
-                    auth::COOKIE
+                    "{}={}; Path=/console/; HttpOnly; SameSite=Strict",
+                    auth::COOKIE,
+                    auth::cookie_value(token.unwrap_or_default())
                 );
                 Ok(redirect("/console/", Some(&cookie)))
             }
