@@ -811,3 +811,197 @@ pub fn routes(console: Arc<Console>) -> common::http::Extra {
         )
         .boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A console without databases (a log parser that has not reached them yet), standing by.
+    fn console(token: Option<&str>) -> Arc<Console> {
+        let mut config = common::config::Config::from_lookup(0, |_| None).expect("defaults");
+        config.console_token = token.map(String::from);
+        let status = Arc::new(DaemonStatus {
+            instance: "test".into(),
+            leadership: Arc::new(Leadership::default()),
+            last_pass: Mutex::new(None),
+            last_archive: Mutex::new(None),
+            log_retain_ms: None,
+            lease_ttl_ms: 5_000,
+        });
+        Arc::new(Console::new(
+            &config,
+            status,
+            Arc::new(Metrics::new("logparser")),
+        ))
+    }
+
+    fn request(method: Method, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Request {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let mut map = HeaderMap::new();
+        map.insert("host", HeaderValue::from_static("127.0.0.1:8000"));
+        for (k, v) in headers {
+            map.insert(
+                header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        Request {
+            method,
+            segments: path
+                .trim_start_matches("/console/")
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            query: query.to_string(),
+            headers: map,
+            remote: None,
+            body: (body.len() <= MAX_BODY).then(|| body.to_vec()),
+        }
+    }
+
+    async fn answer(c: &Arc<Console>, req: Request) -> (u16, String) {
+        let resp = c.clone().handle(req).await;
+        let kind = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        (resp.status().as_u16(), kind)
+    }
+
+    const JSON: &str = "application/json";
+    const HTML: &str = "text/html";
+
+    #[tokio::test]
+    async fn without_a_token_the_console_is_read_only() {
+        let c = console(None);
+        let bearer = [("authorization", "Bearer anything")];
+        let r = request(Method::POST, "/console/api/recover", &bearer, b"");
+        assert_eq!(answer(&c, r).await, (403, JSON.into()));
+        let r = request(Method::POST, "/console/api/sagas/s1/redrive", &bearer, b"");
+        assert_eq!(answer(&c, r).await, (403, JSON.into()));
+        let r = request(Method::POST, "/console/login", &[], b"token=anything");
+        assert_eq!(answer(&c, r).await.0, 403);
+        let r = request(Method::GET, "/console/login", &[], b"");
+        assert_eq!(answer(&c, r).await, (200, HTML.into()));
+    }
+
+    #[tokio::test]
+    async fn actions_need_the_token_and_the_same_origin() {
+        let c = console(Some("s3cret"));
+        let post = |h: &[(&str, &str)]| request(Method::POST, "/console/api/recover", h, b"");
+        assert_eq!(answer(&c, post(&[])).await, (401, JSON.into()));
+        assert_eq!(
+            answer(&c, post(&[("authorization", "Bearer nope")]))
+                .await
+                .0,
+            401
+        );
+        assert_eq!(
+            answer(&c, post(&[("cookie", "shoplog_console=nope")]))
+                .await
+                .0,
+            401
+        );
+        let cross = [
+            ("authorization", "Bearer s3cret"),
+            ("origin", "http://evil.example"),
+        ];
+        assert_eq!(answer(&c, post(&cross)).await.0, 403);
+        let cross = [
+            ("cookie", "shoplog_console=s3cret"),
+            ("sec-fetch-site", "cross-site"),
+        ];
+        assert_eq!(answer(&c, post(&cross)).await.0, 403);
+        // Past every check, this standby (it holds no lease) refuses with 503, changing nothing.
+        let ok = [
+            ("cookie", "shoplog_console=s3cret"),
+            ("origin", "http://127.0.0.1:8000"),
+        ];
+        assert_eq!(answer(&c, post(&ok)).await, (503, JSON.into()));
+        assert_eq!(
+            answer(&c, post(&[("authorization", "Bearer s3cret")]))
+                .await
+                .0,
+            503
+        );
+        // The login form sets the cookie on the right token only, same origin only.
+        let form = |t: &str, h: &[(&str, &str)]| {
+            request(
+                Method::POST,
+                "/console/login",
+                h,
+                format!("token={t}").as_bytes(),
+            )
+        };
+        let resp = c.clone().handle(form("s3cret", &[])).await;
+        assert_eq!(resp.status().as_u16(), 303);
+        let cookie = resp
+            .headers()
+            .get(header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(
+            cookie,
+            Some("shoplog_console=s3cret; Path=/console/; HttpOnly; SameSite=Strict")
+        );
+        assert_eq!(answer(&c, form("nope", &[])).await, (401, HTML.into()));
+        let evil = [("origin", "http://evil.example")];
+        assert_eq!(answer(&c, form("s3cret", &evil)).await.0, 403);
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_a_4xx_in_the_requests_language() {
+        let c = console(Some("s3cret"));
+        let get = |t: &str| request(Method::GET, t, &[], b"");
+        assert_eq!(
+            answer(&c, get("/console/sagas?state=paid")).await,
+            (400, HTML.into())
+        );
+        assert_eq!(
+            answer(&c, get("/console/api/sagas?page=0")).await,
+            (400, JSON.into())
+        );
+        assert_eq!(
+            answer(&c, get("/console/api/sagas/%3Cx%3E")).await,
+            (400, JSON.into())
+        );
+        assert_eq!(
+            answer(&c, get("/console/sagas/a%2Fb")).await,
+            (400, HTML.into())
+        );
+        assert_eq!(answer(&c, get("/console/nope")).await, (404, HTML.into()));
+        assert_eq!(
+            answer(&c, get("/console/api/nope")).await,
+            (404, JSON.into())
+        );
+        assert_eq!(answer(&c, get("/console/api/chart/x.svg")).await.0, 404);
+        assert_eq!(
+            answer(&c, get("/console/api/recover")).await,
+            (405, JSON.into())
+        );
+        let big = vec![b'x'; MAX_BODY + 1];
+        let r = request(Method::POST, "/console/login", &[], &big);
+        assert_eq!(answer(&c, r).await.0, 413);
+        // Without databases yet: 503, saying so.
+        assert_eq!(
+            answer(&c, get("/console/api/overview")).await,
+            (503, JSON.into())
+        );
+        assert_eq!(
+            answer(&c, get("/console/api/chart/p99.svg")).await,
+            (200, "image/svg+xml".into())
+        );
+        let resp = c.clone().handle(get("/console/assets/console.js")).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        let csp = resp
+            .headers()
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok());
+        assert!(csp.is_some_and(|p| p.contains("script-src 'self'")));
+    }
+}
