@@ -190,6 +190,9 @@ def test_the_console_in_a_browser(driver, stack):
     assert text(driver, '[data-k="/last_audit/clean"]') == "yes"
     assert text(driver, '[data-k="/last_audit/violations"]') == "0"
     assert text(driver, "#active-instance") == "logparser"
+    wait_until(lambda: {"order", "stock", "payment"} <= {
+        r.find_element(By.CSS_SELECTOR, "td").text for r in driver.find_elements(By.CSS_SELECTOR, "#services tr")},
+        "requests by service")
     driver.save_screenshot(str(SHOTS / "overview.png"))
 
     # The saga list: the same ids as the CLI; the filter form narrows it.

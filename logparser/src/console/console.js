@@ -31,6 +31,17 @@
         document.querySelectorAll('[data-k]').forEach(function (el) {
           el.textContent = show(at(d, el.getAttribute('data-k')));
         });
+        var services = document.getElementById('services');
+        if (services && d.now && Array.isArray(d.now.services)) {
+          services.textContent = '';
+          d.now.services.forEach(function (svc) {
+            var tr = document.createElement('tr');
+            cell(tr, svc.service);
+            cell(tr, show(svc.requests_per_s), 'num');
+            cell(tr, show(svc.error_rate), 'num');
+            services.appendChild(tr);
+          });
+        }
         var sums = document.getElementById('group-sums');
         if (sums && Array.isArray(d.groups)) {
           var rows = {};

@@ -43,6 +43,8 @@ pub struct Sample {
     pub requests: u64,
     /// Requests answered 5xx by every service.
     pub errors: u64,
+    /// Per service (its metrics' `service` label): requests answered, and answered 5xx.
+    pub by_service: std::collections::BTreeMap<String, (u64, u64)>,
     /// Cumulative checkout latency histogram over [`BUCKETS`].
     pub buckets: Vec<u64>,
     /// Services that did not answer the scrape.
@@ -84,8 +86,14 @@ pub fn add_text(s: &mut Sample, text: &str) {
         match name {
             "shoplog_http_requests_total" => {
                 s.requests += value;
+                let service = s
+                    .by_service
+                    .entry(label(labels, "service").unwrap_or("unknown").to_string())
+                    .or_default();
+                service.0 += value;
                 if status >= 500 {
                     s.errors += value;
+                    service.1 += value;
                 }
                 if route == Some(CHECKOUT_ROUTE) {
                     s.checkouts += value;
@@ -112,8 +120,19 @@ pub fn add_text(s: &mut Sample, text: &str) {
     }
 }
 
+/// One service's request rate and 5xx share between two samples.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ServiceRates {
+    /// The service (its metrics' `service` label).
+    pub service: String,
+    /// Requests answered per second.
+    pub requests_per_s: f64,
+    /// The share of them answered 5xx (0..1).
+    pub error_rate: f64,
+}
+
 /// Rates between two samples (a counter that went down — a restarted replica — counts as 0).
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Rates {
     /// When the later sample was taken.
     pub at_ms: u64,
@@ -129,6 +148,8 @@ pub struct Rates {
     pub p50_ms: Option<f64>,
     /// 99th percentile of checkout latency (ms).
     pub p99_ms: Option<f64>,
+    /// Each service's request rate and 5xx share.
+    pub services: Vec<ServiceRates>,
 }
 
 /// The `q` quantile (0..1) of a cumulative histogram over [`BUCKETS`], in ms (the upper bound
@@ -174,6 +195,23 @@ pub fn rates(a: &Sample, b: &Sample) -> Rates {
         },
         p50_ms: quantile_ms(&buckets, 0.5),
         p99_ms: quantile_ms(&buckets, 0.99),
+        services: b
+            .by_service
+            .iter()
+            .map(|(name, (req, err))| {
+                let (req0, err0) = a.by_service.get(name).copied().unwrap_or_default();
+                let requests = d(req0, *req);
+                ServiceRates {
+                    service: name.clone(),
+                    requests_per_s: requests as f64 / secs,
+                    error_rate: if requests == 0 {
+                        0.0
+                    } else {
+                        d(err0, *err) as f64 / requests as f64
+                    },
+                }
+            })
+            .collect(),
     }
 }
 
@@ -271,6 +309,8 @@ shoplog_checkouts_committed_total{service="order"} 8
             (10, 1, 1)
         );
         assert_eq!((s.requests, s.errors), (22, 3));
+        assert_eq!(s.by_service.get("order"), Some(&(20, 1)));
+        assert_eq!(s.by_service.get("unknown"), Some(&(2, 2)));
         assert_eq!(s.buckets[2], 4); // le=0.005
         assert_eq!(s.buckets[3], 7);
         assert_eq!(*s.buckets.last().unwrap(), 8);
@@ -294,6 +334,11 @@ shoplog_checkouts_committed_total{service="order"} 8
         assert!((r.error_rate - 1.0 / 20.0).abs() < 1e-9);
         assert_eq!(r.p50_ms, Some(5.0), "the 4th of 8 is in the 5 ms bucket");
         assert_eq!(r.p99_ms, Some(25.0));
+        let order = r.services.iter().find(|s| s.service == "order").cloned();
+        assert_eq!(
+            order.map(|o| (o.requests_per_s, o.error_rate)),
+            Some((10.0, 0.05))
+        );
         // A restarted replica's counters went down: no negative rates.
         let r = rates(
             &b,

@@ -134,6 +134,15 @@ pub fn overview(console: &Console, req: &Request, d: &Value) -> Response {
                 (card("checkout 5xx/s", "/now/checkout_errors_per_s", "/s"))
             }
             div.charts { (chart("checkouts")) (chart("p50")) (chart("p99")) (chart("errors")) (chart("refused")) }
+            h3 { "Requests by service (last ~10 s)" }
+            table.services {
+                thead { tr { th { "service" } th { "requests/s" } th { "5xx share" } } }
+                tbody #services {
+                    @for svc in d.pointer("/now/services").and_then(Value::as_array).cloned().unwrap_or_default() {
+                        tr { td { (show(svc.get("service"))) } td.num { (show(svc.get("requests_per_s"))) } td.num { (show(svc.get("error_rate"))) } }
+                    }
+                }
+            }
             @if let Some(u) = d.pointer("/unreachable").and_then(Value::as_array).filter(|u| !u.is_empty()) {
                 p.warn { "not answering their metrics: " (u.iter().map(|v| show(Some(v))).collect::<Vec<_>>().join(", ")) }
             }
