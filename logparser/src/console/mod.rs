@@ -210,6 +210,8 @@ pub struct Console {
     index: Mutex<Arc<index::Index>>,
     /// Held while a scan runs (one at a time).
     scanning: Arc<tokio::sync::Mutex<()>>,
+    /// The last delivery report and when it was read.
+    groups: tokio::sync::Mutex<Option<(std::time::Instant, Vec<crate::delivery::GroupReport>)>>,
     /// One action at a time.
     acting: tokio::sync::Mutex<()>,
     http: reqwest::Client,
@@ -242,6 +244,7 @@ impl Console {
             history: Mutex::new(overview::History::default()),
             index: Mutex::new(Arc::new(index::Index::default())),
             scanning: Arc::new(tokio::sync::Mutex::new(())),
+            groups: tokio::sync::Mutex::new(None),
             acting: tokio::sync::Mutex::new(()),
             http,
         }
@@ -493,6 +496,24 @@ impl Console {
         Ok(fresh)
     }
 
+    /// The delivery report (lag, pending, dead letters per stream and group), read at most
+    /// once per [`overview::SAMPLE_EVERY`] however many pages poll it.
+    async fn delivery(&self, dbs: &Dbs) -> (Vec<crate::delivery::GroupReport>, Option<String>) {
+        let mut cached = self.groups.lock().await;
+        if let Some((at, groups)) = cached.as_ref() {
+            if at.elapsed() < overview::SAMPLE_EVERY {
+                return (groups.clone(), None);
+            }
+        }
+        match crate::delivery::report(dbs).await {
+            Ok(g) => {
+                *cached = Some((std::time::Instant::now(), g.clone()));
+                (g, None)
+            }
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        }
+    }
+
     /// The overview's data (also `GET /console/api/overview`).
     pub async fn overview(self: &Arc<Self>) -> Result<serde_json::Value, ConsoleError> {
         let (current, series, unreachable) = {
@@ -507,10 +528,7 @@ impl Console {
         };
         let dbs = self.dbs()?;
         let counts = self.saga_index().await?.counts(self.saga_timeout_ms());
-        let (groups, group_error) = match crate::delivery::report(dbs).await {
-            Ok(g) => (g, None),
-            Err(e) => (Vec::new(), Some(e.to_string())),
-        };
+        let (groups, group_error) = self.delivery(dbs).await;
         let dead_letters: i64 = groups.iter().map(|g| g.dead_letters).sum();
         let last_audit = crate::audit::last_summary(&mut dbs.order.clone())
             .await
