@@ -31,13 +31,16 @@ deps:
 	fi
 
 ## test-deps: what the tests use besides, from apt when missing: iptables and ss (network
-## faults), zstd and jq (the archive's segments read with common tools)
+## faults), zstd and jq (the archive's segments read with common tools), chromium and
+## chromium-driver (the console's browser test, test/test_console_browser.py)
 test-deps:
 	@missing=""; \
 	command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing="$$missing iptables"; \
 	command -v ss >/dev/null 2>&1 || [ -x /usr/bin/ss ] || missing="$$missing iproute2"; \
 	command -v zstdcat >/dev/null 2>&1 || missing="$$missing zstd"; \
 	command -v jq >/dev/null 2>&1 || missing="$$missing jq"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || [ -x /usr/lib/chromium/chromedriver ] || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
@@ -66,7 +69,8 @@ test: deps test-deps build lint python-deps test-rust test-http test-deploy test
 test-rust:
 	$(CARGO) test --release --workspace
 
-## test-http: the HTTP suite, including the quick fault-injection scenarios
+## test-http: the HTTP suite, including the quick fault-injection scenarios and the console's
+## browser test (skipped, saying so, without Chromium; SHOPLOG_REQUIRE_BROWSER=1 makes that a failure)
 test-http:
 	SHOPLOG_BIN=$(CURDIR)/$(SHOPLOG) $(PYTHON) -m pytest test -q -m "not slow" \
 	  --ignore=test/compose --ignore=test/deploy

@@ -178,12 +178,26 @@ impl StackSettings {
                 out.push(self.service(&format!("{binary}-{}", r + 1), binary, prefix, port));
             }
         }
-        out.push(self.service(
+        let mut logparser = self.service(
             "logparser",
             "logparser",
             "logparser",
             self.port(defaults::LOGPARSER_PORT),
-        ));
+        );
+        // The console's overview reads every service replica's metrics.
+        let scrape: Vec<String> = out
+            .iter()
+            .filter_map(|c| match c.kind {
+                Kind::Service { prefix, .. } => {
+                    Some(format!("{prefix}=http://127.0.0.1:{}", c.port))
+                }
+                _ => None,
+            })
+            .collect();
+        logparser
+            .env
+            .push(("CONSOLE_SCRAPE".into(), scrape.join(",")));
+        out.push(logparser);
         out.push(Component {
             name: "gateway".into(),
             kind: Kind::Gateway,

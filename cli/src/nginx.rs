@@ -1,8 +1,8 @@
 //! The gateway's nginx configuration, for both deployments: the native stack of `shoplog up` and
 //! the container stack of `docker-compose.yml`. Both route `/orders/ /stock/ /payment/ /ids/` to
 //! the services, answer JSON for everything else (unknown routes, every refusal of nginx's own, a
-//! service with no live replica), and differ only in where nginx writes its files and how it finds
-//! the replicas:
+//! service with no live replica), route `/console/` (the operator console) to the log parser, and
+//! differ only in where nginx writes its files and how it finds the replicas:
 //!
 //! - **native** ([`config`]): one `upstream` per service listing every replica's loopback port,
 //!   keep-alive connections, everything nginx writes under the data directory (no root needed);
@@ -51,8 +51,8 @@ struct Files {
 
 /// How nginx reaches each prefix's replicas.
 enum Upstreams {
-    /// Fixed loopback ports, one `upstream` block per prefix.
-    Loopback(Vec<(&'static str, Vec<u16>)>),
+    /// Fixed loopback ports, one `upstream` block per prefix; the log parser's port (the console).
+    Loopback(Vec<(&'static str, Vec<u16>)>, u16),
     /// A host name re-resolved through `resolver` (Docker's embedded DNS).
     Dns {
         resolver: &'static str,
@@ -76,9 +76,10 @@ pub fn config(s: &StackSettings, run_as_root: bool, checkout_timeout: Duration) 
         error_log: s.log_file("gateway").display().to_string(),
     };
     let listen = format!("127.0.0.1:{}", s.gateway_port);
+    let logparser = defaults::LOGPARSER_PORT.saturating_add(s.port_offset);
     render(
         &files,
-        &Upstreams::Loopback(s.upstreams()),
+        &Upstreams::Loopback(s.upstreams(), logparser),
         &listen,
         run_as_root,
         checkout_timeout,
@@ -206,8 +207,14 @@ http {{
     );
     let mut keyed_map = String::from("    map $uri $keyed_upstream {\n");
     let mut locations = Vec::new();
+    let console_pass;
     match upstreams {
-        Upstreams::Loopback(ports_by_prefix) => {
+        Upstreams::Loopback(ports_by_prefix, logparser) => {
+            let _ = writeln!(
+                out,
+                "    upstream console {{\n        server 127.0.0.1:{logparser} max_fails=0;\n        keepalive 16;\n    }}"
+            );
+            console_pass = "proxy_pass http://console;".to_string();
             for (prefix, ports) in ports_by_prefix {
                 let _ = writeln!(out, "    upstream {prefix} {{");
                 for p in ports {
@@ -226,6 +233,10 @@ http {{
             // A variable in proxy_pass makes nginx resolve the name per request (cached for
             // `valid`), and use every address it gets in turn: a refused or timed-out connect
             // moves on to the next replica (the request was not sent, so even a POST is safe).
+            console_pass = format!(
+                "set $upstream_console logparser:{}; proxy_pass http://$upstream_console;",
+                defaults::LOGPARSER_PORT
+            );
             let _ = writeln!(out, "    resolver {resolver} valid=1s ipv6=off;");
             out.push_str("    resolver_timeout 2s;\n    proxy_connect_timeout 2s;\n");
             for (prefix, host) in hosts {
@@ -295,6 +306,22 @@ http {{
             proxy_next_upstream error timeout non_idempotent;
             proxy_pass http://$keyed_upstream;
         }
+        # The operator console (logparser::console), served by the log parser. Unlike the
+        # services it reads the client's headers: Host and Origin (the same-origin check of its
+        # actions), Cookie and Authorization (the operator token); so they go upstream here,
+        # with the client's address for its action log. A standby log parser refuses an action
+        # with 503 before doing anything, so that answer (and a failed connect) moves the request
+        # on to the next instance (containers: `--scale logparser=2`).
+        location /console/ {
+            proxy_pass_request_headers on;
+            proxy_next_upstream error http_503 non_idempotent;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_read_timeout 120s;
+            CONSOLE_PASS
+        }
+        location = /console { return 301 /console/; }
         # nginx itself, not the services behind it: for health checks of the gateway.
         location = /gateway/health {
             default_type application/json;
@@ -302,10 +329,11 @@ http {{
         }
         location / {
             default_type application/json;
-            return 404 '{"error": "no route: the gateway serves /orders/, /stock/, /payment/ and /ids/"}';
+            return 404 '{"error": "no route: the gateway serves /orders/, /stock/, /payment/, /ids/ and /console/"}';
         }
 "#
-        .replace("RETRYABLE_READ", &retryable_read.to_string()),
+        .replace("RETRYABLE_READ", &retryable_read.to_string())
+        .replace("CONSOLE_PASS", &console_pass),
     );
     for refusal in own_refusals() {
         let Refusal {
@@ -481,6 +509,9 @@ mod tests {
             "no static upstreams in containers"
         );
         assert!(conf.contains("listen 8000;"));
+        assert!(conf.contains(
+            "set $upstream_console logparser:8105; proxy_pass http://$upstream_console;"
+        ));
     }
 
     /// Issue 13: hostile input stops at the gateway, in both deployments, with a JSON 4xx.
@@ -503,7 +534,8 @@ mod tests {
             assert!(conf.contains("proxy_set_header Idempotency-Key $http_idempotency_key;"));
             // A sent POST is retried only when a repeat is safe: a checkout, or a keyed request.
             assert!(conf.contains("proxy_next_upstream error timeout;"));
-            assert_eq!(conf.matches("non_idempotent;").count(), 2, "{conf}");
+            // (and a console action a standby log parser refused with 503: nothing was done)
+            assert_eq!(conf.matches("non_idempotent;").count(), 3, "{conf}");
             // A frozen replica is left after the order service's own bound (10 s + 1 s + 0.5 s).
             assert!(conf.contains("location /orders/checkout/ { proxy_read_timeout 11500ms; proxy_next_upstream error timeout http_502 http_503 non_idempotent;"));
             assert!(conf.contains("if ($retryable) { return 418; }"));
@@ -560,5 +592,16 @@ mod tests {
         assert!(conf.contains("location /orders/checkout/ { proxy_read_timeout 4500ms;"));
         assert!(conf.contains("~^/stock/ stock;"));
         assert!(!conf.contains("resolver"));
+        // The console goes to the log parser, with the headers it reads.
+        assert!(conf.contains("upstream console {\n        server 127.0.0.1:8105 max_fails=0;"));
+        assert!(conf.contains("location /console/ {\n            proxy_pass_request_headers on;"));
+        assert!(conf.contains("proxy_set_header Host $http_host;"));
+        assert!(conf.contains("proxy_pass http://console;"));
+        let offset = StackSettings {
+            port_offset: 11000,
+            ..s
+        };
+        assert!(config(&offset, false, Duration::from_secs(10))
+            .contains("server 127.0.0.1:19105 max_fails=0;"));
     }
 }

@@ -86,6 +86,44 @@ pub struct Config {
     /// `LOG_RETAIN`: how long log entries and final saga records stay in Redis before the log
     /// parser archives them (`90s`, `5m`, `500ms`; default 5 minutes; `off`: never).
     pub log_retain: Option<Duration>,
+    /// `CONSOLE_TOKEN`: the operator token the console's actions need (`/console/`, served by
+    /// the log parser). Unset or empty: the console is read-only.
+    pub console_token: Option<String>,
+    /// `CONSOLE_SCRAPE`: the services whose metrics the console's overview reads, as
+    /// comma-separated `name=base-url` pairs (each replica its own pair; a name may repeat).
+    /// Default: one of each service at its default port.
+    pub console_scrape: Vec<(String, String)>,
+}
+
+/// The services the console scrapes when `CONSOLE_SCRAPE` is unset: one of each, at its default
+/// port, named by its path prefix.
+fn default_scrape() -> Vec<(String, String)> {
+    use defaults::*;
+    [
+        ("orders", ORDER_PORT),
+        ("stock", STOCK_PORT),
+        ("payment", PAYMENT_PORT),
+        ("ids", IDS_PORT),
+    ]
+    .iter()
+    .map(|(n, p)| (n.to_string(), format!("http://127.0.0.1:{p}")))
+    .collect()
+}
+
+/// Parses `CONSOLE_SCRAPE` (`name=url,name=url`); `None` when a pair is malformed.
+pub fn parse_scrape(v: &str) -> Option<Vec<(String, String)>> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (name, url) = pair.split_once('=')?;
+            let (name, url) = (name.trim(), url.trim().trim_end_matches('/'));
+            let ok = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && (url.starts_with("http://") || url.starts_with("https://"));
+            ok.then(|| (name.to_string(), url.to_string()))
+        })
+        .collect()
 }
 
 /// The default of `LOG_RETAIN`.
@@ -286,6 +324,19 @@ impl Config {
                     expected: "a duration (500ms, 90s, 5m, 2h) or `off`",
                     example: "5m".into(),
                 })?),
+            },
+            console_token: env
+                .get("CONSOLE_TOKEN")?
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+            console_scrape: match env.get("CONSOLE_SCRAPE")? {
+                None => default_scrape(),
+                Some(v) => parse_scrape(&v).ok_or(ConfigError::Invalid {
+                    var: "CONSOLE_SCRAPE",
+                    value: v,
+                    expected: "comma-separated name=url pairs",
+                    example: "orders=http://127.0.0.1:8101,stock=http://127.0.0.1:8102".into(),
+                })?,
             },
         })
     }

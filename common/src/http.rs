@@ -397,8 +397,25 @@ async fn dispatch<S: Service>(
     resp
 }
 
+/// Routes a process serves beside its [`Service`]: tried first, and a request they reject goes
+/// on to the service. The log parser serves its operator console (`/console/`) this way, which
+/// needs what [`Service::handle`] does not see: the query, the headers, a form body.
+pub type Extra = warp::filters::BoxedFilter<(Response,)>;
+
 /// Serves `svc` on `addr` until SIGTERM or Ctrl-C, then finishes in-flight requests and returns.
 pub async fn serve<S: Service>(svc: Arc<S>, addr: SocketAddr) -> anyhow::Result<()> {
+    let none = warp::any()
+        .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })
+        .boxed();
+    serve_with(svc, addr, none).await
+}
+
+/// [`serve`], with `extra` routes tried before the service's (see [`Extra`]).
+pub async fn serve_with<S: Service>(
+    svc: Arc<S>,
+    addr: SocketAddr,
+    extra: Extra,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {addr}: {e} (is another process using the port? set PORT)"
@@ -441,7 +458,7 @@ pub async fn serve<S: Service>(svc: Arc<S>, addr: SocketAddr) -> anyhow::Result<
                 }
             },
         );
-    warp::serve(routes)
+    warp::serve(extra.or(routes).unify())
         .incoming(listener)
         .graceful(shutdown_signal())
         .run()

@@ -993,6 +993,40 @@ pub fn check_started(
     }
 }
 
+/// Where `shoplog audit` leaves a summary of its last run (order-db), for the console.
+pub const LAST_AUDIT_KEY: &str = "logparser:last_audit";
+
+/// Stores a summary of `report` (when, clean or not, the first violations) as the last audit.
+pub async fn record_last(
+    conn: &mut common::db::Conn,
+    report: &AuditReport,
+) -> Result<(), redis::RedisError> {
+    let summary = serde_json::json!({
+        "at_ms": crate::sagas::now_ms(),
+        "clean": report.violations.is_empty(),
+        "violations": report.violations.len(),
+        "first_violations": report.violations.iter().take(5).collect::<Vec<_>>(),
+        "sagas": report.sagas,
+        "duration_ms": report.duration_ms,
+    });
+    redis::cmd("SET")
+        .arg(LAST_AUDIT_KEY)
+        .arg(summary.to_string())
+        .query_async::<()>(conn)
+        .await
+}
+
+/// The summary [`record_last`] stored, if any.
+pub async fn last_summary(
+    conn: &mut common::db::Conn,
+) -> Result<Option<serde_json::Value>, redis::RedisError> {
+    let text: Option<String> = redis::cmd("GET")
+        .arg(LAST_AUDIT_KEY)
+        .query_async(conn)
+        .await?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 //! | [`delivery`] | consumer-group lag, stuck entries, dead letters |
 //! | [`lease`] | one active daemon at a time (Redlock lease) |
 //! | [`archive`] | move acknowledged, final, old log entries and saga records into the archive |
+//! | [`console`] | the operator console at `/console/`: pages, JSON API, actions (served by the daemon) |
 //! | [`dbs`] | connections to the three databases |
 //!
 //! The daemon (`logparser` binary) and the `shoplog` CLI both use this library, so "what a log
@@ -19,6 +20,7 @@
 pub mod archive;
 pub mod audit;
 pub mod audit_hold;
+pub mod console;
 pub mod dbs;
 pub mod delivery;
 pub mod lease;

@@ -6,7 +6,8 @@
 //! `GET /logparser/status` says whether this instance is active and what its last pass did;
 //! `GET /logparser/metrics` has the counters. After each pass, unless `LOG_RETAIN=off`, it runs an
 //! archiving pass (`logparser::archive`); `POST /logparser/archive` runs one now and answers its
-//! report (`shoplog archive --now`).
+//! report (`shoplog archive --now`). Under `/console/` it serves the operator console
+//! (`logparser::console`): every instance serves its pages, only the active one runs actions.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,21 +15,19 @@ use std::time::Duration;
 use common::http::{self, HandlerResult, Method, Service};
 use common::metrics::Metrics;
 use logparser::archive::{ArchiveReport, Archiver};
+use logparser::console::{Console, DaemonStatus};
 use logparser::lease::{self, Leadership};
-use logparser::recovery::{PassReport, Recovery, Settings};
+use logparser::recovery::{Recovery, Settings};
 
 struct Daemon {
+    /// Name, lease, last passes: shared with the console.
+    state: Arc<DaemonStatus>,
     leadership: Arc<Leadership>,
-    instance: String,
-    last_pass: Mutex<Option<PassReport>>,
+    console: Arc<Console>,
     metrics: Arc<Metrics>,
     /// The archiving engine, once the databases are connected (`None` with `LOG_RETAIN=off`);
     /// the lock serialises the daemon's passes and those asked for over HTTP.
     archiver: tokio::sync::Mutex<Option<Archiver>>,
-    last_archive: Mutex<Option<ArchiveReport>>,
-    /// This daemon's `LOG_RETAIN` (`None`: off), reported in its status so that `shoplog archive`
-    /// measures the lag against the retention actually in force, not its own environment's.
-    log_retain_ms: Option<u64>,
 }
 
 impl Daemon {
@@ -50,7 +49,11 @@ impl Daemon {
             tracing::info!(archived = report.archived, trimmed = report.trimmed, retired = report.retired,
                 lag_ms = report.lag_ms, errors = ?report.errors, duration_ms = report.duration_ms, "archiving pass");
         }
-        *self.last_archive.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+        *self
+            .state
+            .last_archive
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
         Ok(Some(report))
     }
 }
@@ -62,17 +65,14 @@ impl Service for Daemon {
         match segments.as_slice() {
             [_, s] if s == "status" => {
                 http::allow(&method, Method::GET)?;
-                let last = self
-                    .last_pass
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                // `log_retain_ms`: this daemon's `LOG_RETAIN` (`None`: off), so that `shoplog
+                // archive` measures the lag against the retention actually in force.
                 http::json(&serde_json::json!({
-                    "instance": self.instance,
+                    "instance": self.state.instance,
                     "active": self.leadership.is_active(),
-                    "last_pass": last,
-                    "last_archive": self.last_archive.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-                    "log_retain_ms": self.log_retain_ms,
+                    "last_pass": self.state.last_pass(),
+                    "last_archive": self.state.last_archive(),
+                    "log_retain_ms": self.state.log_retain_ms,
                 }))
             }
             [_, s] if s == "archive" => {
@@ -110,6 +110,7 @@ async fn recover_while_active(daemon: Arc<Daemon>, config: common::config::Confi
             }
         }
     };
+    daemon.console.attach(dbs.clone()).await;
     let locks = match common::lock::Redlock::new(&config.lock_urls) {
         Ok(l) => l,
         Err(e) => {
@@ -156,7 +157,11 @@ async fn recover_while_active(daemon: Arc<Daemon>, config: common::config::Confi
                         tracing::info!(mode = report.mode, aborted = report.aborted.len(), redriven = report.redriven.len(),
                             errors = ?report.errors, duration_ms = report.duration_ms, "recovery pass");
                     }
-                    *daemon.last_pass.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+                    *daemon
+                        .state
+                        .last_pass
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(report);
                     // After the recovery pass: its checkpoint bounds what may leave log:order.
                     if let Err(e) = daemon.archive_pass().await {
                         tracing::warn!(error = %e, "archiving pass failed; retrying next interval");
@@ -189,18 +194,32 @@ async fn main() -> anyhow::Result<()> {
             let _ = stop_rx.await;
         },
     ));
-    let daemon = Arc::new(Daemon {
-        leadership,
+    let state = Arc::new(DaemonStatus {
         instance: config.instance.clone(),
+        leadership: leadership.clone(),
         last_pass: Mutex::new(None),
-        metrics: Arc::new(Metrics::new("logparser")),
-        archiver: tokio::sync::Mutex::new(None),
         last_archive: Mutex::new(None),
         log_retain_ms: config.log_retain.map(|d| d.as_millis() as u64),
+        lease_ttl_ms: config.lease_ttl.as_millis() as u64,
+    });
+    let metrics = Arc::new(Metrics::new("logparser"));
+    let console = Arc::new(Console::new(&config, state.clone(), metrics.clone()));
+    if console.read_only() {
+        tracing::info!("console at /console/ is read-only (no CONSOLE_TOKEN)");
+    }
+    let daemon = Arc::new(Daemon {
+        state,
+        leadership,
+        console: console.clone(),
+        metrics,
+        archiver: tokio::sync::Mutex::new(None),
     });
     let recovering = tokio::spawn(recover_while_active(daemon.clone(), config.clone()));
-    let served = http::serve(daemon, config.listen_addr()?).await;
+    let sampling = tokio::spawn(console.clone().sample_forever());
+    let routes = logparser::console::routes(console);
+    let served = http::serve_with(daemon, config.listen_addr()?, routes).await;
     recovering.abort();
+    sampling.abort();
     let _ = stop_tx.send(());
     let _ = holder.await;
     served

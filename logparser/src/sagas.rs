@@ -124,3 +124,104 @@ pub async fn retired(dbs: &crate::dbs::Dbs) -> Result<Vec<SagaRecord>, common::l
     }
     Ok(out)
 }
+
+/// Which sagas a listing shows: the flags of `shoplog sagas` and the console's filters, written
+/// once so that both list the same sagas for the same question.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only sagas in this state.
+    pub state: Option<SagaState>,
+    /// Only sagas started at least this long ago (ms).
+    pub min_age_ms: u64,
+    /// Only sagas started at most this long ago (ms).
+    pub max_age_ms: Option<u64>,
+    /// Only the sagas of this order.
+    pub order: Option<String>,
+    /// Only the sagas of this user.
+    pub user: Option<String>,
+    /// Only sagas stuck: undecided past `SAGA_TIMEOUT` (the ones a recovery pass aborts).
+    pub stuck: bool,
+}
+
+impl Filter {
+    /// Whether `r` passes, `now_ms` being the current time and `saga_timeout_ms` the
+    /// `SAGA_TIMEOUT` that makes an undecided saga stuck.
+    pub fn matches(&self, r: &SagaRecord, now_ms: u64, saga_timeout_ms: u64) -> bool {
+        let age = r.age_ms(now_ms);
+        self.state.is_none_or(|s| r.state() == s)
+            && age >= self.min_age_ms
+            && self.max_age_ms.is_none_or(|m| age <= m)
+            && self.order.as_deref().is_none_or(|o| r.order == o)
+            && self.user.as_deref().is_none_or(|u| r.user == u)
+            && (!self.stuck || is_stuck(r, now_ms, saga_timeout_ms))
+    }
+}
+
+/// Whether `r` is stuck: undecided for longer than `saga_timeout_ms`.
+pub fn is_stuck(r: &SagaRecord, now_ms: u64, saga_timeout_ms: u64) -> bool {
+    r.state() == SagaState::InFlight && r.age_ms(now_ms) > saga_timeout_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::saga::Decision;
+
+    fn record(
+        order: &str,
+        user: &str,
+        decision: Decision,
+        done: bool,
+        started_ms: u64,
+    ) -> SagaRecord {
+        SagaRecord {
+            id: format!("s-{order}"),
+            part: 0,
+            order: order.into(),
+            user: user.into(),
+            total: 3,
+            items: "[]".into(),
+            decision,
+            reason: String::new(),
+            started_ms,
+            pending: Vec::new(),
+            done,
+        }
+    }
+
+    #[test]
+    fn a_filter_checks_state_age_order_user_and_stuck() {
+        let now = 100_000;
+        let old = record("1", "u", Decision::None, false, now - 40_000);
+        let young = record("2", "v", Decision::None, false, now - 1_000);
+        let paid = record("3", "u", Decision::Commit, true, now - 40_000);
+        let all = Filter::default();
+        assert!([&old, &young, &paid]
+            .iter()
+            .all(|r| all.matches(r, now, 30_000)));
+        let stuck = Filter {
+            stuck: true,
+            ..Filter::default()
+        };
+        assert!(stuck.matches(&old, now, 30_000));
+        assert!(!stuck.matches(&young, now, 30_000));
+        assert!(!stuck.matches(&paid, now, 30_000), "decided: never stuck");
+        let by_user = Filter {
+            user: Some("u".into()),
+            state: Some(SagaState::Committed),
+            ..Filter::default()
+        };
+        assert!(by_user.matches(&paid, now, 30_000) && !by_user.matches(&old, now, 30_000));
+        let by_order = Filter {
+            order: Some("2".into()),
+            ..Filter::default()
+        };
+        assert!(by_order.matches(&young, now, 0) && !by_order.matches(&old, now, 0));
+        let ages = Filter {
+            min_age_ms: 500,
+            max_age_ms: Some(2_000),
+            ..Filter::default()
+        };
+        assert!(ages.matches(&young, now, 0) && !ages.matches(&old, now, 0));
+    }
+}

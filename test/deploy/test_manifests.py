@@ -131,11 +131,12 @@ def test_every_service_selects_pods_and_names_a_container_port(objects):
             assert p["targetPort"] in port_names, f"Service {name}: no container port {p['targetPort']}"
 
 
-def test_the_ingress_routes_the_four_prefixes_to_existing_services(objects):
+def test_the_ingress_routes_the_four_prefixes_and_the_console_to_existing_services(objects):
     services = {s["metadata"]["name"]: s for s in by_kind(objects, "Service")}
     (ingress,) = by_kind(objects, "Ingress")
     paths = {p["path"]: p["backend"]["service"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
-    assert set(paths) == {"/orders/", "/stock/", "/payment/", "/ids/"}
+    assert set(paths) == {"/orders/", "/stock/", "/payment/", "/ids/", "/console/"}
+    assert paths["/console/"]["name"] == "logparser", "the console is served by the log parser"
     for path, backend in paths.items():
         svc = services.get(backend["name"])
         assert svc, f"{path}: no Service {backend['name']}"

@@ -74,6 +74,10 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
     }
     let report = logparser::audit::audit_with(&dbs, &opts, |what| progress.say(what)).await?;
     progress.done();
+    // The console's overview shows the last audit's result.
+    if let Err(e) = logparser::audit::record_last(&mut dbs.order.clone(), &report).await {
+        eprintln!("warning: could not record this audit's summary for the console: {e}");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

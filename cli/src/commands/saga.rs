@@ -26,51 +26,24 @@ pub async fn run_one(args: SagaArgs) -> anyhow::Result<u8> {
     let (_, dbs) = ops::connect(&args.stack).await?;
     let progress = ops::Progress::new(args.json);
     progress.say("scanning the logs");
-    let l = dbs.order_layout;
-    let mut records = Vec::new();
-    match sagas::find(&mut dbs.order.clone(), &l, &args.id).await? {
-        Some(record) => records.push((args.id.clone(), Some(record))),
-        None => {
-            // An order id: its sagas live in its partition.
-            let ids: Vec<(u32, String)> = timeline::sagas_of_order(&dbs, &args.id)
-                .await?
-                .into_iter()
-                .map(|s| (l.part(&args.id), s))
-                .collect();
-            let loaded = sagas::load_many(&mut dbs.order.clone(), &l, &ids).await?;
-            records.extend(ids.into_iter().map(|(_, id)| id).zip(loaded));
-            // A saga whose records were retired: its history is still in the logs' archive.
-            if records.is_empty() && !timeline::timeline(&dbs, &args.id).await?.is_empty() {
-                records.push((args.id.clone(), None));
-            }
-        }
-    }
-    if records.is_empty() {
+    let out = timeline::lookup(&dbs, &args.id).await?;
+    if out.is_empty() {
         progress.done();
         eprintln!("no saga or order with the id `{}`", args.id);
         return Ok(exit::PROBLEM);
     }
-    let mut out = Vec::new();
-    for (id, record) in records {
-        let steps = timeline::timeline(&dbs, &id).await?;
-        out.push((id, record, steps));
-    }
     progress.done();
     if args.json {
-        let json: Vec<_> = out
-            .iter()
-            .map(|(id, r, steps)| match r {
-                Some(Err(e)) => {
-                    serde_json::json!({ "saga": id, "error": e.to_string(), "timeline": steps })
-                }
-                Some(Ok(r)) => serde_json::json!({ "saga": id, "record": r, "timeline": steps }),
-                None => serde_json::json!({ "saga": id, "record": null, "timeline": steps }),
-            })
-            .collect();
+        let json: Vec<_> = out.iter().map(timeline::SagaView::to_json).collect();
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(exit::OK);
     }
-    for (id, record, steps) in out {
+    for timeline::SagaView {
+        saga: id,
+        record,
+        timeline: steps,
+    } in out
+    {
         match &record {
             Some(Err(e)) => println!("saga {id}: {}", output::paint(&e.to_string(), Tone::Bad)),
             Some(Ok(r)) => {
@@ -160,13 +133,15 @@ pub async fn run_list(args: SagasArgs) -> anyhow::Result<u8> {
     let progress = ops::Progress::new(args.json);
     progress.say("scanning saga records");
     let now = now_ms();
-    let min_age = args.older_than.map(|d| d.as_millis() as u64).unwrap_or(0);
+    let filter = sagas::Filter {
+        state: args.state,
+        min_age_ms: args.older_than.map(|d| d.as_millis() as u64).unwrap_or(0),
+        ..sagas::Filter::default()
+    };
     let mut found = Vec::new();
     let mut malformed = Vec::new();
     sagas::scan(&mut dbs.order.clone(), &dbs.order_layout, |r| match r {
-        Ok(r) if args.state.is_none_or(|s| r.state() == s) && r.age_ms(now) >= min_age => {
-            found.push(r)
-        }
+        Ok(r) if filter.matches(&r, now, 0) => found.push(r),
         Ok(_) => {}
         Err(e) => malformed.push(e),
     })
@@ -174,11 +149,7 @@ pub async fn run_list(args: SagasArgs) -> anyhow::Result<u8> {
     if args.retired {
         progress.say("reading retired sagas from log:order (archive + live)");
         let retired = logparser::sagas::retired(&dbs).await?;
-        found.extend(
-            retired
-                .into_iter()
-                .filter(|r| args.state.is_none_or(|s| r.state() == s) && r.age_ms(now) >= min_age),
-        );
+        found.extend(retired.into_iter().filter(|r| filter.matches(r, now, 0)));
     }
     progress.done();
     for e in &malformed {
