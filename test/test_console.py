@@ -11,6 +11,7 @@ start), so only the console's pass can recover the stuck saga.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -247,53 +248,16 @@ def test_actions_need_the_token_and_the_same_origin(stack):
     assert "console action refused" in log and "console action: recovery pass" in log
 
 
-def test_a_console_without_token_is_read_only(stack):
+@contextlib.contextmanager
+def second_logparser(stack, port: int, instance: str, token: str):
+    """Another log parser on the suite's stack (a standby: the stack's own holds the lease),
+    serving its console on `port`; yields its base URL once the console answers."""
     env = dict(
         os.environ,
         **{k: v for k, v in ENV.items() if k != "CONSOLE_TOKEN"},
-        CONSOLE_TOKEN="",
-        PORT=str(READ_ONLY_PORT),
-        INSTANCE="console-read-only",
-        ORDER_DB_URL=f"redis://127.0.0.1:{6401 + OFFSET}/",
-        STOCK_DB_URL=f"redis://127.0.0.1:{6402 + OFFSET}/",
-        PAYMENT_DB_URL=f"redis://127.0.0.1:{6403 + OFFSET}/",
-        LOCK_URLS=",".join(f"redis://127.0.0.1:{p + OFFSET}/" for p in (6411, 6412, 6413)),
-        IDS_URL=f"http://127.0.0.1:{8104 + OFFSET}",
-        LOG_RETAIN="off",
-    )
-    log = open(stack.data_dir / "logs" / "console-read-only.log", "ab")
-    proc = subprocess.Popen([str(shoplog_bin().parent / "logparser")], env=env, stdout=log, stderr=log)
-    log.close()
-    base = f"http://127.0.0.1:{READ_ONLY_PORT}"
-    try:
-        def ready():
-            try:
-                return requests.get(f"{base}/console/api/overview", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-        wait_for(ready, "the read-only console")
-        overview = requests.get(f"{base}/console/api/overview", timeout=5).json()
-        assert overview["read_only"] is True and overview["active"] is False, "a standby"
-        page = requests.get(f"{base}/console/", timeout=5)
-        assert page.status_code == 200 and "read-only" in page.text
-        for path in ["/console/api/recover", "/console/api/sagas/x1/redrive"]:
-            r = requests.post(base + path, headers=BEARER, timeout=5)
-            assert r.status_code == 403, r.text
-            assert r.json()["error"] == "console is read-only: set CONSOLE_TOKEN"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
-
-
-def test_a_standby_refuses_actions_and_says_so(stack):
-    """A second log parser with the token: it serves pages, and an action on it is a 503 that
-    names it a standby (the gateway would move the request on to the next instance)."""
-    port = READ_ONLY_PORT + 1
-    env = dict(
-        os.environ,
-        **ENV,
+        CONSOLE_TOKEN=token,
         PORT=str(port),
-        INSTANCE="console-standby",
+        INSTANCE=instance,
         ORDER_DB_URL=f"redis://127.0.0.1:{6401 + OFFSET}/",
         STOCK_DB_URL=f"redis://127.0.0.1:{6402 + OFFSET}/",
         PAYMENT_DB_URL=f"redis://127.0.0.1:{6403 + OFFSET}/",
@@ -301,7 +265,7 @@ def test_a_standby_refuses_actions_and_says_so(stack):
         IDS_URL=f"http://127.0.0.1:{8104 + OFFSET}",
         LOG_RETAIN="off",
     )
-    log = open(stack.data_dir / "logs" / "console-standby.log", "ab")
+    log = open(stack.data_dir / "logs" / f"{instance}.log", "ab")
     proc = subprocess.Popen([str(shoplog_bin().parent / "logparser")], env=env, stdout=log, stderr=log)
     log.close()
     base = f"http://127.0.0.1:{port}"
@@ -311,7 +275,29 @@ def test_a_standby_refuses_actions_and_says_so(stack):
                 return requests.get(f"{base}/console/api/overview", timeout=2).status_code == 200
             except requests.RequestException:
                 return False
-        wait_for(ready, "the standby's console")
+        wait_for(ready, f"the console of {instance}")
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+def test_a_console_without_token_is_read_only(stack):
+    with second_logparser(stack, READ_ONLY_PORT, "console-read-only", token="") as base:
+        overview = requests.get(f"{base}/console/api/overview", timeout=5).json()
+        assert overview["read_only"] is True and overview["active"] is False, "a standby"
+        page = requests.get(f"{base}/console/", timeout=5)
+        assert page.status_code == 200 and "read-only" in page.text
+        for path in ["/console/api/recover", "/console/api/sagas/x1/redrive"]:
+            r = requests.post(base + path, headers=BEARER, timeout=5)
+            assert r.status_code == 403, r.text
+            assert r.json()["error"] == "console is read-only: set CONSOLE_TOKEN"
+
+
+def test_a_standby_refuses_actions_and_says_so(stack):
+    """A second log parser with the token: it serves pages, and an action on it is a 503 that
+    names it a standby (the gateway would move the request on to the next instance)."""
+    with second_logparser(stack, READ_ONLY_PORT + 1, "console-standby", token=ENV["CONSOLE_TOKEN"]) as base:
         assert requests.get(f"{base}/console/sagas", timeout=5).status_code == 200
         r = requests.post(f"{base}/console/api/recover", headers=BEARER, timeout=5)
         assert r.status_code == 503 and "standby" in r.json()["error"], r.text
@@ -319,9 +305,6 @@ def test_a_standby_refuses_actions_and_says_so(stack):
         assert "(logparser)" in r.json()["error"], "it names the active instance"
         overview = requests.get(f"{base}/console/api/overview", timeout=5).json()
         assert overview["active"] is False and overview["active_instance"] == "logparser"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
 
 
 def test_the_recovery_pass_aborts_a_stuck_saga_and_its_compensation_is_redriven(stack, made):

@@ -4,7 +4,8 @@ against a stack of its own (ports offset by 11500, gateway 9950) with live check
 the overview, the saga list and one saga, checks what they show against `shoplog sagas --json`
 and `shoplog saga <id> --json`, uses the filter form, runs the recovery pass from the page
 without the token (refused) and after logging in (done), and saves screenshots to
-docs/console/*.png (the README shows them).
+target/console-screenshots/*.png; with SHOPLOG_UPDATE_SCREENSHOTS=1 to docs/console/*.png (the
+README shows them), so that a test run leaves the checkout as it was.
 
 Without Chromium it skips, saying so; with SHOPLOG_REQUIRE_BROWSER=1 (CI) it fails instead.
 SHOPLOG_CHROMIUM and SHOPLOG_CHROMEDRIVER name other binaries.
@@ -35,7 +36,8 @@ ENV = {
     "SHOPLOG_GATEWAY_PORT": str(GATEWAY),
     "CONSOLE_TOKEN": TOKEN,
 }
-SHOTS = ROOT / "docs" / "console"
+SHOTS = ROOT / ("docs/console" if os.environ.get("SHOPLOG_UPDATE_SCREENSHOTS") == "1"
+                else "target/console-screenshots")
 
 
 def _browser_paths() -> tuple[str | None, str | None]:

@@ -170,3 +170,16 @@ pub enum LookupError {
     #[error(transparent)]
     Log(#[from] LogError),
 }
+
+/// `HH:MM:SS.mmm` UTC of a time in ms since the epoch: how the CLI and the console show a log
+/// entry's time.
+pub fn clock(ms: u64) -> String {
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        ms % 1000
+    )
+}

@@ -8,7 +8,7 @@ use warp::http::StatusCode;
 use super::charts::{escape, fmt_value};
 use super::filters::{self, ListQuery};
 use super::{auth, html as html_answer, Console, ConsoleError, Request, Response, SagaList};
-use crate::timeline::{SagaView, Step};
+use crate::timeline::{clock, SagaView, Step};
 
 /// The page script: live refresh of the overview, the action buttons.
 pub const SCRIPT: &str = include_str!("console.js");
@@ -17,18 +17,6 @@ pub const STYLE: &str = include_str!("console.css");
 
 /// The participants, in the order a timeline shows their lanes.
 const LANES: [&str; 3] = ["order", "stock", "payment"];
-
-/// `HH:MM:SS.mmm` UTC of a time in ms since the epoch.
-pub fn clock(ms: u64) -> String {
-    let s = ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        (s / 3600) % 24,
-        (s / 60) % 60,
-        s % 60,
-        ms % 1000
-    )
-}
 
 /// A JSON value as page text: numbers rounded, `null` as a dash.
 fn show(v: Option<&Value>) -> String {
