@@ -72,7 +72,10 @@ def test_images_share_the_base_are_small_and_run_unprivileged(compose):
         layers = info["RootFS"]["Layers"]
         assert layers[: len(base_layers)] == base_layers, f"{image} is not built on {BASE}"
         own = info["Size"] - base["Size"]
-        assert own < 50e6, f"{image}: {own / 1e6:.0f} MB on top of the base"
+        # shoplog:latest holds six statically linked programs (stripped): 53 MB since the log
+        # parser serves the operator console; a stray debug build or a second copy of the
+        # binaries would be twice that.
+        assert own < 64e6, f"{image}: {own / 1e6:.0f} MB on top of the base"
         user = info["Config"]["User"]
         assert user and user not in ("root", "0"), f"{image} runs as root"
     for cid in compose.containers():
