@@ -8,12 +8,6 @@ use cli::commands::{
 };
 use cli::supervise;
 
-/// The operator commands replay logs of millions of entries, allocating a small string for every
-/// field of every entry: under glibc's allocator, `malloc`/`free` took ~45% of a 1M-checkout
-/// audit's CPU (perf); mimalloc serves that pattern at a fraction of the cost (docs/BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Run the shoplog stack locally and operate it.
 #[derive(Parser)]
 #[command(

@@ -26,6 +26,15 @@
 //! | [`lock`] | Redlock over the lock nodes, with bounded acquisition and explicit release |
 //! | [`validate`] | parsing of path parameters (ids and amounts) |
 
+/// Every shoplog binary allocates with mimalloc (declared here, in the one crate they all link,
+/// so that no binary is left on another allocator). Services, the log parser and the CLI all
+/// allocate a small string per field of every log entry, Redis reply and request: under glibc's
+/// allocator `malloc`/`free` took ~45% of a 1M-checkout audit's CPU and ~25% of the log parser's
+/// while archiving (perf); mimalloc serves that pattern at a fraction of the cost
+/// (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod archive;
 pub mod batch;
 pub mod cluster_link;

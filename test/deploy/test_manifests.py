@@ -133,14 +133,34 @@ def test_every_service_selects_pods_and_names_a_container_port(objects):
 
 def test_the_ingress_routes_the_four_prefixes_and_the_console_to_existing_services(objects):
     services = {s["metadata"]["name"]: s for s in by_kind(objects, "Service")}
-    (ingress,) = by_kind(objects, "Ingress")
-    paths = {p["path"]: p["backend"]["service"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+    ingresses = by_kind(objects, "Ingress")
+    paths = {p["path"]: p["backend"]["service"] for i in ingresses for r in i["spec"]["rules"]
+             for p in r["http"]["paths"]}
     assert set(paths) == {"/orders/", "/stock/", "/payment/", "/ids/", "/console/"}
     assert paths["/console/"]["name"] == "logparser", "the console is served by the log parser"
     for path, backend in paths.items():
         svc = services.get(backend["name"])
         assert svc, f"{path}: no Service {backend['name']}"
         assert backend["port"]["name"] in {p["name"] for p in svc["spec"]["ports"]}, path
+
+
+def test_a_console_action_refused_by_the_standby_moves_on_to_the_other_log_parser(objects):
+    """The standby log parser answers a console action 503 before doing anything: the console's
+    Ingress must pass that answer (POSTs included) to the next replica, as the compose gateway
+    does, and the services' Ingress must not (a service's 503 is an answer, not a standby)."""
+    (console,) = [i for i in by_kind(objects, "Ingress")
+                  if any(p["path"] == "/console/" for r in i["spec"]["rules"] for p in r["http"]["paths"])]
+    retry = set(console["metadata"].get("annotations", {})
+                .get("nginx.ingress.kubernetes.io/proxy-next-upstream", "").split())
+    assert {"http_503", "non_idempotent"} <= retry, retry
+    with open(ROOT / "deploy/docker/nginx.conf") as f:
+        conf = f.read()
+    console_block = conf[conf.index("location /console/"):]
+    console_block = console_block[:console_block.index("}")]
+    assert "http_503" in console_block and "non_idempotent" in console_block
+    for other in by_kind(objects, "Ingress"):
+        if other is not console:
+            assert "http_503" not in str(other["metadata"].get("annotations", {}))
 
 
 def test_configured_addresses_name_services_of_the_stack(objects):
