@@ -161,39 +161,54 @@ pub async fn run_list(args: SagasArgs) -> anyhow::Result<u8> {
         stuck: args.stuck,
     };
     let mut conn = dbs.order.clone();
-    let snap = match saga_index::Snapshot::read(&mut conn, &dbs.order_layout).await {
-        Ok(s) => s,
+    let limit = args.limit.unwrap_or(usize::MAX);
+    let mut found = Vec::new();
+    let mut malformed = Vec::new();
+    let mut behind = Vec::new();
+    let now = match saga_index::Snapshot::read(&mut conn, &dbs.order_layout).await {
+        Ok(snap) => {
+            malformed.extend(snap.malformed.iter().cloned());
+            behind = snap.behind.clone();
+            let mut before: Option<String> = None;
+            while found.len() < limit {
+                let page = (limit - found.len()).min(1_000);
+                let walk = snap
+                    .walk(
+                        &mut conn,
+                        &filter,
+                        timeout,
+                        before.as_deref(),
+                        page,
+                        usize::MAX,
+                    )
+                    .await?;
+                found.extend(walk.items);
+                malformed.extend(walk.malformed);
+                match walk.next {
+                    Some(n) => before = Some(n),
+                    None => break,
+                }
+            }
+            snap.as_of_ms
+        }
+        // No index yet (no log parser has run a pass on this database): the operator still
+        // gets the answer, from a scan of every record (slow on a large history), and is told.
         Err(e @ saga_index::IndexError::Missing(_)) => {
-            progress.done();
-            eprintln!("error: {e}");
-            return Ok(exit::PROBLEM);
+            eprintln!("warning: {e}; scanning every saga record instead");
+            progress.say("scanning saga records");
+            let now = sagas::now_ms();
+            sagas::scan(&mut conn, &dbs.order_layout, |r| match r {
+                Ok(r) if filter.matches(&r, now, timeout) => found.push(r),
+                Ok(_) => {}
+                Err(e) => malformed.push(e.to_string()),
+            })
+            .await?;
+            found.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(b.id.cmp(&a.id)));
+            found.truncate(limit);
+            now
         }
         Err(e) => return Err(e.into()),
     };
-    let now = snap.as_of_ms;
-    let limit = args.limit.unwrap_or(usize::MAX);
-    let mut found = Vec::new();
-    let mut malformed = snap.malformed.clone();
-    let mut before: Option<String> = None;
-    while found.len() < limit {
-        let page = (limit - found.len()).min(1_000);
-        let walk = snap
-            .walk(
-                &mut conn,
-                &filter,
-                timeout,
-                before.as_deref(),
-                page,
-                usize::MAX,
-            )
-            .await?;
-        found.extend(walk.items);
-        malformed.extend(walk.malformed);
-        match walk.next {
-            Some(n) => before = Some(n),
-            None => break,
-        }
-    }
     if args.retired {
         progress.say("reading retired sagas from log:order (archive + live)");
         let retired = logparser::sagas::retired(&dbs).await?;
@@ -207,10 +222,10 @@ pub async fn run_list(args: SagasArgs) -> anyhow::Result<u8> {
     for e in &malformed {
         eprintln!("error: {e}");
     }
-    if !snap.behind.is_empty() {
+    if !behind.is_empty() {
         eprintln!(
             "warning: the saga index is behind in partition(s) {:?} (more than {} entries of log:order not read by the log parser): their newest sagas may be missing; is the log parser running?",
-            snap.behind,
+            behind,
             saga_index::TAIL_LIMIT
         );
     }
