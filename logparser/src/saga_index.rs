@@ -57,8 +57,11 @@ pub const WALK_LIMIT: usize = 20_000;
 /// A count of a user's or order's sagas by state loads at most this many records (else no total).
 pub const COUNT_LIMIT: usize = 10_000;
 
-/// Index members read per partition per round of a walk.
+/// Index members read per partition per round of a walk, at most.
 const BATCH: usize = 200;
+
+/// Index members read per partition per round of a walk, at least.
+const MIN_BATCH: usize = 16;
 
 /// The recovery pass's store of one partition (`lua/index.lua`).
 pub static STORE: LazyLock<Script> = LazyLock::new(|| {
@@ -385,6 +388,10 @@ impl Snapshot {
         let mut out = Walk::default();
         let mut examined = 0;
         loop {
+            // Read about what the page still needs from each partition (more when a filter
+            // rejects many): a page of 50 over 16 partitions reads 16 × 51 members, not more.
+            let need = limit.saturating_sub(out.items.len());
+            let per = need.saturating_add(1).clamp(MIN_BATCH, BATCH);
             let (min, max) = lex(&prefix, lo.as_deref(), hi.as_deref());
             let got: Vec<Vec<String>> = each(
                 conn,
@@ -397,19 +404,20 @@ impl Snapshot {
                             .arg(&min)
                             .arg("LIMIT")
                             .arg(0)
-                            .arg(BATCH);
+                            .arg(per);
                         c
                     })
                     .collect(),
             )
             .await?;
-            // Everything at or above `floor` was read from every partition.
+            // Everything at or above `floor` was read from every partition: the highest of the
+            // last members of the partitions that may hold more below what they gave.
             let floor: Option<String> = got
                 .iter()
-                .filter(|g| g.len() == BATCH)
+                .filter(|g| g.len() == per)
                 .filter_map(|g| g.last())
                 .map(|m| m[prefix.len()..].to_string())
-                .min();
+                .max();
             let mut candidates: Vec<(String, Option<&SagaRecord>, u32)> = Vec::new();
             for (&k, members) in parts.iter().zip(&got) {
                 for m in members {
@@ -432,32 +440,35 @@ impl Snapshot {
                 }
             }
             candidates.sort_by(|a, b| b.0.cmp(&a.0));
-            let ids: Vec<(u32, String)> = candidates
-                .iter()
-                .filter(|c| c.1.is_none())
-                .map(|(r, _, k)| (*k, r.split_once('\0').map_or("", |(_, s)| s).to_string()))
-                .collect();
-            let mut loaded: HashMap<String, SagaRecord> = HashMap::new();
-            for got in sagas::load_many(conn, l, &ids).await?.into_iter().flatten() {
-                match got {
-                    Ok(r) => {
-                        loaded.insert(r.id.clone(), r);
+            // Records are loaded in order, a page's worth at a time, until the page is full.
+            for chunk in candidates.chunks(need.clamp(MIN_BATCH, 500)) {
+                let ids: Vec<(u32, String)> = chunk
+                    .iter()
+                    .filter(|c| c.1.is_none())
+                    .map(|(r, _, k)| (*k, r.split_once('\0').map_or("", |(_, s)| s).to_string()))
+                    .collect();
+                let mut loaded: HashMap<String, SagaRecord> = HashMap::new();
+                for got in sagas::load_many(conn, l, &ids).await?.into_iter().flatten() {
+                    match got {
+                        Ok(r) => {
+                            loaded.insert(r.id.clone(), r);
+                        }
+                        Err(e) => out.malformed.push(e.to_string()),
                     }
-                    Err(e) => out.malformed.push(e.to_string()),
                 }
-            }
-            examined += candidates.len();
-            for (r, from_tail, _) in &candidates {
-                let sid = r.split_once('\0').map_or("", |(_, s)| s);
-                // No record: retired since the member was read.
-                let Some(rec) = from_tail.or_else(|| loaded.get(sid)) else {
-                    continue;
-                };
-                if f.matches(rec, now, timeout_ms) {
-                    out.items.push(rec.clone());
-                    if out.items.len() >= limit {
-                        out.next = Some(r.clone());
-                        return Ok(out);
+                examined += chunk.len();
+                for (r, from_tail, _) in chunk {
+                    let sid = r.split_once('\0').map_or("", |(_, s)| s);
+                    // No record: retired since the member was read.
+                    let Some(rec) = from_tail.or_else(|| loaded.get(sid)) else {
+                        continue;
+                    };
+                    if f.matches(rec, now, timeout_ms) {
+                        out.items.push(rec.clone());
+                        if out.items.len() >= limit {
+                            out.next = Some(r.clone());
+                            return Ok(out);
+                        }
                     }
                 }
             }

@@ -499,7 +499,9 @@ async fn pages_have_no_duplicates_or_gaps_while_new_sagas_arrive() {
             now - 600_000 + (i / 3) * 100,
         )
         .await;
-        if i % 2 == 0 {
+        // Few committed: a page of them is not full after one round of reads, so the walk must
+        // go on below what every partition gave, without a gap.
+        if i % 7 == 0 {
             w.commit(&format!("o{i}"), &format!("s{i:03}")).await;
         }
     }
