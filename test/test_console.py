@@ -76,8 +76,11 @@ def stack():
 
 
 def console_ready() -> bool:
+    """The console answers, and the log parser's first pass has built the saga index (the list
+    answers 503 until then)."""
     try:
-        return requests.get(f"{BASE}/console/api/overview", timeout=2).status_code == 200
+        return all(requests.get(f"{BASE}{p}", timeout=2).status_code == 200
+                   for p in ["/console/api/overview", "/console/api/sagas"])
     except requests.RequestException:
         return False
 
@@ -138,6 +141,9 @@ def test_pages_and_api_answer_through_the_gateway_and_agree_with_the_cli(stack, 
     r = get("/console/api/chart/checkouts.svg")
     assert r.status_code == 200 and r.text.startswith("<svg")
 
+    # The active instance names itself at its next sample (every 2 s) after taking the lease.
+    wait_for(lambda: get("/console/api/overview").json()["active_instance"] == "logparser",
+             "the active log parser to name itself")
     cli = stack.json("sagas")
     overview = fresh("/console/api/overview")
     by_state = {}
@@ -182,18 +188,26 @@ def test_filters_and_pages_select_what_the_cli_selects(stack, made):
     one = get(f"/console/api/sagas?order={made['refused'][0]}").json()
     assert one["total"] == 1 and one["items"][0]["state"] == "aborted"
     assert get("/console/api/sagas?older_than=1h").json()["total"] == 0
-    # Pages: one row each, newest first, together the whole list.
+    # Pages: one row each, newest first, each older than the last (keyset paging: a page's
+    # `next` cursor asks for the following one), together the whole list, then no `next`.
     total = get("/console/api/sagas").json()["total"]
-    rows = [get(f"/console/api/sagas?per_page=1&page={p}").json()["items"][0]["id"] for p in range(1, total + 1)]
-    assert len(set(rows)) == total
-    assert get(f"/console/api/sagas?per_page=1&page={total + 1}").json()["items"] == []
+    rows, before = [], None
+    for _ in range(total + 1):
+        body = get("/console/api/sagas?per_page=1" + (f"&before={before}" if before else "")).json()
+        rows += [s["id"] for s in body["items"]]
+        before = body["next"]
+        if before is None:
+            break
+    assert len(rows) == total and len(set(rows)) == total
+    assert before is None
+    assert get("/console/api/sagas?page=2").status_code == 400, "page numbers gave way to cursors"
     page = get(f"/console/sagas?user={made['rich']}").text
     assert made["paid"][0] in page and made["refused"][0] not in page
 
 
 @pytest.mark.parametrize("path", [
-    "/console/api/sagas?state=paid", "/console/api/sagas?older_than=soon", "/console/api/sagas?page=0",
-    "/console/api/sagas?page=x", "/console/api/sagas?per_page=100000", "/console/api/sagas?colour=red",
+    "/console/api/sagas?state=paid", "/console/api/sagas?older_than=soon", "/console/api/sagas?before=0",
+    "/console/api/sagas?before=x-1", "/console/api/sagas?per_page=100000", "/console/api/sagas?colour=red",
     "/console/api/sagas?order=a%2Fb", "/console/api/sagas/%3Cscript%3E", "/console/api/sagas/a%20b",
 ])
 def test_bad_input_is_a_json_400(stack, path):

@@ -18,6 +18,7 @@
 //! | [`dead_letter`] `dead:<group>:<stream>` | the stream's | entries a group gave up on (same slot as the stream) |
 //! | [`sync`] `shoplog:sync:{o3.60}` | each service's | nothing: a write that advances `WAIT`'s offset |
 //! | [`PARTITIONS_KEY`] `shoplog:partitions` | each service's | its number of partitions |
+//! | [`logparser_index`] `logparser:index:{o3.60}` | order-db | the saga list's index of the partition (`logparser::saga_index`) |
 //! | [`AUDIT_HOLDS`] `logparser:audit-holds`, [`RETIRING`] `logparser:retiring` | order-db | the audits running, a retirement batch running (they exclude each other) |
 //! | [`order_lock`] `lock:order:<id>` | lock nodes | the checkout admission Redlock |
 //! | [`idempotency_claim`] `idemclaim:{s3.20}:<key>` | the service's | an `Idempotency-Key`'s binding to one request, in the key's own partition |
@@ -109,6 +110,20 @@ pub fn logparser_checkpoint(l: &Layout, part: u32) -> String {
 /// Key (order-db partition `part`) of the sagas of that partition started and not finished.
 pub fn logparser_open(l: &Layout, part: u32) -> String {
     format!("logparser:open:{}", l.tag(part))
+}
+
+/// Key (order-db partition `part`, a sorted set, every score 0, read by lexicographic ranges) of
+/// the saga list's index of that partition's live saga records: `logparser::saga_index`, kept by
+/// the recovery pass from `log:order`, trimmed by `logparser/lua/retire.lua`. It lives in the
+/// partition's slot so that it moves atomically with the checkpoint and the records it indexes.
+pub fn logparser_index(l: &Layout, part: u32) -> String {
+    format!("logparser:index:{}", l.tag(part))
+}
+
+/// Key (order-db partition `part`) where a full recovery pass builds a new index of the
+/// partition before renaming it over [`logparser_index`] (so readers never see half an index).
+pub fn logparser_index_new(l: &Layout, part: u32) -> String {
+    format!("logparser:index-new:{}", l.tag(part))
 }
 
 /// Key (order-db partition `part`, a sorted set) of the final sagas the archiving pass saw, by

@@ -59,7 +59,13 @@ pub const LOST_LEASE: &str = "stopped: this log parser no longer holds the lease
 /// Sagas retired per batch (per order partition).
 const RETIRE_BATCH: isize = 500;
 
-static RETIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/retire.lua")));
+static RETIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{}\n{}",
+        crate::saga_index::MEMBERS_LUA,
+        include_str!("../lua/retire.lua")
+    ))
+});
 
 /// What the archiving needs to know.
 #[derive(Debug, Clone)]
@@ -623,7 +629,7 @@ impl Archiver {
                 })
                 .collect();
             report.retired += self
-                .run_retire(&mut conn, &keys::log(p.log, &pl, pp), &pkeys)
+                .run_retire(&mut conn, &keys::log(p.log, &pl, pp), None, &pkeys)
                 .await?;
         }
         let okeys: Vec<String> = records
@@ -631,25 +637,47 @@ impl Archiver {
             .filter(|r| !refused.contains(&r.id))
             .map(|r| keys::saga(&ol, part, &r.id))
             .collect();
+        // The order side also leaves the saga list's index, in the same script.
+        let index = keys::logparser_index(&ol, part);
         report.retired += self
-            .run_retire(&mut order, &keys::log(keys::ORDER_LOG, &ol, part), &okeys)
+            .run_retire(
+                &mut order,
+                &keys::log(keys::ORDER_LOG, &ol, part),
+                Some(&index),
+                &okeys,
+            )
             .await?;
         Ok(())
     }
 
+    /// Runs `retire.lua` over `records` (one partition's, under `log`); on the order side
+    /// `index` names the partition's saga index, whose members of these sagas go too.
     async fn run_retire(
         &self,
         conn: &mut Conn,
         log: &str,
+        index: Option<&str>,
         records: &[String],
     ) -> Result<u64, redis::RedisError> {
         let mut n = 0;
         for chunk in records.chunks(200) {
             let mut inv = RETIRE.key(log);
+            if let Some(index) = index {
+                inv.key(index);
+            }
             for k in chunk {
                 inv.key(k);
             }
-            let got: u64 = inv.arg(self.ids.next()).invoke_async(conn).await?;
+            inv.arg(self.ids.next());
+            if index.is_some() {
+                inv.arg("index");
+                for k in chunk {
+                    let sid = keys::parse(keys::SAGA_PREFIX, &self.dbs.order_layout, k)
+                        .map_or("", |(_, sid)| sid);
+                    inv.arg(sid);
+                }
+            }
+            let got: u64 = inv.invoke_async(conn).await?;
             n += got;
         }
         Ok(n)

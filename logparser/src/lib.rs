@@ -7,6 +7,7 @@
 //! | [`spill`] | bounded memory for the audit: buckets of keys, a partition's history spooled to disk |
 //! | [`recovery`] | abort stalled sagas, re-drive unconfirmed compensations (the daemon's passes) |
 //! | [`sagas`] | read the order-side saga records |
+//! | [`saga_index`] | the saga list's index in order-db (kept by recovery, read by the console and `shoplog sagas`) |
 //! | [`timeline`] | one saga's entries across the three logs |
 //! | [`delivery`] | consumer-group lag, stuck entries, dead letters |
 //! | [`lease`] | one active daemon at a time (Redlock lease) |
@@ -26,6 +27,7 @@ pub mod delivery;
 pub mod lease;
 pub mod recovery;
 pub mod replay;
+pub mod saga_index;
 pub mod sagas;
 pub mod spill;
 pub mod timeline;

@@ -175,9 +175,20 @@ async fn recover_while_active(daemon: Arc<Daemon>, config: common::config::Confi
             // Another instance may move the checkpoint meanwhile: start over when active again.
             started = false;
         }
-        tokio::time::sleep(config.recovery_interval).await;
+        // Until the startup pass has run, look again soon: it builds the saga index the console
+        // and `shoplog sagas` read, and a lease taken just after a look must not wait a whole
+        // interval (tests and operators set long ones).
+        let wait = if started {
+            config.recovery_interval
+        } else {
+            config.recovery_interval.min(STARTUP_RETRY)
+        };
+        tokio::time::sleep(wait).await;
     }
 }
+
+/// How often an instance that has not run its startup pass yet looks at its lease again.
+const STARTUP_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -13,7 +13,7 @@
 //! open sagas. A full pass (`shoplog recover`,
 //! or a daemon starting without a checkpoint) scans every saga record instead.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use common::saga::{Reply, SagaHome, SagaRecord, SagaState};
 
 use crate::dbs::Dbs;
 use crate::delivery::{self, GroupReport};
+use crate::saga_index;
 use crate::sagas::{self, now_ms};
 
 /// The reason recorded on sagas the parser aborts.
@@ -146,11 +147,18 @@ impl Recovery {
         let l = self.dbs.order_layout;
         let mut checkpoints = Vec::new();
         let mut open = BTreeSet::new();
+        let mut indexed = true;
         for part in l.parts() {
             let cp: Option<String> = redis::cmd("GET")
                 .arg(keys::logparser_checkpoint(&l, part))
                 .query_async(&mut conn)
                 .await?;
+            // A database from before the saga index, or a pass that never stored: rebuild.
+            let exists: bool = redis::cmd("EXISTS")
+                .arg(keys::logparser_index(&l, part))
+                .query_async(&mut conn)
+                .await?;
+            indexed &= exists;
             let members: Vec<String> = redis::cmd("SMEMBERS")
                 .arg(keys::logparser_open(&l, part))
                 .query_async(&mut conn)
@@ -158,7 +166,7 @@ impl Recovery {
             checkpoints.push(cp);
             open.extend(members.into_iter().map(|s| (part, s)));
         }
-        if checkpoints.iter().all(Option::is_some) {
+        if indexed && checkpoints.iter().all(Option::is_some) {
             self.checkpoints = checkpoints;
             self.open = open;
             self.incremental_pass().await
@@ -184,23 +192,64 @@ impl Recovery {
                 last_id(&mut conn, &keys::log(ORDER_LOG, &l, part)).await?,
             ));
         }
+        // The saga index is rebuilt beside the live one and renamed over it when stored.
+        if !dry_run {
+            let cmds = l
+                .parts()
+                .flat_map(|part| {
+                    let new = keys::logparser_index_new(&l, part);
+                    let mut del = redis::cmd("DEL");
+                    del.arg(&new);
+                    let mut mark = redis::cmd("ZADD");
+                    mark.arg(&new).arg(0).arg(saga_index::MARKER);
+                    [del, mark]
+                })
+                .collect();
+            common::db::each::<redis::Value>(&mut conn, cmds).await?;
+        }
         let mut records = Vec::new();
         let mut malformed = Vec::new();
-        sagas::scan(&mut conn, &l, |r| match r {
-            Ok(r) if matches!(r.state(), SagaState::InFlight | SagaState::Compensating) => {
-                records.push(r)
+        let mut scan = sagas::Scan::start(&mut conn).await?;
+        while let Some(page) = scan.next_page(&mut conn, &l).await? {
+            let mut by_part: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+            for r in page {
+                match r {
+                    Ok(r) => {
+                        if !dry_run {
+                            by_part
+                                .entry(r.part)
+                                .or_default()
+                                .extend(saga_index::members(&r));
+                        }
+                        if matches!(r.state(), SagaState::InFlight | SagaState::Compensating) {
+                            records.push(r)
+                        }
+                    }
+                    Err(e) => malformed.push(e.to_string()),
+                }
             }
-            Ok(_) => {}
-            Err(e) => malformed.push(e.to_string()),
-        })
-        .await?;
+            let cmds: Vec<redis::Cmd> = by_part
+                .into_iter()
+                .map(|(part, members)| {
+                    let mut c = redis::cmd("ZADD");
+                    c.arg(keys::logparser_index_new(&l, part));
+                    for m in members {
+                        c.arg(0).arg(m);
+                    }
+                    c
+                })
+                .collect();
+            if !cmds.is_empty() {
+                common::db::each::<redis::Value>(&mut conn, cmds).await?;
+            }
+        }
         report.errors.extend(malformed);
         report.sagas_checked = records.len() as u64;
         let still_open = self.act(records, dry_run, &mut report).await;
         if !dry_run {
             self.open = still_open;
             self.checkpoints = last;
-            self.persist().await?;
+            self.persist(&BTreeSet::new(), true).await?;
         }
         self.finish(&mut report, started).await;
         Ok(report)
@@ -218,11 +267,12 @@ impl Recovery {
             ..PassReport::default()
         };
         let mut conn = self.dbs.order.clone();
+        let mut touched = BTreeSet::new();
         for part in l.parts() {
             let stream = keys::log(ORDER_LOG, &l, part);
             let after = self.checkpoints[part as usize].clone().unwrap_or_default();
             let after = self
-                .read_partition(&mut conn, &stream, part, after, &mut report)
+                .read_partition(&mut conn, &stream, part, after, &mut touched, &mut report)
                 .await?;
             self.checkpoints[part as usize] = Some(after);
         }
@@ -240,19 +290,21 @@ impl Recovery {
         }
         report.sagas_checked = records.len() as u64;
         self.open = self.act(records, false, &mut report).await;
-        self.persist().await?;
+        self.persist(&touched, false).await?;
         self.finish(&mut report, started).await;
         Ok(report)
     }
 
-    /// Reads one partition of `log:order` past `after`, counting sagas and noting the started
-    /// ones as open; returns the id of the last entry read.
+    /// Reads one partition of `log:order` past `after`, counting sagas, noting the started
+    /// ones as open and every saga an entry names in `touched` (to re-index); returns the id of
+    /// the last entry read.
     async fn read_partition(
         &mut self,
         conn: &mut common::db::Conn,
         stream: &str,
         part: u32,
         mut after: String,
+        touched: &mut BTreeSet<(u32, String)>,
         report: &mut PassReport,
     ) -> Result<String, RecoveryError> {
         loop {
@@ -261,6 +313,9 @@ impl Recovery {
             after = last.stream_id.clone();
             report.entries_read += page.len() as u64;
             for e in &page {
+                if let Some(sid) = e.get("saga") {
+                    touched.insert((part, sid.to_string()));
+                }
                 let event = match e.decode() {
                     Ok(event) => event,
                     Err(err) => {
@@ -390,32 +445,67 @@ impl Recovery {
         Ok(reply.applied())
     }
 
-    /// Stores each partition's checkpoint and open set (one atomic pipeline per partition: its
-    /// keys share the partition's slot).
-    async fn persist(&self) -> Result<(), RecoveryError> {
+    /// Stores each partition's checkpoint and open set, and re-indexes the sagas in `touched`
+    /// from their records (`lua/index.lua`, one partition's keys, one slot); `rebuild` first
+    /// renames the index a full pass built over the live one. The last script of a partition
+    /// moves its checkpoint with its share of the index; the ones before it (a long tail, in
+    /// chunks) only re-index, which a pass that reads the same entries again repeats harmlessly.
+    async fn persist(
+        &self,
+        touched: &BTreeSet<(u32, String)>,
+        rebuild: bool,
+    ) -> Result<(), RecoveryError> {
+        const CHUNK: usize = 1_000;
         let mut conn = self.dbs.order.clone();
         let l = self.dbs.order_layout;
         for part in l.parts() {
-            let open_key = keys::logparser_open(&l, part);
-            let members: Vec<&str> = self
-                .open
+            let sids: Vec<&str> = touched
                 .iter()
                 .filter(|(p, _)| *p == part)
                 .map(|(_, id)| id.as_str())
                 .collect();
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            pipe.cmd("DEL").arg(&open_key).ignore();
-            if !members.is_empty() {
-                pipe.cmd("SADD").arg(&open_key).arg(members).ignore();
+            let chunks: Vec<&[&str]> = if sids.is_empty() {
+                vec![&[]]
+            } else {
+                sids.chunks(CHUNK).collect()
+            };
+            let last = chunks.len() - 1;
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                let mut inv = saga_index::STORE.prepare_invoke();
+                inv.key(keys::logparser_index(&l, part))
+                    .key(keys::logparser_index_new(&l, part))
+                    .key(keys::logparser_checkpoint(&l, part))
+                    .key(keys::logparser_open(&l, part));
+                for sid in chunk {
+                    inv.key(keys::saga(&l, part, sid));
+                }
+                if i == last {
+                    let open: Vec<&str> = self
+                        .open
+                        .iter()
+                        .filter(|(p, _)| *p == part)
+                        .map(|(_, id)| id.as_str())
+                        .collect();
+                    let cp = self
+                        .checkpoints
+                        .get(part as usize)
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_default();
+                    inv.arg(cp)
+                        .arg(if rebuild { "1" } else { "0" })
+                        .arg(open.len());
+                    for id in open {
+                        inv.arg(id);
+                    }
+                } else {
+                    inv.arg("").arg("0").arg(-1);
+                }
+                for sid in chunk {
+                    inv.arg(*sid);
+                }
+                let _: i64 = inv.invoke_async(&mut conn).await?;
             }
-            if let Some(Some(cp)) = self.checkpoints.get(part as usize) {
-                pipe.cmd("SET")
-                    .arg(keys::logparser_checkpoint(&l, part))
-                    .arg(cp)
-                    .ignore();
-            }
-            pipe.query_async::<()>(&mut conn).await?;
         }
         Ok(())
     }

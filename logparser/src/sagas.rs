@@ -65,31 +65,59 @@ pub async fn scan(
     l: &Layout,
     mut f: impl FnMut(Loaded),
 ) -> Result<u64, redis::RedisError> {
+    let mut scan = Scan::start(conn).await?;
     let mut seen = 0;
-    let pattern = format!("{}*", keys::SAGA_PREFIX);
-    let nodes = common::db::primaries(conn)
-        .await
-        .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
-    for mut node in nodes {
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, found) = common::db::scan_page(&mut node, cursor, &pattern).await?;
-            let ids: Vec<(u32, String)> = found
-                .iter()
-                .filter_map(|k| keys::parse(keys::SAGA_PREFIX, l, k))
-                .map(|(part, id)| (part, id.to_string()))
-                .collect();
-            for r in load_many(conn, l, &ids).await?.into_iter().flatten() {
-                seen += 1;
-                f(r);
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+    while let Some(page) = scan.next_page(conn, l).await? {
+        seen += page.len() as u64;
+        page.into_iter().for_each(&mut f);
     }
     Ok(seen)
+}
+
+/// A scan of every saga record, page by page (one `SCAN` page of one primary each), so that the
+/// caller may write between pages (a full recovery pass builds the saga index from them).
+pub struct Scan {
+    nodes: Vec<Conn>,
+    cursor: u64,
+}
+
+impl Scan {
+    /// A scan of every primary of `conn`'s database.
+    pub async fn start(conn: &mut Conn) -> Result<Scan, redis::RedisError> {
+        let nodes = common::db::primaries(conn)
+            .await
+            .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
+        Ok(Scan { nodes, cursor: 0 })
+    }
+
+    /// The records of the next page (possibly none), or `None` when the scan is over.
+    pub async fn next_page(
+        &mut self,
+        conn: &mut Conn,
+        l: &Layout,
+    ) -> Result<Option<Vec<Loaded>>, redis::RedisError> {
+        let Some(node) = self.nodes.last_mut() else {
+            return Ok(None);
+        };
+        let pattern = format!("{}*", keys::SAGA_PREFIX);
+        let (next, found) = common::db::scan_page(node, self.cursor, &pattern).await?;
+        if next == 0 {
+            self.nodes.pop();
+        }
+        self.cursor = next;
+        let ids: Vec<(u32, String)> = found
+            .iter()
+            .filter_map(|k| keys::parse(keys::SAGA_PREFIX, l, k))
+            .map(|(part, id)| (part, id.to_string()))
+            .collect();
+        Ok(Some(
+            load_many(conn, l, &ids)
+                .await?
+                .into_iter()
+                .flatten()
+                .collect(),
+        ))
+    }
 }
 
 /// The records of every retired saga, as they were when retired, from the `RecordsRetired` entries
@@ -147,13 +175,25 @@ impl Filter {
     /// Whether `r` passes, `now_ms` being the current time and `saga_timeout_ms` the
     /// `SAGA_TIMEOUT` that makes an undecided saga stuck.
     pub fn matches(&self, r: &SagaRecord, now_ms: u64, saga_timeout_ms: u64) -> bool {
+        self.matches_as(r, r.state(), now_ms, saga_timeout_ms)
+    }
+
+    /// Whether `r` would pass were it in `state` (the saga index counts a saga by the state it
+    /// indexed, which may be older than the record's).
+    pub fn matches_as(
+        &self,
+        r: &SagaRecord,
+        state: SagaState,
+        now_ms: u64,
+        saga_timeout_ms: u64,
+    ) -> bool {
         let age = r.age_ms(now_ms);
-        self.state.is_none_or(|s| r.state() == s)
+        self.state.is_none_or(|s| state == s)
             && age >= self.min_age_ms
             && self.max_age_ms.is_none_or(|m| age <= m)
             && self.order.as_deref().is_none_or(|o| r.order == o)
             && self.user.as_deref().is_none_or(|u| r.user == u)
-            && (!self.stuck || is_stuck(r, now_ms, saga_timeout_ms))
+            && (!self.stuck || (state == SagaState::InFlight && age > saga_timeout_ms))
     }
 }
 

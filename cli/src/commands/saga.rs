@@ -2,7 +2,8 @@
 
 use super::{exit, ops, StackArgs};
 use crate::output::{self, Tone};
-use logparser::sagas::{self, now_ms, SagaState};
+use logparser::saga_index;
+use logparser::sagas::{self, SagaState};
 use logparser::timeline;
 
 /// Arguments of `shoplog saga`.
@@ -102,6 +103,8 @@ pub async fn run_one(args: SagaArgs) -> anyhow::Result<u8> {
 #[command(after_help = "Examples:\n  \
     shoplog sagas --state in-flight --older-than 30s     the stuck ones\n  \
     shoplog sagas --state compensating\n  \
+    shoplog sagas --user 7 --state aborted   one user's aborted sagas\n  \
+    shoplog sagas --stuck                    undecided past SAGA_TIMEOUT\n  \
     shoplog sagas --json | jq length\n  \
     shoplog sagas --retired --state aborted    also the final sagas whose records were retired")]
 pub struct SagasArgs {
@@ -115,6 +118,21 @@ pub struct SagasArgs {
     /// Only sagas started longer ago than this (500ms, 30s, 5m, 2h).
     #[arg(long, value_parser = ops::parse_duration)]
     pub older_than: Option<std::time::Duration>,
+    /// Only sagas started at most this long ago.
+    #[arg(long, value_parser = ops::parse_duration)]
+    pub newer_than: Option<std::time::Duration>,
+    /// Only the sagas of this user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only the sagas of this order.
+    #[arg(long)]
+    pub order: Option<String>,
+    /// Only sagas stuck: undecided past SAGA_TIMEOUT (the ones a recovery pass aborts).
+    #[arg(long)]
+    pub stuck: bool,
+    /// At most this many sagas, the newest (default: all).
+    #[arg(long)]
+    pub limit: Option<usize>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -127,35 +145,91 @@ fn parse_state(s: &str) -> Result<SagaState, String> {
         .ok_or_else(|| format!("`{s}`: use in-flight, committed, compensating or aborted"))
 }
 
-/// Runs `shoplog sagas`.
+/// Runs `shoplog sagas`: reads the saga index (`logparser::saga_index`, the console's reader:
+/// the same sagas for the same question), never a scan of the records.
 pub async fn run_list(args: SagasArgs) -> anyhow::Result<u8> {
-    let (_, dbs) = ops::connect(&args.stack).await?;
+    let (config, dbs) = ops::connect(&args.stack).await?;
     let progress = ops::Progress::new(args.json);
-    progress.say("scanning saga records");
-    let now = now_ms();
+    progress.say("reading the saga index");
+    let timeout = config.saga_timeout.as_millis() as u64;
     let filter = sagas::Filter {
         state: args.state,
         min_age_ms: args.older_than.map(|d| d.as_millis() as u64).unwrap_or(0),
-        ..sagas::Filter::default()
+        max_age_ms: args.newer_than.map(|d| d.as_millis() as u64),
+        order: args.order.clone(),
+        user: args.user.clone(),
+        stuck: args.stuck,
     };
+    let mut conn = dbs.order.clone();
+    let limit = args.limit.unwrap_or(usize::MAX);
     let mut found = Vec::new();
     let mut malformed = Vec::new();
-    sagas::scan(&mut dbs.order.clone(), &dbs.order_layout, |r| match r {
-        Ok(r) if filter.matches(&r, now, 0) => found.push(r),
-        Ok(_) => {}
-        Err(e) => malformed.push(e),
-    })
-    .await?;
+    let mut behind = Vec::new();
+    let now = match saga_index::Snapshot::read(&mut conn, &dbs.order_layout).await {
+        Ok(snap) => {
+            malformed.extend(snap.malformed.iter().cloned());
+            behind = snap.behind.clone();
+            let mut before: Option<String> = None;
+            while found.len() < limit {
+                let page = (limit - found.len()).min(1_000);
+                let walk = snap
+                    .walk(
+                        &mut conn,
+                        &filter,
+                        timeout,
+                        before.as_deref(),
+                        page,
+                        usize::MAX,
+                    )
+                    .await?;
+                found.extend(walk.items);
+                malformed.extend(walk.malformed);
+                match walk.next {
+                    Some(n) => before = Some(n),
+                    None => break,
+                }
+            }
+            snap.as_of_ms
+        }
+        // No index yet (no log parser has run a pass on this database): the operator still
+        // gets the answer, from a scan of every record (slow on a large history), and is told.
+        Err(e @ saga_index::IndexError::Missing(_)) => {
+            eprintln!("warning: {e}; scanning every saga record instead");
+            progress.say("scanning saga records");
+            let now = sagas::now_ms();
+            sagas::scan(&mut conn, &dbs.order_layout, |r| match r {
+                Ok(r) if filter.matches(&r, now, timeout) => found.push(r),
+                Ok(_) => {}
+                Err(e) => malformed.push(e.to_string()),
+            })
+            .await?;
+            found.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(b.id.cmp(&a.id)));
+            found.truncate(limit);
+            now
+        }
+        Err(e) => return Err(e.into()),
+    };
     if args.retired {
         progress.say("reading retired sagas from log:order (archive + live)");
         let retired = logparser::sagas::retired(&dbs).await?;
-        found.extend(retired.into_iter().filter(|r| filter.matches(r, now, 0)));
+        found.extend(
+            retired
+                .into_iter()
+                .filter(|r| filter.matches(r, now, timeout)),
+        );
     }
     progress.done();
     for e in &malformed {
         eprintln!("error: {e}");
     }
-    found.sort_by_key(|r| r.started_ms);
+    if !behind.is_empty() {
+        eprintln!(
+            "warning: the saga index is behind in partition(s) {:?} (more than {} entries of log:order not read by the log parser): their newest sagas may be missing; is the log parser running?",
+            behind,
+            saga_index::TAIL_LIMIT
+        );
+    }
+    found.sort_by(|a, b| a.started_ms.cmp(&b.started_ms).then(a.id.cmp(&b.id)));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&found)?);
     } else {

@@ -1,4 +1,4 @@
-//! The saga list's query string (`/console/sagas?state=…&older_than=…&order=…&user=…&stuck=1&page=2`)
+//! The saga list's query string (`/console/sagas?state=…&older_than=…&order=…&user=…&stuck=1&before=<started_ms>-<saga>`)
 //! parsed into a [`Filter`] and a page, with a clear error for every bad value (the page
 //! answers 400 and changes nothing).
 
@@ -11,13 +11,15 @@ pub const MAX_PER_PAGE: usize = 500;
 /// Rows per page unless asked.
 pub const DEFAULT_PER_PAGE: usize = 50;
 
-/// A saga-list query: which sagas, which page.
+/// A saga-list query: which sagas, which page (keyset paging: the page holds the sagas older
+/// than a cursor, so a page far down a list of millions costs what the first one does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
     /// Which sagas.
     pub filter: Filter,
-    /// The page, from 1.
-    pub page: usize,
+    /// Only sagas older than this (`crate::saga_index::rest` of the last row of the page
+    /// before); `None`: the newest.
+    pub before: Option<String>,
     /// Rows per page.
     pub per_page: usize,
 }
@@ -26,7 +28,7 @@ impl Default for ListQuery {
     fn default() -> ListQuery {
         ListQuery {
             filter: Filter::default(),
-            page: 1,
+            before: None,
             per_page: DEFAULT_PER_PAGE,
         }
     }
@@ -119,11 +121,17 @@ pub fn parse(raw: &str) -> Result<ListQuery, String> {
                     _ => return Err(format!("`stuck={v}`: use 1 or 0")),
                 }
             }
-            "page" => q.page = number(k, v, 1_000_000)?,
+            "before" => {
+                q.before = Some(crate::saga_index::parse_cursor(v).filter(|_| {
+                    v.split_once('-').is_some_and(|(_, sid)| valid_id(sid))
+                }).ok_or_else(|| {
+                    format!("`before={v}`: a cursor is <started_ms>-<saga id>, as the pager's links give")
+                })?)
+            }
             "per_page" => q.per_page = number(k, v, MAX_PER_PAGE)?,
             other => {
                 return Err(format!(
-                    "unknown filter `{other}` (use state, older_than, newer_than, order, user, stuck, page, per_page)"
+                    "unknown filter `{other}` (use state, older_than, newer_than, order, user, stuck, before, per_page)"
                 ))
             }
         }
@@ -131,8 +139,9 @@ pub fn parse(raw: &str) -> Result<ListQuery, String> {
     Ok(q)
 }
 
-/// The query string that asks for `q` again on page `page` (links of the pager).
-pub fn to_query(q: &ListQuery, page: usize) -> String {
+/// The query string that asks for `q` again, older than the cursor `before` (text, as
+/// `crate::saga_index::cursor_text` gives; `None`: the first page) — the pager's links.
+pub fn to_query(q: &ListQuery, before: Option<&str>) -> String {
     let mut parts = Vec::new();
     if let Some(s) = q.filter.state {
         parts.push(format!("state={}", s.name()));
@@ -155,7 +164,9 @@ pub fn to_query(q: &ListQuery, page: usize) -> String {
     if q.per_page != DEFAULT_PER_PAGE {
         parts.push(format!("per_page={}", q.per_page));
     }
-    parts.push(format!("page={page}"));
+    if let Some(b) = before {
+        parts.push(format!("before={b}"));
+    }
     parts.join("&")
 }
 
@@ -166,13 +177,18 @@ mod tests {
     #[test]
     fn filters_parse() {
         assert_eq!(parse("").unwrap(), ListQuery::default());
-        let q = parse("state=compensating&older_than=30s&order=42&user=u-1&page=3&per_page=10")
-            .unwrap();
+        let q = parse(
+            "state=compensating&older_than=30s&order=42&user=u-1&before=1700000000000-01HX&per_page=10",
+        )
+        .unwrap();
         assert_eq!(q.filter.state, Some(SagaState::Compensating));
         assert_eq!(q.filter.min_age_ms, 30_000);
         assert_eq!(q.filter.order.as_deref(), Some("42"));
         assert_eq!(q.filter.user.as_deref(), Some("u-1"));
-        assert_eq!((q.page, q.per_page), (3, 10));
+        assert_eq!(
+            (q.before.as_deref(), q.per_page),
+            (Some("001700000000000\u{0}01HX"), 10)
+        );
         assert!(parse("state=stuck").unwrap().filter.stuck);
         assert!(parse("stuck=1&state=").unwrap().filter.stuck);
         assert_eq!(parse("state=any&order=").unwrap(), ListQuery::default());
@@ -192,9 +208,11 @@ mod tests {
             "state=paid",
             "older_than=soon",
             "older_than=-1s",
-            "page=0",
-            "page=x",
-            "page=-1",
+            "before=0",
+            "before=x-1",
+            "before=-1",
+            "before=12-a%20b",
+            "page=2",
             "per_page=501",
             "order=%3Cscript%3E",
             "user=a%20b",
@@ -212,9 +230,13 @@ mod tests {
     #[test]
     fn the_pager_asks_for_the_same_filters() {
         let q = parse("state=aborted&user=7&older_than=2s&per_page=20").unwrap();
-        let again = parse(&to_query(&q, 4)).unwrap();
+        let again = parse(&to_query(&q, Some("1700000000000-01HX"))).unwrap();
         assert_eq!(again.filter, q.filter);
-        assert_eq!((again.page, again.per_page), (4, 20));
+        assert_eq!(
+            (again.before.as_deref(), again.per_page),
+            (Some("001700000000000\u{0}01HX"), 20)
+        );
+        assert_eq!(parse(&to_query(&q, None)).unwrap(), q);
     }
 
     #[test]

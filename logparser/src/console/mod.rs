@@ -7,7 +7,6 @@
 //! | this one | routing, the request's facts, errors as JSON (API) or HTML (pages) |
 //! | [`pages`] | the HTML (maud templates), the embedded script and style sheet |
 //! | [`overview`] | the services' metrics, scraped into a ring buffer of the last 10 minutes |
-//! | [`index`] | the saga list's in-memory index (one scan per refresh, never one per view) |
 //! | [`filters`] | the saga list's query string |
 //! | [`charts`] | SVG line charts |
 //! | [`auth`] | the operator token and the same-origin check |
@@ -23,13 +22,13 @@ pub mod actions;
 pub mod auth;
 pub mod charts;
 pub mod filters;
-pub mod index;
 pub mod overview;
 pub mod pages;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use common::db::Conn;
 use common::ids::IdPool;
 use common::metrics::Metrics;
 use futures::{Stream, StreamExt};
@@ -194,7 +193,7 @@ impl Request {
     }
 }
 
-/// The console: its settings, the daemon's state, and what it keeps (metrics history, index).
+/// The console: its settings, the daemon's state, and what it keeps (metrics history, the delivery report).
 pub struct Console {
     status: Arc<DaemonStatus>,
     token: Option<String>,
@@ -206,10 +205,6 @@ pub struct Console {
     dbs: OnceLock<Dbs>,
     ids: OnceLock<Arc<IdPool>>,
     history: Mutex<overview::History>,
-    /// The saga list's copy of the records; replaced whole by each scan.
-    index: Mutex<Arc<index::Index>>,
-    /// Held while a scan runs (one at a time).
-    scanning: Arc<tokio::sync::Mutex<()>>,
     /// The last delivery report and when it was read.
     groups: tokio::sync::Mutex<Option<(std::time::Instant, Vec<crate::delivery::GroupReport>)>>,
     /// One action at a time.
@@ -242,8 +237,6 @@ impl Console {
             dbs: OnceLock::new(),
             ids: OnceLock::new(),
             history: Mutex::new(overview::History::default()),
-            index: Mutex::new(Arc::new(index::Index::default())),
-            scanning: Arc::new(tokio::sync::Mutex::new(())),
             groups: tokio::sync::Mutex::new(None),
             acting: tokio::sync::Mutex::new(()),
             http,
@@ -458,42 +451,15 @@ impl Console {
         }
     }
 
-    /// The saga index to answer from (see [`index`]): the current copy, read again in the
-    /// background when stale; only the first view waits for a scan.
-    async fn saga_index(self: &Arc<Self>) -> Result<Arc<index::Index>, ConsoleError> {
-        let current = self.index.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if current.as_of_ms == 0 {
-            let _one = self.scanning.lock().await;
-            let current = self.index.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if current.as_of_ms != 0 {
-                return Ok(current);
-            }
-            return self.rescan().await;
-        }
-        if current.stale() {
-            if let Ok(one) = self.scanning.clone().try_lock_owned() {
-                let me = self.clone();
-                tokio::spawn(async move {
-                    let _one = one;
-                    if let Err(e) = me.rescan().await {
-                        tracing::warn!(error = %e, "console: cannot read the saga records");
-                    }
-                });
-            }
-        }
-        Ok(current)
-    }
-
-    /// Reads the saga records into a new index and makes it the current one.
-    async fn rescan(&self) -> Result<Arc<index::Index>, ConsoleError> {
+    /// The saga index as this view reads it (`crate::saga_index`: order-db's index and the
+    /// unindexed tail of `log:order`), read per view: a few range reads, never a scan.
+    async fn saga_index(&self) -> Result<(Conn, crate::saga_index::Snapshot), ConsoleError> {
         let dbs = self.dbs()?;
-        let fresh = Arc::new(
-            index::Index::read(dbs)
-                .await
-                .map_err(|e| ConsoleError::Unavailable(format!("order-db: {e}")))?,
-        );
-        *self.index.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
-        Ok(fresh)
+        let mut conn = dbs.order.clone();
+        let snap = crate::saga_index::Snapshot::read(&mut conn, &dbs.order_layout)
+            .await
+            .map_err(index_error)?;
+        Ok((conn, snap))
     }
 
     /// The delivery report (lag, pending, dead letters per stream and group), read at most
@@ -527,7 +493,14 @@ impl Console {
             )
         };
         let dbs = self.dbs()?;
-        let counts = self.saga_index().await?.counts(self.saga_timeout_ms());
+        // Without an index yet (no pass has run), the rest of the overview still answers.
+        let (counts, counts_error) = match self.saga_index().await {
+            Ok((mut conn, snap)) => match snap.counts(&mut conn, self.saga_timeout_ms()).await {
+                Ok(c) => (Some(c), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+            Err(e) => (None, Some(e.to_string())),
+        };
         let (groups, group_error) = self.delivery(dbs).await;
         let dead_letters: i64 = groups.iter().map(|g| g.dead_letters).sum();
         let last_audit = crate::audit::last_summary(&mut dbs.order.clone())
@@ -551,6 +524,7 @@ impl Console {
             "series": series,
             "unreachable": unreachable,
             "sagas": counts,
+            "sagas_error": counts_error,
             "groups": groups,
             "groups_error": group_error,
             "dead_letters": dead_letters,
@@ -592,14 +566,29 @@ impl Console {
         Ok(charts::line_chart(title, unit, &points, 320, 110))
     }
 
-    /// A page of the saga list (also `GET /console/api/sagas`).
+    /// A page of the saga list (also `GET /console/api/sagas`): newest first, older than the
+    /// query's cursor (keyset paging: no page costs more than its own rows).
     pub async fn list(self: &Arc<Self>, q: &filters::ListQuery) -> Result<SagaList, ConsoleError> {
-        let index = self.saga_index().await?;
-        let skip = (q.page - 1).saturating_mul(q.per_page);
-        let (items, total) = index.select(&q.filter, self.saga_timeout_ms(), skip, q.per_page);
-        let now = crate::sagas::now_ms();
+        let (mut conn, snap) = self.saga_index().await?;
         let timeout = self.saga_timeout_ms();
-        let items = items
+        let walk = snap
+            .walk(
+                &mut conn,
+                &q.filter,
+                timeout,
+                q.before.as_deref(),
+                q.per_page,
+                crate::saga_index::WALK_LIMIT,
+            )
+            .await
+            .map_err(index_error)?;
+        let total = snap
+            .count(&mut conn, &q.filter, timeout)
+            .await
+            .map_err(index_error)?;
+        let now = snap.as_of_ms;
+        let items = walk
+            .items
             .into_iter()
             .map(|r| ListedSaga {
                 state: r.state().name(),
@@ -608,14 +597,17 @@ impl Console {
                 record: r,
             })
             .collect();
+        let mut malformed = snap.malformed.clone();
+        malformed.extend(walk.malformed);
         Ok(SagaList {
             items,
             total,
-            page: q.page,
             per_page: q.per_page,
-            pages: total.div_ceil(q.per_page).max(1),
-            as_of_ms: index.as_of_ms,
-            malformed: index.malformed.clone(),
+            before: q.before.as_deref().map(crate::saga_index::cursor_text),
+            next: walk.next.as_deref().map(crate::saga_index::cursor_text),
+            as_of_ms: snap.as_of_ms,
+            behind: snap.behind.clone(),
+            malformed,
         })
     }
 
@@ -653,18 +645,26 @@ pub struct ListedSaga {
 pub struct SagaList {
     /// The rows, newest first.
     pub items: Vec<ListedSaga>,
-    /// How many sagas pass the filter.
-    pub total: usize,
-    /// This page (from 1).
-    pub page: usize,
+    /// How many sagas pass the filter (`null` when the index cannot count them cheaply: a
+    /// state with a user or order filter over more than `saga_index::COUNT_LIMIT` sagas).
+    pub total: Option<u64>,
     /// Rows per page.
     pub per_page: usize,
-    /// How many pages there are.
-    pub pages: usize,
-    /// When the index was read (ms since the epoch).
+    /// The cursor this page started below (`<started_ms>-<saga>`), `null` on the first page.
+    pub before: Option<String>,
+    /// The cursor of the next (older) page, `null` when this is the last.
+    pub next: Option<String>,
+    /// When the index and its tail were read (ms since the epoch).
     pub as_of_ms: u64,
-    /// Malformed records the index met.
+    /// Partitions whose unindexed tail is too long to merge (the log parser is behind).
+    pub behind: Vec<u32>,
+    /// Malformed records met.
     pub malformed: Vec<String>,
+}
+
+/// The saga index's errors as the console's: no index yet, or order-db unreachable, are 503s.
+fn index_error(e: crate::saga_index::IndexError) -> ConsoleError {
+    ConsoleError::Unavailable(e.to_string())
 }
 
 /// A saga or order id from a path segment: decoded, and checked ([`filters::valid_id`]).

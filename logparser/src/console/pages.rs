@@ -145,6 +145,11 @@ pub fn overview(console: &Console, req: &Request, d: &Value) -> Response {
                 a.card href="/console/sagas?state=compensating" { div.label { "compensating" } div.value data-k="/sagas/compensating" { (k("/sagas/compensating")) } }
                 a.card href="/console/sagas" { div.label { "all live records" } div.value data-k="/sagas/total" { (k("/sagas/total")) } }
             }
+            @if let Some(e) = d.pointer("/sagas_error").and_then(Value::as_str) { p.warn { (e) } }
+            @if let Some(b) = d.pointer("/sagas/behind").and_then(Value::as_array).filter(|b| !b.is_empty()) {
+                p.warn { "the saga index is behind in partition(s) " (b.iter().map(|v| show(Some(v))).collect::<Vec<_>>().join(", ")) ": the newest sagas there may be missing" }
+            }
+            p.note { "From the saga index (as of the last recovery pass, with the newer entries of log:order merged in); retired sagas are not counted." }
         }
         section {
             h2 { "Delivery: consumer lag" }
@@ -254,9 +259,12 @@ pub fn sagas(console: &Console, req: &Request, q: &ListQuery, list: &SagaList) -
             a href="/console/sagas" { "clear" }
         }
         p.summary {
-            span #total { (list.total) } " saga(s) match · page " (list.page) " of " (list.pages)
-            " · index read at " (clock(list.as_of_ms)) " UTC"
+            span #total { @if let Some(t) = list.total { (t) } @else { "many" } } " saga(s) match"
+            @if list.before.is_some() { " · older than " (list.before.clone().unwrap_or_default()) }
+            " · as of " (clock(list.as_of_ms)) " UTC"
         }
+        @if !list.behind.is_empty() { p.warn { "the saga index is behind in partition(s) " (list.behind.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")) ": the log parser has not read their newest entries (is it running its passes?), so the newest sagas there may be missing" } }
+        p.note { "Retired sagas (final, moved to the archive) are not listed: " code { "shoplog sagas --retired" } " lists them." }
         @if !list.malformed.is_empty() { p.warn { (list.malformed.len()) " malformed record(s): " (list.malformed.join("; ")) } }
         table.sagas #saga-list {
             thead { tr { th { "saga" } th { "order" } th { "user" } th { "total" } th { "state" } th { "age" } th { "reason" } } }
@@ -275,8 +283,8 @@ pub fn sagas(console: &Console, req: &Request, q: &ListQuery, list: &SagaList) -
             }
         }
         nav.pager {
-            @if list.page > 1 { a #prev href={ "/console/sagas?" (filters::to_query(q, list.page - 1)) } { "← newer" } }
-            @if list.page < list.pages { a #next href={ "/console/sagas?" (filters::to_query(q, list.page + 1)) } { "older →" } }
+            @if list.before.is_some() { a #prev href={ "/console/sagas?" (filters::to_query(q, None)) } { "← newest" } }
+            @if let Some(next) = &list.next { a #next href={ "/console/sagas?" (filters::to_query(q, Some(next))) } { "older →" } }
         }
     };
     html_answer(layout(console, req, "sagas", false, body), StatusCode::OK)
