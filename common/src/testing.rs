@@ -247,3 +247,29 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// A saga's order-side record as a unit test needs it: saga `s-<order>` in partition 0 of order
+/// `order` by `user`, total 3, no items, no reason, no pending participant. One constructor for
+/// every test that judges a record (the list's filters, the recovery pass's decisions), so that
+/// a field added to [`crate::saga::SagaRecord`] is filled in one place.
+pub fn saga_record(
+    order: &str,
+    user: &str,
+    decision: crate::saga::Decision,
+    done: bool,
+    started_ms: u64,
+) -> crate::saga::SagaRecord {
+    crate::saga::SagaRecord {
+        id: format!("s-{order}"),
+        part: 0,
+        order: order.into(),
+        user: user.into(),
+        total: 3,
+        items: "[]".into(),
+        decision,
+        reason: String::new(),
+        started_ms,
+        pending: Vec::new(),
+        done,
+    }
+}

@@ -566,20 +566,9 @@ mod tests {
     use super::*;
     use common::saga::Decision;
 
+    /// Saga `s-o` of order `o` by user `u`.
     fn record(decision: Decision, done: bool, started_ms: u64) -> SagaRecord {
-        SagaRecord {
-            id: "s".into(),
-            part: 0,
-            order: "o".into(),
-            user: "u".into(),
-            total: 1,
-            items: "[]".into(),
-            decision,
-            reason: String::new(),
-            started_ms,
-            pending: Vec::new(),
-            done,
-        }
+        common::testing::saga_record("o", "u", decision, done, started_ms)
     }
 
     #[test]

@@ -206,28 +206,7 @@ pub fn is_stuck(r: &SagaRecord, now_ms: u64, saga_timeout_ms: u64) -> bool {
 mod tests {
     use super::*;
     use common::saga::Decision;
-
-    fn record(
-        order: &str,
-        user: &str,
-        decision: Decision,
-        done: bool,
-        started_ms: u64,
-    ) -> SagaRecord {
-        SagaRecord {
-            id: format!("s-{order}"),
-            part: 0,
-            order: order.into(),
-            user: user.into(),
-            total: 3,
-            items: "[]".into(),
-            decision,
-            reason: String::new(),
-            started_ms,
-            pending: Vec::new(),
-            done,
-        }
-    }
+    use common::testing::saga_record as record;
 
     #[test]
     fn a_filter_checks_state_age_order_user_and_stuck() {
