@@ -49,16 +49,48 @@ fn archive(writer: &mut SegmentWriter, conn: &mut redis::Connection, upto: &str)
         .unwrap();
 }
 
-#[tokio::test]
-async fn entries_archived_and_trimmed_during_the_read_are_read_from_the_archive() {
+/// What each test starts from: a Redis holding the stream `1-1`..`30-1`, an async connection
+/// for the reader, a blocking one for the archiving pass, and an empty archive directory with
+/// its writer.
+struct Fixture {
+    _redis: RedisServer,
+    conn: common::db::Conn,
+    sync: redis::Connection,
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    writer: SegmentWriter,
+}
+
+async fn fixture(service: &str, partition: &str) -> Fixture {
     let redis = RedisServer::start();
-    let mut conn = redis.conn().await;
+    let conn = redis.conn().await;
     let client = redis::Client::open(redis.url()).unwrap();
     let mut sync = client.get_connection().unwrap();
     fill(&mut sync);
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("stock").join("p000");
-    let mut writer = SegmentWriter::open(&dir).unwrap();
+    let dir = tmp.path().join(service).join(partition);
+    let writer = SegmentWriter::open(&dir).unwrap();
+    Fixture {
+        _redis: redis,
+        conn,
+        sync,
+        _tmp: tmp,
+        dir,
+        writer,
+    }
+}
+
+#[tokio::test]
+async fn entries_archived_and_trimmed_during_the_read_are_read_from_the_archive() {
+    // Bound by name (not `..`), so the server and the directory live to the end of the test.
+    let Fixture {
+        _redis,
+        _tmp,
+        mut conn,
+        mut sync,
+        dir,
+        mut writer,
+    } = fixture("stock", "p000").await;
     let mut archive = |conn: &mut redis::Connection, upto: &str| archive(&mut writer, conn, upto);
     archive(&mut sync, "11-1");
 
@@ -106,14 +138,15 @@ impl Pages for PassAfterFirstPage<'_> {
 /// writes between a page's read and the reader's look at the archive.
 #[tokio::test]
 async fn a_pass_between_a_page_and_the_archive_check_loses_nothing() {
-    let redis = RedisServer::start();
-    let mut conn = redis.conn().await;
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut sync = client.get_connection().unwrap();
-    fill(&mut sync);
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("payment").join("p009");
-    let mut writer = SegmentWriter::open(&dir).unwrap();
+    // Bound by name (not `..`), so the server and the directory live to the end of the test.
+    let Fixture {
+        _redis,
+        _tmp,
+        mut conn,
+        mut sync,
+        dir,
+        mut writer,
+    } = fixture("payment", "p009").await;
     archive(&mut writer, &mut sync, "6-1");
     // The first live page is 6..10; the pass then archives and trims 6..20.
     let pass = Box::new(move || archive(&mut writer, &mut sync, "21-1"));
