@@ -82,25 +82,17 @@ async fn fixture(service: &str, partition: &str) -> Fixture {
 
 #[tokio::test]
 async fn entries_archived_and_trimmed_during_the_read_are_read_from_the_archive() {
-    // Bound by name (not `..`), so the server and the directory live to the end of the test.
-    let Fixture {
-        _redis,
-        _tmp,
-        mut conn,
-        mut sync,
-        dir,
-        mut writer,
-    } = fixture("stock", "p000").await;
-    let mut archive = |conn: &mut redis::Connection, upto: &str| archive(&mut writer, conn, upto);
-    archive(&mut sync, "11-1");
+    let mut f = fixture("stock", "p000").await;
+    let mut archive = |conn: &mut redis::Connection, upto: &str| archive(&mut f.writer, conn, upto);
+    archive(&mut f.sync, "11-1");
 
     let mut seen = Vec::new();
-    let n = for_each_history(&mut conn, Some(&dir), STREAM, 5, |e: &LogEntry| {
+    let n = for_each_history(&mut f.conn, Some(&f.dir), STREAM, 5, |e: &LogEntry| {
         seen.push(e.stream_id.clone());
         // In the middle of the first live page (11..15), a pass archives and trims up to 21:
         // 16..20 are then in the archive only.
         if e.stream_id == "12-1" {
-            archive(&mut sync, "21-1");
+            archive(&mut f.sync, "21-1");
         }
         Ok::<(), LogError>(())
     })
@@ -109,7 +101,7 @@ async fn entries_archived_and_trimmed_during_the_read_are_read_from_the_archive(
     assert_eq!(seen, ids(1..=30));
     assert_eq!(n, 30);
     assert_eq!(
-        log::read_page(&mut conn, STREAM, "-", 100)
+        log::read_page(&mut f.conn, STREAM, "-", 100)
             .await
             .unwrap()
             .len(),
@@ -138,27 +130,20 @@ impl Pages for PassAfterFirstPage<'_> {
 /// writes between a page's read and the reader's look at the archive.
 #[tokio::test]
 async fn a_pass_between_a_page_and_the_archive_check_loses_nothing() {
-    // Bound by name (not `..`), so the server and the directory live to the end of the test.
-    let Fixture {
-        _redis,
-        _tmp,
-        mut conn,
-        mut sync,
-        dir,
-        mut writer,
-    } = fixture("payment", "p009").await;
-    archive(&mut writer, &mut sync, "6-1");
+    let mut f = fixture("payment", "p009").await;
+    archive(&mut f.writer, &mut f.sync, "6-1");
     // The first live page is 6..10; the pass then archives and trims 6..20.
+    let (mut writer, mut sync) = (f.writer, f.sync);
     let pass = Box::new(move || archive(&mut writer, &mut sync, "21-1"));
     let live = PassAfterFirstPage {
         live: Stream {
-            conn: &mut conn,
+            conn: &mut f.conn,
             key: STREAM,
         },
         pass: Some(pass),
     };
     let mut seen = Vec::new();
-    let n = history(live, Some(&dir), 5, |e: &LogEntry| {
+    let n = history(live, Some(&f.dir), 5, |e: &LogEntry| {
         seen.push(e.stream_id.clone());
         Ok::<(), LogError>(())
     })
