@@ -191,6 +191,25 @@ async fn each<T: redis::FromRedisValue>(
     common::db::each(conn, cmds).await
 }
 
+/// `command <key of partition k>` for every partition of `l`, pipelined; the answers in
+/// partition order.
+async fn per_partition<T: redis::FromRedisValue>(
+    conn: &mut Conn,
+    l: &Layout,
+    command: &str,
+    key: fn(&Layout, u32) -> String,
+) -> redis::RedisResult<Vec<T>> {
+    let cmds = l
+        .parts()
+        .map(|k| {
+            let mut c = redis::cmd(command);
+            c.arg(key(l, k));
+            c
+        })
+        .collect();
+    each(conn, cmds).await
+}
+
 /// Where a filter's candidates come from: the members under `prefix` in `parts`.
 fn source(f: &Filter, l: &Layout) -> (String, Vec<u32>) {
     if let Some(u) = &f.user {
@@ -243,28 +262,9 @@ impl Snapshot {
     /// Reads which partitions have an index, and the tail after each one's checkpoint.
     pub async fn read(conn: &mut Conn, l: &Layout) -> Result<Snapshot, IndexError> {
         let as_of_ms = sagas::now_ms();
-        let cps: Vec<Option<String>> = each(
-            conn,
-            l.parts()
-                .map(|k| {
-                    let mut c = redis::cmd("GET");
-                    c.arg(keys::logparser_checkpoint(l, k));
-                    c
-                })
-                .collect(),
-        )
-        .await?;
-        let built: Vec<bool> = each(
-            conn,
-            l.parts()
-                .map(|k| {
-                    let mut c = redis::cmd("EXISTS");
-                    c.arg(keys::logparser_index(l, k));
-                    c
-                })
-                .collect(),
-        )
-        .await?;
+        let cps: Vec<Option<String>> =
+            per_partition(conn, l, "GET", keys::logparser_checkpoint).await?;
+        let built: Vec<bool> = per_partition(conn, l, "EXISTS", keys::logparser_index).await?;
         let missing: Vec<String> = l
             .parts()
             .filter(|&k| cps[k as usize].is_none() || !built[k as usize])
