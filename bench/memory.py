@@ -26,6 +26,7 @@ import csv
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -62,6 +63,10 @@ def run(args):
     if up.returncode != 0:
         sys.exit(f"shoplog up failed:\n{up.stderr}")
     csv_path = out / "memory.csv"
+    # Stopped (SIGTERM, ^C), it stops its load generator too: left running, it would go on
+    # checking out against whatever stack is next on these ports.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    bench = None
     try:
         bench = subprocess.Popen([args.shoplog, "bench", "--orders", str(args.orders), "--no-audit", "--json",
                                   "--concurrency", str(args.concurrency)], env=env,
@@ -98,6 +103,9 @@ def run(args):
         plot(csv_path, out / "memory.png", title=f"{args.orders} checkouts, LOG_RETAIN={args.retain}")
         print(out / "memory.png")
     finally:
+        if bench is not None and bench.poll() is None:
+            bench.terminate()
+            bench.wait()
         if not args.keep:
             sh("down", "--wipe", capture_output=True)
 

@@ -148,6 +148,26 @@ def test_concurrent_refused_checkouts_of_one_order_answer_alike(sys_api, base):
     assert (api.item(item)["stock"], api.credit(user)) == (10, 1)
 
 
+def waiters_gauge(api: Api) -> int:
+    text = api.get("/orders/metrics").text
+    found = [int(line.split()[-1]) for line in text.splitlines() if line.startswith("shoplog_checkout_waiters")]
+    assert found, "the order service publishes no shoplog_checkout_waiters gauge"
+    return found[0]
+
+
+def assert_no_waiters_left(api: Api) -> None:
+    """Once every checkout is answered, no order replica keeps a waiter: the gauge (set every
+    second, read through the gateway, so from each replica in turn) falls to 0. A waiter left per
+    checkout grew the order service's memory by ~200 bytes a checkout, forever."""
+    deadline = time.monotonic() + 10
+    while True:
+        seen = [waiters_gauge(api) for _ in range(6)]
+        if not any(seen):
+            return
+        assert time.monotonic() < deadline, f"waiters left after every checkout was answered: {seen}"
+        time.sleep(0.5)
+
+
 def test_consistency_storm(sys_api, base):
     """1 item with 100 stock, 1,000 users with 1 credit each, 1,000 one-item orders over random
     users, all checked out concurrently: exactly as many successes as stock sold, credit spent
@@ -166,6 +186,7 @@ def test_consistency_storm(sys_api, base):
     answers = run_concurrently(lambda c, o: checkout(c, o).status_code, orders, base=base)
 
     assert not [s for s in answers if s >= 500], "5xx answers during the storm"
+    assert_no_waiters_left(api)
     ok = [o for o, s in zip(orders, answers) if 200 <= s < 300]
     refused = [o for o, s in zip(orders, answers) if 400 <= s < 500]
     assert len(ok) + len(refused) == 1000

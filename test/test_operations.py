@@ -304,6 +304,25 @@ def test_bench_drives_checkouts_and_audits(stack):
     assert all(stack.api.order(str(i))["paid"] for i in (0, 199, 399))
 
 
+def test_bench_past_one_batch_init_runs_rounds_of_new_orders(stack):
+    """More checkouts than one `batch_init` makes: the orders are populated again each round (the
+    paid ones overwritten by open ones), so every checkout starts a saga of its own, and the
+    audit accepts orders re-created after their saga committed."""
+    before = json.loads(stack.audit().stdout)["sagas"].get("committed", 0)
+    out = stack.run("bench", "--orders", "250", "--round", "100", "--concurrency", "8", "--population", "50",
+                    "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    assert report["checkouts"] == 250 and report["status_2xx"] == 250, report
+    assert report["audit_clean"] is True
+    after = json.loads(stack.audit().stdout)["sagas"].get("committed", 0)
+    assert after - before == 250, (before, after)
+    # The last round populated orders 0..49 again and paid them; 50..99 are the second round's.
+    assert all(stack.api.order(str(i))["paid"] for i in (0, 49, 50, 99))
+    bad = stack.run("bench", "--orders", "10", "--round", "0")
+    assert bad.returncode == 2 and "--round" in bad.stderr
+
+
 def redis_cli(port: int, *args: str) -> str:
     return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True).stdout.strip()
 

@@ -50,8 +50,9 @@ pub const IDEMPOTENCY_CLAIM_PREFIX: &str = "idemclaim:";
 /// Key (each service's database) of its number of partitions.
 pub const PARTITIONS_KEY: &str = "shoplog:partitions";
 
-/// Channel (in order-db) on which the deciding scripts publish a saga id once the saga is final
-/// (committed, or aborted with every compensation confirmed).
+/// Channel (in order-db) on which the deciding scripts announce a saga once it is final
+/// (committed, or aborted with every compensation confirmed): `<sid>\n<decision>\n<reason>`,
+/// parsed by [`crate::saga::Announcement`].
 pub const DONE_CHANNEL: &str = "saga:done";
 
 /// Redlock resource of the log parser's lease (one active daemon).

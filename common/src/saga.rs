@@ -456,6 +456,41 @@ pub struct Outcome {
     pub done: bool,
 }
 
+/// A saga's end as announced on [`keys::DONE_CHANNEL`] by the script that made it final
+/// (`order/lua/commit.lua`, `order/lua/confirm.lua`): `<sid>\n<decision>\n<reason>`. It carries
+/// the [`Outcome`], so the checkout waiting for the saga answers without reading its record (a
+/// round trip and an `HMGET` per checkout); decisions never change once taken, so the announced
+/// one is the record's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement<'a> {
+    /// The saga.
+    pub saga: &'a str,
+    /// Its outcome; `None` when the message names only the saga (the form of versions before
+    /// this one, during a rolling upgrade): the waiter reads the record.
+    pub outcome: Option<Outcome>,
+}
+
+impl<'a> Announcement<'a> {
+    /// Parses a message; any payload names a saga (its first line), and only a well-formed
+    /// decision of a final saga gives an outcome.
+    pub fn parse(payload: &'a str) -> Announcement<'a> {
+        let mut parts = payload.splitn(3, '\n');
+        let saga = parts.next().unwrap_or_default();
+        let decision = parts.next().and_then(Decision::parse);
+        let outcome = match (decision, parts.next()) {
+            (Some(decision @ (Decision::Commit | Decision::Abort)), Some(reason)) => {
+                Some(Outcome {
+                    decision,
+                    reason: reason.to_string(),
+                    done: true,
+                })
+            }
+            _ => None,
+        };
+        Announcement { saga, outcome }
+    }
+}
+
 /// Reads saga `sid`'s decision; `None` when there is no such saga.
 pub async fn outcome(
     conn: &mut Conn,
@@ -661,6 +696,37 @@ pub fn decode_lines(json: &str) -> Option<Lines> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_announcement_carries_the_outcome_of_a_final_saga() {
+        let a = Announcement::parse("s1\ncommit\n");
+        assert_eq!(a.saga, "s1");
+        assert_eq!(
+            a.outcome,
+            Some(Outcome {
+                decision: Decision::Commit,
+                reason: String::new(),
+                done: true
+            })
+        );
+        let a = Announcement::parse("s2\nabort\nout of stock: item `x`\nsecond line");
+        assert_eq!(a.saga, "s2");
+        let o = a.outcome.unwrap();
+        assert_eq!(
+            (o.decision, o.reason.as_str()),
+            (Decision::Abort, "out of stock: item `x`\nsecond line")
+        );
+        // The older form, and anything not final, name the saga only: the waiter reads it.
+        assert_eq!(
+            Announcement::parse("s3"),
+            Announcement {
+                saga: "s3",
+                outcome: None
+            }
+        );
+        assert_eq!(Announcement::parse("s4\nnone\n").outcome, None);
+        assert_eq!(Announcement::parse("s5\nbogus\nx").outcome, None);
+    }
 
     #[test]
     fn repeated_items_are_summed_in_first_seen_order() {

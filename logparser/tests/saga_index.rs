@@ -132,8 +132,10 @@ impl World {
             &id,
             order,
             sid,
-            &o.items_json,
-            &summed,
+            Some(&order::saga::SummedLines {
+                items: o.items_json.clone(),
+                summed: summed.clone(),
+            }),
             started,
         )
         .await

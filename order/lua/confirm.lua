@@ -3,7 +3,8 @@
 -- the order opens again (if this saga still holds it) and waiting checkouts are woken.
 -- KEYS[1]  saga:{o<k>}:<sid>   KEYS[2] order:{o<k>}:<id>   KEYS[3] log:order:{o<k>}
 -- ARGV[1]  log_id   ARGV[2] saga id   ARGV[3] the participant's name
--- ARGV[4]  the wake-up channel (not a key: no slot)
+-- ARGV[4]  the wake-up channel (not a key: no slot), on which a done saga is announced as
+-- `<sid>\nabort\n<reason>` (common::saga::Announcement: the waiting checkout needs no read)
 -- Answers {'OK', reopened} | {'DUP'} | {'IGNORED', decision} | {'UNKNOWN'}.
 local s = redis.call('HMGET', KEYS[1], 'decision', 'order', 'pending')
 if not s[1] then
@@ -37,6 +38,7 @@ end
 redis.call('XADD', KEYS[3], '*', 'log_id', ARGV[1], 'type', 'CompensationConfirmed', 'saga', ARGV[2],
   'order', s[2], 'part', ARGV[3], 'reopened', reopened)
 if left == '' then
-  redis.call('PUBLISH', ARGV[4], ARGV[2])
+  local reason = redis.call('HGET', KEYS[1], 'reason') or ''
+  redis.call('PUBLISH', ARGV[4], ARGV[2] .. '\nabort\n' .. reason)
 end
 return {'OK', reopened}

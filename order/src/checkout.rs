@@ -1,11 +1,15 @@
 //! `POST /orders/checkout/{id}`: admit the checkout under the order's Redlock, then wait for the
 //! saga's outcome and answer it.
 //!
-//! 1. Read the order: unknown → 404, paid → 200, empty → 400.
-//! 2. Take `lock:order:{id}` (bounded wait), run the admission script, release the lock on every
-//!    path. The script starts a new saga, or says which saga already decides the order (join it),
-//!    or that the order is paid.
-//! 3. Wait until the saga is done (woken by pub/sub, re-reading the record as a fallback).
+//! 1. Take `lock:order:{id}` (bounded wait), run the admission script, release the lock on every
+//!    path. The script reads the order itself (no read before it: one round trip): unknown →
+//!    404, paid → 200, empty → 400; it starts a new saga, or says which saga already decides the
+//!    order (join it). When an item repeats in the order, the lines are summed here
+//!    (`common::saga::sum_lines`) and admitted again with them. When the lock cannot be had, the
+//!    order is read without it, so that what needs no lock (unknown, paid, empty) is still answered.
+//! 2. Wait until the saga is done: woken by its announcement on pub/sub, which carries the
+//!    outcome (a started saga is waited for from before its admission, so it is never read
+//!    while in flight), re-reading the record as a fallback.
 //! 4. Still undecided after `CHECKOUT_TIMEOUT`: abort through the same compare-and-set the
 //!    participants use, and answer whichever decision won.
 //!
@@ -22,10 +26,11 @@ use common::http::HandlerResult;
 use common::idempotency::{self, Keyed};
 use common::keys;
 use common::lock::LockFailure;
-use common::saga::{encode_lines, sum_lines, Decision, OrderStatus, Outcome};
+use common::saga::{decode_lines, encode_lines, sum_lines, Decision, OrderStatus, Outcome};
 use tokio::time::Instant;
 
-use crate::saga::{self, Admission};
+use crate::saga::{self, Admission, SummedLines};
+use crate::waiters::Waiter;
 use crate::{store, Order};
 
 /// TTL of the admission lock: far above the admission's few milliseconds, so that only a paused
@@ -133,37 +138,37 @@ impl Order {
         id: &str,
         arrived: Instant,
     ) -> Result<serde_json::Value, ApiError> {
-        let mut conn = self.db.clone();
-        let saga = loop {
-            let order = store::find(&mut conn, &self.layout, id)
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("unknown order `{id}`")))?;
-            if order.paid() {
-                return paid(id, &order.saga);
-            }
-            if order.status == OrderStatus::Open && order.items.is_empty() {
-                return Err(ApiError::BadRequest(format!(
-                    "order `{id}` is empty: add items before checking out"
-                )));
-            }
-            let summed = encode_lines(&sum_lines(&order.items)?);
-            let sid = self.ids.next();
+        let sid = self.ids.next();
+        // Waiting for the saga this checkout may start begins before it can end.
+        let mut started = Some(self.waiters.register(&sid));
+        let mut read: Option<SummedLines> = None;
+        let (saga, waiter) = loop {
             let wait = LOCK_WAIT
                 .min((arrived + self.checkout_timeout).saturating_duration_since(Instant::now()));
-            let admission = self
-                .admit(id, &sid, &order.items_json, &summed, wait)
-                .await?;
+            let admission = match self.admit(id, &sid, read.as_ref(), wait).await? {
+                Ok(admission) => admission,
+                Err(locked_out) => return self.answer_unlocked(id, locked_out).await,
+            };
             match admission {
-                Admission::Started(s) | Admission::Join(s) => break s,
+                Admission::Started(s) => break (s, started.take()),
+                Admission::Join(s) => break (s, None),
                 Admission::Paid(s) => return paid(id, &s),
-                Admission::NotFound => {
-                    return Err(ApiError::NotFound(format!("unknown order `{id}`")))
+                Admission::NotFound => return Err(unknown(id)),
+                Admission::Empty => return Err(empty(id)),
+                Admission::Sum(items) => {
+                    let lines = decode_lines(&items).ok_or_else(|| {
+                        ApiError::Internal(format!(
+                            "order `{id}`: its `items` field is not a list of [item, quantity] lines"
+                        ))
+                    })?;
+                    let summed = encode_lines(&sum_lines(&lines)?);
+                    read = Some(SummedLines { items, summed });
                 }
-                Admission::Changed => continue,
+                Admission::Changed => read = None,
             }
         };
         tracing::Span::current().record("saga", saga.as_str());
-        let outcome = self.await_outcome(id, &saga, arrived).await?;
+        let outcome = self.await_outcome(id, &saga, arrived, waiter).await?;
         // The decision and the admission before it are on the replicas before the answer, also
         // when another order replica's consumer made the decision.
         self.db
@@ -173,41 +178,61 @@ impl Order {
         self.answer(id, &saga, outcome)
     }
 
+    /// The answer when the admission lock could not be had: what a read of the order decides
+    /// without it (unknown, paid, empty), else the lock's 503.
+    async fn answer_unlocked(
+        &self,
+        id: &str,
+        locked_out: ApiError,
+    ) -> Result<serde_json::Value, ApiError> {
+        let order = store::find(&mut self.db.clone(), &self.layout, id)
+            .await?
+            .ok_or_else(|| unknown(id))?;
+        if order.paid() {
+            return paid(id, &order.saga);
+        }
+        if order.status == OrderStatus::Open && order.items.is_empty() {
+            return Err(empty(id));
+        }
+        Err(locked_out)
+    }
+
     /// Runs the admission script under the order's Redlock, releasing it on every path — also
     /// when the checkout's deadline cancels the wait for it: the admission runs in a task of its
     /// own, which a dropped wait does not stop. (Cancelled midway, between taking the lock and
     /// releasing it, it left the lock held for its whole TTL, and every checkout of the order
-    /// meanwhile a 503.)
+    /// meanwhile a 503.) The inner `Err` is the 503 of a lock that could not be had.
     async fn admit(
         &self,
         id: &str,
         sid: &str,
-        items_json: &str,
-        summed: &str,
+        read: Option<&SummedLines>,
         wait: Duration,
-    ) -> Result<Admission, ApiError> {
+    ) -> Result<Result<Admission, ApiError>, ApiError> {
         let (locks, mut db, layout, ids) = (
             self.locks.clone(),
             self.db.clone(),
             self.layout,
             self.ids.clone(),
         );
-        let (id, sid, items_json, summed) = (
-            id.to_string(),
-            sid.to_string(),
-            items_json.to_string(),
-            summed.to_string(),
-        );
+        let (id, sid, read) = (id.to_string(), sid.to_string(), read.cloned());
         let admission = tokio::spawn(async move {
-            let lease = locks
+            let lease = match locks
                 .lock_within(&keys::order_lock(&id), LOCK_TTL, wait)
                 .await
-                .map_err(|e| match e {
-                    LockFailure::Busy(_) => ApiError::Unavailable(format!(
-                        "cannot admit the checkout of order `{id}` now ({e}); retry"
-                    )),
-                    LockFailure::Nodes { .. } => ApiError::Unavailable(format!("{e}; retry later")),
-                })?;
+            {
+                Ok(lease) => lease,
+                Err(e) => {
+                    return Ok(Err(match e {
+                        LockFailure::Busy(_) => ApiError::Unavailable(format!(
+                            "cannot admit the checkout of order `{id}` now ({e}); retry"
+                        )),
+                        LockFailure::Nodes { .. } => {
+                            ApiError::Unavailable(format!("{e}; retry later"))
+                        }
+                    }))
+                }
+            };
             let now_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
@@ -218,13 +243,12 @@ impl Order {
                 &ids.next(),
                 &id,
                 &sid,
-                &items_json,
-                &summed,
+                read.as_ref(),
                 now_ms,
             )
             .await;
             locks.release(lease).await;
-            Ok(started?)
+            Ok(Ok(started?))
         });
         admission
             .await
@@ -234,14 +258,16 @@ impl Order {
     /// Waits for saga `sid` to be done, until `CHECKOUT_TIMEOUT` after the request `arrived`;
     /// then aborts it. Answers the final view (or, when a timeout abort's compensations are still
     /// running after the grace, the abort decision).
+    /// `started`: this checkout started the saga, and waits for it from before its admission.
     async fn await_outcome(
         &self,
         id: &str,
         sid: &str,
         arrived: Instant,
+        started: Option<Waiter>,
     ) -> Result<Outcome, ApiError> {
         if let Some(done) = self
-            .wait_done(id, sid, arrived + self.checkout_timeout)
+            .wait_done(id, sid, arrived + self.checkout_timeout, started)
             .await?
         {
             return Ok(done);
@@ -267,7 +293,7 @@ impl Order {
         tracing::debug!(saga = sid, reply = reply.name(), "timeout abort");
         // Compensations confirmed within the grace, or the decision as it stands.
         if let Some(done) = self
-            .wait_done(id, sid, arrived + self.checkout_timeout + GRACE / 2)
+            .wait_done(id, sid, arrived + self.checkout_timeout + GRACE / 2, None)
             .await?
         {
             return Ok(done);
@@ -278,27 +304,44 @@ impl Order {
             .ok_or_else(|| ApiError::Internal(format!("saga `{sid}` vanished")))
     }
 
+    /// Waits for saga `sid` to be done by `deadline`: its announcement's outcome, or a read of
+    /// its record (first, unless `started` says this checkout started it and so it is in flight;
+    /// then after every wait that the announcement did not end).
     async fn wait_done(
         &self,
         id: &str,
         sid: &str,
         deadline: Instant,
+        started: Option<Waiter>,
     ) -> Result<Option<Outcome>, ApiError> {
-        loop {
-            let woken = self.waiters.register(sid);
-            if let Some(v) =
-                common::saga::outcome(&mut self.db.clone(), &self.layout, id, sid).await?
-            {
-                if v.done {
-                    return Ok(Some(v));
-                }
+        let skip_read = started.is_some();
+        let mut waiter = started.unwrap_or_else(|| self.waiters.register(sid));
+        if !skip_read {
+            if let Some(done) = self.read_done(id, sid).await? {
+                return Ok(Some(done));
             }
+        }
+        loop {
             let now = Instant::now();
             if now >= deadline {
                 return Ok(None);
             }
-            let _ = tokio::time::timeout((deadline - now).min(POLL), woken).await;
+            if let Some(done) = waiter.done_within((deadline - now).min(POLL)).await {
+                return Ok(Some(done));
+            }
+            if let Some(done) = self.read_done(id, sid).await? {
+                return Ok(Some(done));
+            }
         }
+    }
+
+    /// The saga's outcome when it is done, from its record.
+    async fn read_done(&self, id: &str, sid: &str) -> Result<Option<Outcome>, ApiError> {
+        Ok(
+            common::saga::outcome(&mut self.db.clone(), &self.layout, id, sid)
+                .await?
+                .filter(|v| v.done),
+        )
     }
 
     fn answer(&self, id: &str, sid: &str, v: Outcome) -> Result<serde_json::Value, ApiError> {
@@ -316,6 +359,16 @@ impl Order {
             "checkout of order `{id}` refused: {reason}"
         )))
     }
+}
+
+fn unknown(id: &str) -> ApiError {
+    ApiError::NotFound(format!("unknown order `{id}`"))
+}
+
+fn empty(id: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "order `{id}` is empty: add items before checking out"
+    ))
 }
 
 fn paid(id: &str, saga: &str) -> Result<serde_json::Value, ApiError> {

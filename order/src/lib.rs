@@ -67,8 +67,10 @@ impl Order {
         .await?;
         let waiters = Arc::new(waiters::Waiters::default());
         waiters.clone().spawn_listener(config.order_db_url.clone());
+        let backing = Backing::new(&ctx, consumers, config);
+        waiters.clone().spawn_gauge(backing.metrics.clone());
         Ok(Arc::new(Order {
-            backing: Backing::new(&ctx, consumers, config),
+            backing,
             db: ctx.db,
             ids: ctx.ids,
             prices: prices::Prices::new(&config.stock_url),

@@ -36,6 +36,11 @@ pub enum Admission {
     Join(String),
     /// No such order.
     NotFound,
+    /// The order is open with no items.
+    Empty,
+    /// An item repeats in the order's lines (`items`, as stored): the caller sums them and admits
+    /// again with both (the fast path passes the stored lines on as they are).
+    Sum(String),
     /// The order's items changed since they were read: read again.
     Changed,
 }
@@ -53,13 +58,21 @@ impl redis::FromRedisValue for Admission {
             "PAID" => Admission::Paid(sid()?),
             "JOIN" => Admission::Join(sid()?),
             "NOT_FOUND" => Admission::NotFound,
+            "EMPTY" => Admission::Empty,
+            "SUM" => Admission::Sum(
+                data.into_iter()
+                    .next()
+                    .ok_or("admission answer SUM without the items")?,
+            ),
             "CHANGED" => Admission::Changed,
             other => return Err(format!("unknown admission answer `{other}`").into()),
         })
     }
 }
 
-/// Starts saga `saga` for order `order` if it is open and its items are still `items_read`.
+/// Starts saga `saga` for order `order` if it is open. `read` is `None` on the fast path (the
+/// caller has not read the order: its stored lines become the saga's when no item repeats), or
+/// the `items` field as the caller read it and its summed lines (compare-and-set).
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
     conn: &mut Conn,
@@ -67,10 +80,10 @@ pub async fn start(
     log_id: &str,
     order: &str,
     saga: &str,
-    items_read: &str,
-    summed: &str,
+    read: Option<&SummedLines>,
     now_ms: u64,
 ) -> Result<Admission, redis::RedisError> {
+    let (items_read, summed) = read.map_or(("", ""), |r| (r.items.as_str(), r.summed.as_str()));
     START
         .key(keys::order(l, order))
         .key(keys::saga_of(l, order, saga))
@@ -83,6 +96,16 @@ pub async fn start(
         .arg(now_ms)
         .invoke_async(conn)
         .await
+}
+
+/// An order's `items` field as read, and its lines summed by item (`common::saga::sum_lines`),
+/// for the admission's compare-and-set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummedLines {
+    /// The field exactly as stored.
+    pub items: String,
+    /// The summed lines, encoded (`common::saga::encode_lines`).
+    pub summed: String,
 }
 
 /// Decides `commit` unless a decision was taken.

@@ -147,7 +147,7 @@ mod step {
 /// The order side's transitions, answering words.
 mod saga {
     use super::*;
-    pub use order::saga::start;
+    pub use order::saga::{start, SummedLines};
 
     pub async fn commit(
         c: &mut Conn,
@@ -318,8 +318,10 @@ impl Dbs {
             &l,
             "o",
             sid,
-            &o.items_json,
-            &summed,
+            Some(&saga::SummedLines {
+                items: o.items_json.clone(),
+                summed: summed.clone(),
+            }),
             1,
         )
         .await
@@ -712,8 +714,10 @@ async fn an_item_added_during_admission_makes_the_caller_reread() {
             &l,
             "o",
             "s1",
-            &o.items_json,
-            &summed,
+            Some(&saga::SummedLines {
+                items: o.items_json.clone(),
+                summed: summed.clone(),
+            }),
             1
         )
         .await
@@ -738,8 +742,10 @@ async fn start_order(d: &mut Dbs, order: &str, sid: &str) -> Admission {
         &l,
         order,
         sid,
-        &o.items_json,
-        &summed,
+        Some(&saga::SummedLines {
+            items: o.items_json.clone(),
+            summed: summed.clone(),
+        }),
         1,
     )
     .await
@@ -945,4 +951,40 @@ fn a_malformed_entry_is_an_error_naming_the_field() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("unknown type `Nonsense`"), "{err}");
+}
+
+/// The checkout's fast path admits without reading the order first: lines whose items are
+/// distinct become the saga's exactly as stored (the same JSON the summing path encodes); a
+/// repeated item makes the script hand the lines back to be summed (`SUM`), and the summed
+/// admission then starts the saga; an empty order is refused; nothing changes but on `OK`.
+#[tokio::test]
+async fn admission_without_a_read_takes_distinct_lines_as_stored_and_sums_repeats() {
+    let layout = ol();
+    let mut d = Dbs::new().await;
+    d.setup(100, &[]).await;
+    let l = d.log_id();
+    let start = saga::start(&mut d.order, &layout, &l, "o", "s0", None, 1);
+    assert_eq!(start.await.unwrap(), Admission::Empty);
+    assert_eq!(d.status().await, "OPEN");
+
+    let mut d = Dbs::new().await;
+    d.setup(100, &[("a", 2), ("b", 1)]).await;
+    let l = d.log_id();
+    let start = saga::start(&mut d.order, &layout, &l, "o", "s1", None, 1);
+    assert_eq!(start.await.unwrap(), Admission::Started("s1".into()));
+    let started = last(&mut d.order, ORDER_LOG, "CheckoutStarted").await;
+    assert_eq!(started.get("items").unwrap(), r#"[["a",2],["b",1]]"#);
+    d.assert_replay().await;
+
+    let mut d = Dbs::new().await;
+    d.setup(100, &[("a", 2), ("b", 1), ("a", 1)]).await;
+    let l = d.log_id();
+    let start = saga::start(&mut d.order, &layout, &l, "o", "s2", None, 1);
+    let stored = r#"[["a",2],["b",1],["a",1]]"#;
+    assert_eq!(start.await.unwrap(), Admission::Sum(stored.into()));
+    assert_eq!(d.status().await, "OPEN");
+    assert_eq!(d.start("s2").await, Admission::Started("s2".into()));
+    let started = last(&mut d.order, ORDER_LOG, "CheckoutStarted").await;
+    assert_eq!(started.get("items").unwrap(), r#"[["a",3],["b",1]]"#);
+    d.assert_replay().await;
 }

@@ -5,6 +5,12 @@
 //! `--orders` are done, records every latency in an HDR histogram, prints throughput, percentiles
 //! and status counts, then runs `audit` over the stack's databases.
 //!
+//! `batch_init` makes at most [`ROUND`] orders (`"0"` .. `"n-1"`, API.md), so more checkouts run
+//! in rounds (`--round`, default [`ROUND`]): after each round's checkouts the orders are populated again (`batch_init`
+//! overwrites the paid ones with new open orders) and checked out again: ten rounds are ten
+//! million checkouts, ten million sagas, over one million order ids. The time of the re-populates
+//! is not counted in the throughput (it is in the cost report's CPU).
+//!
 //! On the local stack (the data directory's components are running) it also reports what a
 //! checkout cost ([`crate::cost`]): each component's CPU seconds per 1,000 checkouts, each Redis's
 //! commands per checkout, and the round trips, from snapshots taken right after the populate and
@@ -25,13 +31,17 @@ use crate::output::{self, Tone};
 /// waits).
 pub const SETTLE: Duration = Duration::from_secs(1);
 
+/// The most orders one `batch_init` makes (`order::MAX_BATCH`): the size of a round.
+pub const ROUND: u64 = 1_000_000;
+
 /// Arguments of `shoplog bench`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     shoplog bench                                   64 connections for 30 s through the local gateway\n  \
     shoplog bench --concurrency 16 --orders 20000\n  \
     shoplog bench --duration 10s --json | jq .throughput\n  \
-    shoplog bench --orders 20000 --json | jq .cost.total_cpu_s_per_1k\n\n\
+    shoplog bench --orders 20000 --json | jq .cost.total_cpu_s_per_1k\n  \
+    shoplog bench --orders 10000000 --no-audit      ten rounds of 1,000,000 (batch_init's limit)\n\n\
     On the local stack it also prints the cost per checkout: CPU seconds per 1,000 checkouts of\n\
     each component (/proc), Redis commands per checkout (INFO commandstats), round trips.\n\n\
     Exit status: 0 when every answer was 2xx/4xx and the audit is clean, 1 otherwise.")]
@@ -42,9 +52,14 @@ pub struct BenchArgs {
     /// How long to run (ignored when --orders is given).
     #[arg(long, short = 'd', default_value = "30s", value_parser = ops::parse_duration)]
     pub duration: Duration,
-    /// Check out exactly this many orders instead of running for --duration.
+    /// Check out exactly this many orders instead of running for --duration (past 1,000,000, in
+    /// rounds that populate the orders again).
     #[arg(long)]
     pub orders: Option<u64>,
+    /// Orders per round (one `batch_init`; at most 1,000,000, its limit): past it, the orders
+    /// are populated again and checked out again.
+    #[arg(long, default_value_t = ROUND, value_parser = clap::value_parser!(u64).range(1..=ROUND))]
+    pub round: u64,
     /// Items and users to populate.
     #[arg(long, default_value_t = 100_000)]
     pub population: u64,
@@ -106,25 +121,39 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(60))
         .build()?;
-    let n_orders = args.orders.unwrap_or(1_000_000).clamp(1, 1_000_000);
+    let round_size = args.round;
+    let n_orders = args.orders.unwrap_or(round_size).max(1);
     let pop = args.population.clamp(1, 1_000_000);
     if !args.json {
-        eprintln!("populating {base}: {pop} items, {pop} users, {n_orders} orders (batch_init)");
+        let rounds = n_orders.div_ceil(round_size);
+        let rounds = if rounds > 1 {
+            format!(", in {rounds} rounds")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "populating {base}: {pop} items, {pop} users, {} orders (batch_init){rounds}",
+            n_orders.min(round_size)
+        );
     }
     for path in [
         format!("/stock/batch_init/{pop}/1000000000/1"),
         format!("/payment/batch_init/{pop}/1000000000000"),
-        format!("/orders/batch_init/{n_orders}/{pop}/{pop}/1"),
     ] {
-        let resp = http.post(format!("{base}{path}")).send().await?;
-        if !resp.status().is_success() {
-            anyhow::bail!(
-                "{path} answered {}: {}",
-                resp.status(),
-                resp.text().await.unwrap_or_default()
-            );
-        }
+        post(&http, &base, &path).await?;
     }
+    let populate_orders = |n: u64| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            post(
+                &http,
+                &base,
+                &format!("/orders/batch_init/{n}/{pop}/{pop}/1"),
+            )
+            .await
+        }
+    };
+    populate_orders(n_orders.min(round_size)).await?;
 
     // The cost is measured on the stack of this data directory, when it runs here.
     let before = if args.no_cost {
@@ -134,63 +163,39 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     };
     let own_before = cost::own_cpu_seconds();
 
-    let next = Arc::new(AtomicU64::new(0));
     let deadline = args
         .orders
         .is_none()
         .then(|| Instant::now() + args.duration);
     let bar = progress_bar(&args, n_orders);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..args.concurrency.max(1) {
-        let (http, base, next, bar) = (http.clone(), base.clone(), next.clone(), bar.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).ok();
-            let mut counts = [0u64; 3];
-            loop {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    break;
-                }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n_orders {
-                    break;
-                }
-                let t = Instant::now();
-                let status = match http
-                    .post(format!("{base}/orders/checkout/{i}"))
-                    .send()
-                    .await
-                {
-                    Ok(r) => r.status().as_u16(),
-                    Err(_) => 599,
-                };
-                if let Some(h) = hist.as_mut() {
-                    let _ = h.record(t.elapsed().as_micros().max(1) as u64);
-                }
-                counts[match status {
-                    200..=299 => 0,
-                    400..=499 => 1,
-                    _ => 2,
-                }] += 1;
-                if let Some(b) = &bar {
-                    b.inc(1);
-                }
-            }
-            (hist, counts)
-        }));
-    }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
     let mut counts = [0u64; 3];
-    for t in tasks {
-        let (h, c) = t.await?;
-        if let Some(h) = h {
-            hist.add(h)?;
+    let mut seconds = 0.0;
+    let mut done = 0;
+    while done < n_orders {
+        let n = (n_orders - done).min(round_size);
+        if done > 0 {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            populate_orders(n).await?;
         }
+        let round = Round {
+            http: http.clone(),
+            base: base.clone(),
+            orders: n,
+            deadline,
+            bar: bar.clone(),
+        };
+        let started = Instant::now();
+        let (h, c) = round.run(args.concurrency).await?;
+        seconds += started.elapsed().as_secs_f64();
+        hist.add(h)?;
         for k in 0..3 {
             counts[k] += c[k];
         }
+        done += n;
     }
-    let seconds = started.elapsed().as_secs_f64();
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -277,6 +282,92 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     }
     let ok = report.status_5xx == 0 && report.audit_clean != Some(false);
     Ok(if ok { exit::OK } else { exit::PROBLEM })
+}
+
+/// POSTs `path` (a populate), failing with its answer when it is not a success.
+async fn post(http: &reqwest::Client, base: &str, path: &str) -> anyhow::Result<()> {
+    let resp = http.post(format!("{base}{path}")).send().await?;
+    if !resp.status().is_success() {
+        anyhow::bail!(
+            "{path} answered {}: {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// One round of checkouts: orders `"0"` .. `"orders-1"`, each checked out once, until done or
+/// the deadline.
+struct Round {
+    http: reqwest::Client,
+    base: String,
+    orders: u64,
+    deadline: Option<Instant>,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Round {
+    /// Runs the round from `concurrency` connections: every latency, and the answers counted as
+    /// 2xx, 4xx and the rest.
+    async fn run(self, concurrency: usize) -> anyhow::Result<(Histogram<u64>, [u64; 3])> {
+        let round = Arc::new(self);
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency.max(1) {
+            let (round, next) = (round.clone(), next.clone());
+            tasks.push(tokio::spawn(async move { round.connection(&next).await }));
+        }
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+        let mut counts = [0u64; 3];
+        for t in tasks {
+            let (h, c) = t.await?;
+            if let Some(h) = h {
+                hist.add(h)?;
+            }
+            for k in 0..3 {
+                counts[k] += c[k];
+            }
+        }
+        Ok((hist, counts))
+    }
+
+    /// One connection's loop: takes the next order until none is left.
+    async fn connection(&self, next: &AtomicU64) -> (Option<Histogram<u64>>, [u64; 3]) {
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).ok();
+        let mut counts = [0u64; 3];
+        loop {
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.orders {
+                break;
+            }
+            let t = Instant::now();
+            let status = match self
+                .http
+                .post(format!("{}/orders/checkout/{i}", self.base))
+                .send()
+                .await
+            {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 599,
+            };
+            if let Some(h) = hist.as_mut() {
+                let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+            }
+            counts[match status {
+                200..=299 => 0,
+                400..=499 => 1,
+                _ => 2,
+            }] += 1;
+            if let Some(b) = &self.bar {
+                b.inc(1);
+            }
+        }
+        (hist, counts)
+    }
 }
 
 fn progress_bar(args: &BenchArgs, n_orders: u64) -> Option<indicatif::ProgressBar> {
