@@ -142,18 +142,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     ] {
         post(&http, &base, &path).await?;
     }
-    let populate_orders = |n: u64| {
-        let (http, base) = (http.clone(), base.clone());
-        async move {
-            post(
-                &http,
-                &base,
-                &format!("/orders/batch_init/{n}/{pop}/{pop}/1"),
-            )
-            .await
-        }
-    };
-    populate_orders(n_orders.min(round_size)).await?;
+    let orders_path = |n: u64| format!("/orders/batch_init/{n}/{pop}/{pop}/1");
+    post(&http, &base, &orders_path(n_orders.min(round_size))).await?;
 
     // The cost is measured on the stack of this data directory, when it runs here.
     let before = if args.no_cost {
@@ -168,8 +158,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
         .is_none()
         .then(|| Instant::now() + args.duration);
     let bar = progress_bar(&args, n_orders);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
-    let mut counts = [0u64; 3];
+    let mut tally = Tally::new()?;
     let mut seconds = 0.0;
     let mut done = 0;
     while done < n_orders {
@@ -178,7 +167,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
-            populate_orders(n).await?;
+            post(&http, &base, &orders_path(n)).await?;
         }
         let round = Round {
             http: http.clone(),
@@ -188,17 +177,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<u8> {
             bar: bar.clone(),
         };
         let started = Instant::now();
-        let (h, c) = round.run(args.concurrency).await?;
+        tally.absorb(round.run(args.concurrency).await?)?;
         seconds += started.elapsed().as_secs_f64();
-        hist.add(h)?;
-        for k in 0..3 {
-            counts[k] += c[k];
-        }
         done += n;
     }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let Tally { hist, counts } = tally;
     let total: u64 = counts.iter().sum();
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     let mut report = BenchReport {
@@ -310,7 +296,7 @@ struct Round {
 impl Round {
     /// Runs the round from `concurrency` connections: every latency, and the answers counted as
     /// 2xx, 4xx and the rest.
-    async fn run(self, concurrency: usize) -> anyhow::Result<(Histogram<u64>, [u64; 3])> {
+    async fn run(self, concurrency: usize) -> anyhow::Result<Tally> {
         let round = Arc::new(self);
         let next = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
@@ -318,24 +304,19 @@ impl Round {
             let (round, next) = (round.clone(), next.clone());
             tasks.push(tokio::spawn(async move { round.connection(&next).await }));
         }
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
-        let mut counts = [0u64; 3];
+        let mut tally = Tally::new()?;
         for t in tasks {
-            let (h, c) = t.await?;
-            if let Some(h) = h {
-                hist.add(h)?;
-            }
-            for k in 0..3 {
-                counts[k] += c[k];
-            }
+            tally.absorb(t.await??)?;
         }
-        Ok((hist, counts))
+        Ok(tally)
     }
 
     /// One connection's loop: takes the next order until none is left.
-    async fn connection(&self, next: &AtomicU64) -> (Option<Histogram<u64>>, [u64; 3]) {
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).ok();
-        let mut counts = [0u64; 3];
+    async fn connection(&self, next: &AtomicU64) -> anyhow::Result<Tally> {
+        let Tally {
+            mut hist,
+            mut counts,
+        } = Tally::new()?;
         loop {
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
@@ -354,9 +335,7 @@ impl Round {
                 Ok(r) => r.status().as_u16(),
                 Err(_) => 599,
             };
-            if let Some(h) = hist.as_mut() {
-                let _ = h.record(t.elapsed().as_micros().max(1) as u64);
-            }
+            let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
             counts[match status {
                 200..=299 => 0,
                 400..=499 => 1,
@@ -366,7 +345,31 @@ impl Round {
                 b.inc(1);
             }
         }
-        (hist, counts)
+        Ok(Tally { hist, counts })
+    }
+}
+
+/// Latencies (µs) and answers counted as 2xx, 4xx and the rest: of one connection, one round or
+/// the whole run, each summed into the next.
+struct Tally {
+    hist: Histogram<u64>,
+    counts: [u64; 3],
+}
+
+impl Tally {
+    fn new() -> anyhow::Result<Tally> {
+        Ok(Tally {
+            hist: Histogram::new_with_bounds(1, 120_000_000, 3)?,
+            counts: [0; 3],
+        })
+    }
+
+    fn absorb(&mut self, other: Tally) -> anyhow::Result<()> {
+        self.hist.add(other.hist)?;
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts) {
+            *mine += theirs;
+        }
+        Ok(())
     }
 }
 
