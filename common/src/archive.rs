@@ -29,7 +29,9 @@ use crate::db::Conn;
 use crate::log::{self, LogEntry, LogError};
 
 /// A segment is closed, and the next frame starts a new one, once it holds this many bytes.
-pub const SEGMENT_BYTES: u64 = 16 << 20;
+/// A reader holds one segment's bytes at a time (the audit, three at once), so this bounds the
+/// memory reading the archive takes, whatever its size.
+pub const SEGMENT_BYTES: u64 = 4 << 20;
 
 /// The file name suffix of a segment.
 pub const SEGMENT_SUFFIX: &str = ".jsonl.zst";
@@ -179,9 +181,18 @@ fn decode_frame(path: &Path, frame: &[u8]) -> Result<Option<Vec<Record>>, Archiv
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, ArchiveError> {
+    read_from(path, 0)
+}
+
+/// The bytes of segment `path` from offset `from` to its end.
+fn read_from(path: &Path, from: u64) -> Result<Vec<u8>, ArchiveError> {
+    use std::io::{Seek, SeekFrom};
     let mut buf = Vec::new();
     File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut buf))
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(from))?;
+            f.read_to_end(&mut buf)
+        })
         .map_err(io(path))?;
     Ok(buf)
 }
@@ -200,30 +211,62 @@ pub fn for_each<E: From<ArchiveError>>(
 pub fn for_each_after<E: From<ArchiveError>>(
     dir: &Path,
     after: Option<StreamId>,
+    f: impl FnMut(Record) -> Result<(), E>,
+) -> Result<Option<StreamId>, E> {
+    for_each_from(dir, after, &mut Position::default(), f)
+}
+
+/// Where a reader of one directory stopped: a segment, and the offset in it of the first frame
+/// not given to its end. Segments are only appended to, and a new one sorts after every older
+/// one, so reading on from there gives everything after what was read. Without it, each return
+/// to the archive decompressed again every frame of the segment it was in: a read of a long live
+/// log beside a running archiving pass goes back to the archive after every page.
+#[derive(Debug, Clone, Default)]
+pub struct Position {
+    at: Option<(PathBuf, u64)>,
+}
+
+/// [`for_each_after`] from `pos` on (where the previous call with it stopped), moving `pos`
+/// past each frame read to its end; a frame stopped in (by `f`) is read again by the next call.
+pub fn for_each_from<E: From<ArchiveError>>(
+    dir: &Path,
+    after: Option<StreamId>,
+    pos: &mut Position,
     mut f: impl FnMut(Record) -> Result<(), E>,
 ) -> Result<Option<StreamId>, E> {
     let mut last: Option<StreamId> = after;
     let segs = segments(dir)?;
     let n = segs.len();
+    // The segment the previous call stopped in, and where (from the start when it is gone).
+    let resume = pos
+        .at
+        .as_ref()
+        .and_then(|(p, off)| segs.iter().position(|(_, s)| s == p).map(|i| (i, *off)));
     for (i, (_, path)) in segs.iter().enumerate() {
+        let from = match resume {
+            Some((r, _)) if i < r => continue,
+            Some((r, off)) if i == r => off,
+            _ => 0,
+        };
         // A segment holds ids below the next one's first: skip it when those are all read.
         if let (Some(a), Some((next_first, _))) = (after, segs.get(i + 1)) {
             if *next_first <= a {
                 continue;
             }
         }
-        let path = path.clone();
-        let buf = read_file(&path)?;
+        let buf = read_from(path, from)?;
         let (ranges, _) = frames(&buf);
         let m = ranges.len();
         for (j, range) in ranges.into_iter().enumerate() {
-            let Some(records) = decode_frame(&path, &buf[range])? else {
+            let (start, end) = (from + range.start as u64, from + range.end as u64);
+            pos.at = Some((path.clone(), start));
+            let Some(records) = decode_frame(path, &buf[range])? else {
                 if i + 1 == n && j + 1 == m {
                     break; // the torn tail of the newest segment
                 }
                 return Err(ArchiveError::Corrupt {
                     path: path.clone(),
-                    detail: format!("frame {j} does not decompress"),
+                    detail: format!("frame {j} after byte {from} does not decompress"),
                 }
                 .into());
             };
@@ -241,6 +284,7 @@ pub fn for_each_after<E: From<ArchiveError>>(
                 last = Some(id);
                 f(r)?;
             }
+            pos.at = Some((path.clone(), end));
         }
     }
     Ok(last)
@@ -256,11 +300,14 @@ fn signature(dir: &Path) -> Result<Option<(PathBuf, u64)>, ArchiveError> {
     Ok(Some((path, len)))
 }
 
-/// The last id archived in a directory that a pass may be writing to, re-read only when the
-/// directory's [`signature`] changed (reading it decompresses the newest segment).
+/// The last id archived in a directory that a pass may be writing to, looked at again only when
+/// the directory's [`signature`] changed, and then only in the frames appended since it was last
+/// read (a reader beside a running pass asks after every page of the live log).
 struct Tip<'a> {
     dir: &'a Path,
     at: Option<(PathBuf, u64)>,
+    /// The newest segment and where its complete frames ended when it was last read.
+    read_to: Option<(PathBuf, u64)>,
     last: Option<StreamId>,
 }
 
@@ -269,6 +316,7 @@ impl<'a> Tip<'a> {
         Tip {
             dir,
             at: None,
+            read_to: None,
             last: None,
         }
     }
@@ -276,25 +324,49 @@ impl<'a> Tip<'a> {
     /// The last id archived now.
     fn last(&mut self) -> Result<Option<StreamId>, ArchiveError> {
         let now = signature(self.dir)?;
-        if now != self.at {
-            self.last = last_id(self.dir)?;
-            self.at = now;
+        if now == self.at {
+            return Ok(self.last);
         }
+        let Some((path, _)) = now.clone() else {
+            return Ok(self.last);
+        };
+        let from = match &self.read_to {
+            Some((p, end)) if *p == path => *end,
+            _ => 0,
+        };
+        let (id, end) = newest_in(&path, from)?;
+        self.last = match id {
+            Some(id) => self.last.max(Some(id)),
+            // A new segment with no complete frame yet: the older ones hold the last id.
+            None if from == 0 => last_id(self.dir)?,
+            None => self.last,
+        };
+        self.read_to = Some((path, end));
+        self.at = now;
         Ok(self.last)
     }
+}
+
+/// The greatest id in the complete frames of segment `path` after byte `from` (read from the
+/// newest frame back to the first that holds one), and where those frames end.
+fn newest_in(path: &Path, from: u64) -> Result<(Option<StreamId>, u64), ArchiveError> {
+    let buf = read_from(path, from)?;
+    let (ranges, end) = frames(&buf);
+    for range in ranges.into_iter().rev() {
+        if let Some(records) = decode_frame(path, &buf[range])? {
+            if let Some(id) = records.iter().filter_map(|r| StreamId::parse(&r.id)).max() {
+                return Ok((Some(id), from + end as u64));
+            }
+        }
+    }
+    Ok((None, from + end as u64))
 }
 
 /// The last id archived in `dir` (reads the newest segment that holds any entry).
 pub fn last_id(dir: &Path) -> Result<Option<StreamId>, ArchiveError> {
     for (_, path) in segments(dir)?.into_iter().rev() {
-        let buf = read_file(&path)?;
-        let (ranges, _) = frames(&buf);
-        for range in ranges.into_iter().rev() {
-            if let Some(records) = decode_frame(&path, &buf[range])? {
-                if let Some(id) = records.iter().filter_map(|r| StreamId::parse(&r.id)).max() {
-                    return Ok(Some(id));
-                }
-            }
+        if let (Some(id), _) = newest_in(&path, 0)? {
+            return Ok(Some(id));
         }
     }
     Ok(None)
@@ -540,15 +612,16 @@ pub async fn history<E: From<LogError>>(
     let mut seen = 0u64;
     let mut after: Option<StreamId> = None;
     let mut tip = dir.map(Tip::new);
+    let mut pos = Position::default();
     if let Some(dir) = dir {
-        after = read_archive(dir, None, None, &mut seen, &mut f)?;
+        after = read_archive(dir, None, None, &mut pos, &mut seen, &mut f)?;
     }
     loop {
         let entries = live.page(&after_str(after), page).await?;
         if let (Some(dir), Some(tip)) = (dir, tip.as_mut()) {
             if tip.last().map_err(archive_err)? > after {
                 let before = entries.first().and_then(|e| StreamId::parse(&e.stream_id));
-                let read = read_archive(dir, after, before, &mut seen, &mut f)?;
+                let read = read_archive(dir, after, before, &mut pos, &mut seen, &mut f)?;
                 if read.is_some() {
                     after = read;
                     if entries.is_empty() {
@@ -579,17 +652,18 @@ fn after_str(after: Option<StreamId>) -> String {
 }
 
 /// The archived entries of `dir` after `after` and before `before` (every one when `None`),
-/// given to `f`; counts them in `seen`; answers the last id given.
+/// given to `f`, read on from `pos`; counts them in `seen`; answers the last id given.
 fn read_archive<E: From<LogError>>(
     dir: &Path,
     after: Option<StreamId>,
     before: Option<StreamId>,
+    pos: &mut Position,
     seen: &mut u64,
     f: &mut impl FnMut(&LogEntry) -> Result<(), E>,
 ) -> Result<Option<StreamId>, E> {
     let mut caller: Option<E> = None;
     let mut last = None;
-    let read = for_each_after(dir, after, |r: Record| {
+    let read = for_each_from(dir, after, pos, |r: Record| {
         let id = StreamId::parse(&r.id);
         if before.is_some() && id >= before {
             return Err(Stop::Done);
@@ -648,6 +722,67 @@ mod tests {
         })
         .unwrap_or_default();
         out
+    }
+
+    /// The ids `for_each_from` gives from `pos` after `after`, stopping before `before`.
+    fn ids_from(
+        dir: &Path,
+        after: Option<&str>,
+        before: Option<&str>,
+        pos: &mut Position,
+    ) -> Result<Vec<String>, ArchiveError> {
+        let mut out = Vec::new();
+        let before = before.and_then(StreamId::parse);
+        let read = for_each_from(dir, after.and_then(StreamId::parse), pos, |r| {
+            if before.is_some() && StreamId::parse(&r.id) >= before {
+                return Err(None);
+            }
+            out.push(r.id);
+            Ok(())
+        });
+        match read {
+            Ok(_) | Err(None) => Ok(out),
+            Err(Some(e)) => Err(e),
+        }
+    }
+
+    #[test]
+    fn a_read_resumed_at_its_position_gives_what_a_read_from_the_start_gives(
+    ) -> Result<(), ArchiveError> {
+        let tmp = tempfile::tempdir().map_err(io(Path::new("tmp")))?;
+        let dir = tmp.path().join("order").join("p001");
+        let mut w = SegmentWriter::open(&dir)?;
+        w.append("s", &[entry("1-0", 1), entry("2-0", 2)])?;
+        w.append("s", &[entry("3-0", 3), entry("4-0", 4)])?;
+        let mut pos = Position::default();
+        // Stopped inside the second frame: it is read again, from its start, next time.
+        assert_eq!(
+            ids_from(&dir, None, Some("4-0"), &mut pos)?,
+            ["1-0", "2-0", "3-0"]
+        );
+        w.append("s", &[entry("5-0", 5)])?;
+        assert_eq!(ids_from(&dir, Some("3-0"), None, &mut pos)?, ["4-0", "5-0"]);
+        // Read to the end: the next call starts after the last frame, and finds only new ones.
+        assert_eq!(
+            ids_from(&dir, Some("5-0"), None, &mut pos)?,
+            Vec::<String>::new()
+        );
+        w.append("s", &[entry("6-0", 6)])?;
+        assert_eq!(ids_from(&dir, Some("5-0"), None, &mut pos)?, ["6-0"]);
+        // A position in a segment that is no longer there reads from the start.
+        let mut gone = Position {
+            at: Some((dir.join("0-0.jsonl.zst"), 1 << 20)),
+        };
+        assert_eq!(
+            ids_from(&dir, Some("4-0"), None, &mut gone)?,
+            ["5-0", "6-0"]
+        );
+        // And the tip follows appended frames without reading the segment again.
+        let mut tip = Tip::new(&dir);
+        assert_eq!(tip.last()?, StreamId::parse("6-0"));
+        w.append("s", &[entry("7-0", 7)])?;
+        assert_eq!(tip.last()?, StreamId::parse("7-0"));
+        Ok(())
     }
 
     #[test]

@@ -107,10 +107,11 @@ const CONCURRENT_PARTITIONS: usize = 3;
 const CHUNK: usize = 500;
 
 /// The default memory budget (`--memory-budget`): replayed state held at once, over the
-/// partitions audited together (an estimate). Measured: 1 million checkouts audit without
-/// spilling at 332 MB peak resident memory, under the 500 MB, and larger data spills
-/// instead of growing (docs/BENCHMARKS.md).
-pub const DEFAULT_MEMORY_BUDGET: usize = 384 << 20;
+/// partitions audited together. Chosen so that an audit that spills peaks where one that does
+/// not already does: a million archived checkouts replay within it without spilling, and a
+/// million left live in Redis (twice the state) spill and peak at ~270 MB instead of growing
+/// (docs/BENCHMARKS.md, "The audit's memory at any size").
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
 
 /// How the audit may use memory and disk.
 #[derive(Debug, Clone)]

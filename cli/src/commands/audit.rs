@@ -11,7 +11,7 @@ use crate::output::{self, Tone};
     shoplog audit --memory-budget 128M --spill-dir /var/tmp\n\n\
     Memory: the audit replays a few partitions at a time; a partition whose replayed state\n\
     outgrows its share of --memory-budget is spooled to --spill-dir and replayed again in\n\
-    buckets of its keys, so peak memory stays near the budget plus ~100 MB whatever the size of\n\
+    buckets of its keys, so peak memory stays near the budget plus ~20 MB whatever the size of\n\
     the data (slower: one more read of that partition's history, one pass per bucket).\n\n\
     Exit status: 0 when every invariant holds, 1 with a list of violations, 2 when it cannot run.")]
 pub struct AuditArgs {
@@ -22,12 +22,16 @@ pub struct AuditArgs {
     pub json: bool,
     /// Replayed state held in memory at once, over the partitions audited together: bytes, or
     /// with a K, M or G suffix (powers of 1024).
-    #[arg(long, env = "SHOPLOG_AUDIT_MEMORY", default_value = "384M", value_parser = parse_bytes)]
+    #[arg(long, env = "SHOPLOG_AUDIT_MEMORY", default_value = DEFAULT_BUDGET, value_parser = parse_bytes)]
     pub memory_budget: usize,
     /// Directory for the spooled histories of partitions replayed in buckets (removed after).
     #[arg(long, env = "SHOPLOG_AUDIT_SPILL_DIR")]
     pub spill_dir: Option<std::path::PathBuf>,
 }
+
+/// `--memory-budget`'s default, as it is written (`logparser::audit::DEFAULT_MEMORY_BUDGET`, the
+/// library's default, is the same; a test checks it).
+const DEFAULT_BUDGET: &str = "256M";
 
 /// Parses `4096`, `64K`, `192M`, `2G` (powers of 1024).
 fn parse_bytes(s: &str) -> Result<usize, String> {
@@ -142,7 +146,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use super::{parse_bytes, DEFAULT_BUDGET};
 
     #[test]
     fn budgets_parse_with_binary_suffixes_and_refuse_nonsense() {
@@ -154,5 +158,13 @@ mod tests {
         for bad in ["", "0", "-5", "12X", "M"] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_cli_default_budget_is_the_librarys() {
+        assert_eq!(
+            parse_bytes(DEFAULT_BUDGET),
+            Ok(logparser::audit::DEFAULT_MEMORY_BUDGET)
+        );
     }
 }
