@@ -377,7 +377,8 @@ mod tests {
         }
         let at = tripped_at.unwrap_or(usize::MAX);
         assert!(state_bytes(&state) > 100_000);
-        assert!(state_bytes(&state) < 100_000 + 6 * 300, "tripped at {at}");
+        // Measured every 6 entries, each a hash of one short field (~830 bytes with its node).
+        assert!(state_bytes(&state) < 100_000 + 6 * 1_000, "tripped at {at}");
         assert_eq!(Gauge::new(1 << 30).every, Gauge::EVERY);
         assert_eq!(Gauge::new(10).every, 1);
     }
