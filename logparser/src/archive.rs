@@ -616,8 +616,8 @@ impl Archiver {
         // Participants first, the order side last: a participant's record never outlives the
         // order side's. The participants' partitions are independent of each other, so their
         // scripts run at once: one after the other, a batch spread over every stock and payment
-        // partition took ~35 round trips, and on a busy machine retirement fell behind the
-        // checkouts (ten million at 2,200/s).
+        // partition took ~35 round trips in a row (a fifth fewer sagas were left waiting at
+        // saturation with this; it alone does not keep pace there, docs/BENCHMARKS.md).
         let this = &*self;
         let retiring = by_part.into_iter().filter_map(|((name, pp), pkeys)| {
             let (Some(mut conn), Some(pl), Some(p)) = (
