@@ -305,7 +305,6 @@ fn signature(dir: &Path) -> Result<Option<(PathBuf, u64)>, ArchiveError> {
 /// read (a reader beside a running pass asks after every page of the live log).
 struct Tip<'a> {
     dir: &'a Path,
-    at: Option<(PathBuf, u64)>,
     /// The newest segment and where its complete frames ended when it was last read.
     read_to: Option<(PathBuf, u64)>,
     last: Option<StreamId>,
@@ -315,7 +314,6 @@ impl<'a> Tip<'a> {
     fn new(dir: &'a Path) -> Tip<'a> {
         Tip {
             dir,
-            at: None,
             read_to: None,
             last: None,
         }
@@ -323,17 +321,16 @@ impl<'a> Tip<'a> {
 
     /// The last id archived now.
     fn last(&mut self) -> Result<Option<StreamId>, ArchiveError> {
-        let now = signature(self.dir)?;
-        if now == self.at {
-            return Ok(self.last);
-        }
-        let Some((path, _)) = now.clone() else {
+        let Some((path, len)) = signature(self.dir)? else {
             return Ok(self.last);
         };
         let from = match &self.read_to {
             Some((p, end)) if *p == path => *end,
             _ => 0,
         };
+        if self.read_to.is_some() && from == len {
+            return Ok(self.last); // nothing appended since
+        }
         let (id, end) = newest_in(&path, from)?;
         self.last = match id {
             Some(id) => self.last.max(Some(id)),
@@ -342,7 +339,6 @@ impl<'a> Tip<'a> {
             None => self.last,
         };
         self.read_to = Some((path, end));
-        self.at = now;
         Ok(self.last)
     }
 }
