@@ -262,8 +262,14 @@ def test_a_checkout_moved_off_a_frozen_replica_gets_a_short_budget_and_one_after
     order = api.create_order(user)
     api.add_item(order, item, 1)
     cut, _ = stamped(order, 10.898)
-    assert cut.status_code in (200, 503), cut.text
-    time.sleep(0.2)
+    # 200, or 503 when the budget ends during the admission; or, when the admission and the
+    # timeout abort both fit in the 2 ms (an idle stack answers in well under a millisecond a
+    # round trip), the abort's refusal.
+    timed_out = cut.status_code == 400 and "timed out and was aborted" in cut.text
+    assert cut.status_code in (200, 503) or timed_out, cut.text
+    # After an abort the order reopens once stock and payment confirm their compensations
+    # (milliseconds on an idle stack); until then a checkout would join the aborted saga.
+    time.sleep(1.0 if timed_out else 0.2)
     sent = time.monotonic()
     assert checkout(api, order).status_code == 200
     assert time.monotonic() - sent < 1.0

@@ -93,6 +93,10 @@ pub struct Config {
     /// comma-separated `name=base-url` pairs (each replica its own pair; a name may repeat).
     /// Default: one of each service at its default port.
     pub console_scrape: Vec<(String, String)>,
+    /// `WORKER_THREADS`: the threads a service's async runtime runs on; `None` (unset): tokio's
+    /// default, a worker per core. `1` runs every task on the main thread. See
+    /// [`crate::runtime`] for what each costs.
+    pub worker_threads: Option<usize>,
 }
 
 /// The services the console scrapes when `CONSOLE_SCRAPE` is unset: one of each, at its default
@@ -289,23 +293,11 @@ impl Config {
                 "a whole number of deliveries",
                 10,
             )?,
-            idempotency_ttl: {
-                let secs: u64 = env.parse_or(
-                    "IDEMPOTENCY_TTL_SECS",
-                    crate::idempotency::DEFAULT_TTL_SECS,
-                    "a number of seconds (at least 1)",
-                    crate::idempotency::DEFAULT_TTL_SECS,
-                )?;
-                if secs == 0 {
-                    return Err(ConfigError::Invalid {
-                        var: "IDEMPOTENCY_TTL_SECS",
-                        value: "0".into(),
-                        expected: "a number of seconds (at least 1)",
-                        example: crate::idempotency::DEFAULT_TTL_SECS.to_string(),
-                    });
-                }
-                Duration::from_secs(secs)
-            },
+            idempotency_ttl: Duration::from_secs(env.at_least_one(
+                "IDEMPOTENCY_TTL_SECS",
+                crate::idempotency::DEFAULT_TTL_SECS,
+                "a number of seconds (at least 1)",
+            )?),
             lease_ttl: millis("LEASE_TTL_MS", 5_000)?,
             instance: env
                 .string_or("INSTANCE", format!("{}-{}", hostname(), std::process::id()))?,
@@ -337,6 +329,15 @@ impl Config {
                     expected: "comma-separated name=url pairs",
                     example: "orders=http://127.0.0.1:8101,stock=http://127.0.0.1:8102".into(),
                 })?,
+            },
+            // Unset stays unset (tokio's default); set, it is checked like any count.
+            worker_threads: match env.get("WORKER_THREADS")? {
+                None => None,
+                Some(_) => Some(env.at_least_one(
+                    "WORKER_THREADS",
+                    1,
+                    "a whole number of threads (at least 1)",
+                )? as usize),
             },
         })
     }
@@ -395,6 +396,25 @@ impl<L: Fn(&'static str) -> Result<Option<String>, ConfigError>> Env<L> {
             }),
         }
     }
+
+    /// `var` as a whole number of at least 1, else `default` (which the error suggests): for
+    /// the variables where 0 would mean nothing (keep no answer, run on no thread).
+    fn at_least_one(
+        &self,
+        var: &'static str,
+        default: u64,
+        expected: &'static str,
+    ) -> Result<u64, ConfigError> {
+        match self.parse_or(var, default, expected, default)? {
+            0 => Err(ConfigError::Invalid {
+                var,
+                value: "0".into(),
+                expected,
+                example: default.to_string(),
+            }),
+            n => Ok(n),
+        }
+    }
 }
 
 fn hostname() -> String {
@@ -427,6 +447,7 @@ mod tests {
                 ("CHECKOUT_TIMEOUT_MS", ""),
                 ("ID_BLOCK", ""),
                 ("BIND", ""),
+                ("WORKER_THREADS", ""),
             ][..],
         ] {
             let c = config(defaults::STOCK_PORT, vars).unwrap();
@@ -439,6 +460,7 @@ mod tests {
             assert_eq!(c.lock_urls.len(), 3);
             assert_eq!(c.order_db_url, "redis://127.0.0.1:6401/");
             assert_eq!(c.idempotency_ttl, Duration::from_secs(3600));
+            assert_eq!(c.worker_threads, None);
         }
     }
 
@@ -454,10 +476,12 @@ mod tests {
                 ("LOCK_URLS", "redis://a/, redis://b/,"),
                 ("INSTANCE", "order-1"),
                 ("IDEMPOTENCY_TTL_SECS", "2"),
+                ("WORKER_THREADS", "3"),
             ],
         )
         .unwrap();
         assert_eq!(c.idempotency_ttl, Duration::from_secs(2));
+        assert_eq!(c.worker_threads, Some(3));
         assert_eq!(c.port, 9000);
         assert_eq!(c.checkout_timeout, Duration::from_millis(5000));
         assert_eq!(c.id_block, 50);
@@ -481,6 +505,8 @@ mod tests {
             ("LEASE_TTL_MS", "1.5"),
             ("IDEMPOTENCY_TTL_SECS", "0"),
             ("IDEMPOTENCY_TTL_SECS", "1h"),
+            ("WORKER_THREADS", "0"),
+            ("WORKER_THREADS", "two"),
         ] {
             let err = config(defaults::ORDER_PORT, &[(var, value)]).unwrap_err();
             assert!(

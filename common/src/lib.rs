@@ -53,6 +53,7 @@ pub mod log;
 pub mod lua;
 pub mod metrics;
 pub mod partition;
+pub mod runtime;
 pub mod saga;
 pub mod telemetry;
 pub mod validate;

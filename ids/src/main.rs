@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    common::telemetry::init("ids");
-    let config = common::config::Config::from_env(common::config::defaults::IDS_PORT)?;
-    common::http::serve(Arc::new(ids::Ids::default()), config.listen_addr()?).await
+fn main() -> anyhow::Result<()> {
+    common::runtime::run_service("ids", common::config::defaults::IDS_PORT, |_| async {
+        Ok(Arc::new(ids::Ids::default()))
+    })
 }
