@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import tempfile
@@ -44,6 +45,51 @@ FAULT_ENV = {
     "CLAIM_IDLE_MS": "1000",
     "LEASE_TTL_MS": "1500",
 }
+
+
+def group_threads(pgid: int) -> list[tuple[int, str]]:
+    """Every thread of every process in process group `pgid`: (thread id, state letter of
+    /proc/…/stat: R running, S sleeping, T stopped, Z zombie, …)."""
+    def stat(path: str) -> list[str] | None:
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:  # gone meanwhile
+            return None
+        return text[text.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, pgrp, …
+
+    threads = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        fields = stat(f"/proc/{pid}/stat")
+        if fields is None or int(fields[2]) != pgid:
+            continue
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            t = stat(f"/proc/{pid}/task/{tid}/stat")
+            if t is not None:
+                threads.append((int(tid), t[0]))
+    return threads
+
+
+def wait_until_group(pgid: int, what: str, done, timeout: float = 5.0):
+    """Waits until every thread of process group `pgid` is in a state `done` accepts.
+
+    A signal is not a stop: `kill` returns once SIGSTOP or SIGKILL is queued, and a process
+    stops (or dies) when the thread the signal woke is next scheduled, which on a busy machine
+    can be milliseconds later, while its other threads run on (an order replica admitted a
+    checkout sent a millisecond after `killpg` had returned). A fault's time is when it took
+    effect."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [(tid, state) for tid, state in group_threads(pgid) if not done(state)]
+        if not running:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process group {pgid} not {what} {timeout} s after the signal: {running}")
+        time.sleep(0.0005)
 
 
 class OperatedStack:
@@ -104,17 +150,20 @@ class FaultStack(OperatedStack):
 
     def kill(self, name: str) -> int:
         """SIGKILLs the component: its whole process group (nginx's workers too), as a crash of its
-        host or container would."""
+        host or container would. Returns once no thread of the group can run any more."""
         pid = self.status()[name]["pid"]
         os.killpg(pid, signal.SIGKILL)
+        wait_until_group(pid, "dead", lambda state: state in "ZX")
         return pid
 
     def pause(self, name: str) -> int:
         """SIGSTOPs the component's process group: frozen, as by a long pause of its host, its
-        connections open and its locks held, until `resume`."""
+        connections open and its locks held, until `resume`. Returns once every thread of the
+        group is stopped."""
         pid = self.status()[name]["pid"]
         os.killpg(pid, signal.SIGSTOP)
         self.paused[name] = pid
+        wait_until_group(pid, "stopped", lambda state: state in "TtZX")
         return pid
 
     def resume(self, name: str):
@@ -123,6 +172,17 @@ class FaultStack(OperatedStack):
 
     def log_tails(self, lines: int = 15) -> str:
         return _log_tails(self.data_dir, lines=lines)
+
+    def log_lines(self, pattern: str) -> list[str]:
+        """Every line of the components' logs that matches the regular expression `pattern`, as
+        `file: line`, escape codes removed."""
+        found = []
+        for log in sorted((self.data_dir / "logs").glob("*")):
+            for line in log.read_text(errors="replace").splitlines():
+                line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+                if re.search(pattern, line):
+                    found.append(f"{log.name}: {line}")
+        return found
 
     def describe(self) -> dict:
         """The deployment's settings, for the report."""
@@ -163,6 +223,7 @@ class Storm:
         self.lock = threading.Lock()
         self.durations: list[float] = []  # seconds each checkout took to be answered
         self.answered: list[float] = []  # when each checkout was answered, seconds into the storm
+        self.failures: dict[str, str] = {}  # order id -> the 5xx's status and body, or why no answer
 
     def populate(self):
         api = Api(self.stack.base)
@@ -178,8 +239,14 @@ class Storm:
             self.in_flight += 1
         sent = time.monotonic()
         try:
-            return api.post(f"/orders/checkout/{order}", timeout=30).status_code
-        except requests.RequestException:
+            r = api.post(f"/orders/checkout/{order}", timeout=30)
+            if r.status_code >= 500:
+                with self.lock:
+                    self.failures[order] = f"{r.status_code} {r.text[:300]}"
+            return r.status_code
+        except requests.RequestException as e:
+            with self.lock:
+                self.failures[order] = f"no answer: {e}"
             return 599
         finally:
             with self.lock:
@@ -264,7 +331,10 @@ class Storm:
                 fault.start()
             else:
                 (self.stack.pause if pause else self.stack.kill)(name)
-            result.killed.append((name, round(time.monotonic() - self.started, 2), down_for))
+            # Not rounded: requests are compared with it to tell those sent after the fault took
+            # effect (rounded to 10 ms, a request sent up to 5 ms before the SIGSTOP, which the
+            # frozen replica may hold mid-admission, counted as sent after it).
+            result.killed.append((name, time.monotonic() - self.started, down_for))
             try:
                 time.sleep(down_for)
             finally:
@@ -282,16 +352,17 @@ class KeyedStorm(Storm):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self.sent: list[tuple[float, str, int]] = []  # (seconds into the storm, what, status)
+        # (seconds into the storm, what, status, the order id for a checkout, else "")
+        self.sent: list[tuple[float, str, int, str]] = []
 
-    def _note(self, sent: float, what: str, status: int):
+    def _note(self, sent: float, what: str, status: int, order: str = ""):
         with self.lock:
-            self.sent.append((sent - self.started, what, status))
+            self.sent.append((sent - self.started, what, status, order))
 
     def _checkout(self, api: Api, order: str) -> int:
         sent = time.monotonic()
         status = super()._checkout(api, order)
-        self._note(sent, "checkout", status)
+        self._note(sent, "checkout", status, order)
         return status
 
     def _keyed(self, api: Api, path: str) -> requests.Response | None:
@@ -331,13 +402,24 @@ class KeyedStorm(Storm):
             time.sleep(0.02)
         api.close()
 
-    def sent_after(self, t: float) -> list[tuple[float, str, int]]:
-        """The requests sent `t` seconds into the storm or later: (when, what, status)."""
-        return [(w, what, s) for w, what, s in self.sent if w >= t]
+    def sent_after(self, t: float) -> list[tuple[float, str, int, str]]:
+        """The requests sent `t` seconds into the storm or later: (when, what, status, order)."""
+        return [r for r in self.sent if r[0] >= t]
 
-    def errors_after(self, t: float) -> list[tuple[float, str, int]]:
+    def errors_after(self, t: float) -> list[tuple[float, str, int, str]]:
         """The 5xx (or no answer: 599) among the requests sent from `t` seconds into the storm."""
-        return [(round(w, 2), what, s) for w, what, s in self.sent_after(t) if s >= 500]
+        return [(round(w, 4), what, s, order) for w, what, s, order in self.sent_after(t) if s >= 500]
+
+    def explain(self, errors: list[tuple[float, str, int, str]]) -> str:
+        """What a failed check needs to say about these errors: each checkout's answer, and every
+        line of the stack's logs that names its order (the saga's span carries the order id)."""
+        out = []
+        for w, what, s, order in errors[:5]:
+            out.append(f"{what} {order or ''} sent at {w:.4f} s: {self.failures.get(order, s)}")
+            if order:
+                mentions = rf'order="{order}"|/orders/checkout/{order}[ }}"?]'
+                out += [f"    {line}" for line in self.stack.log_lines(mentions)[:20]]
+        return "\n".join(out)
 
 
 

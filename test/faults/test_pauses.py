@@ -73,7 +73,7 @@ def no_5xx_after_the_pause(storm: KeyedStorm, result):
     errors = storm.errors_after(frozen_at)
     print(f"\n{result.scenario}: requests sent after the pause {len(storm.sent_after(frozen_at))}, "
           f"5xx among them {len(errors)}; checkouts {result.counts()}")
-    assert not errors, f"5xx for requests sent after the pause: {errors[:10]}"
+    assert not errors, f"5xx for requests sent after the pause: {errors[:10]}\n{storm.explain(errors)}"
 
 
 @pytest.mark.timeout(300)

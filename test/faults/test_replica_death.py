@@ -37,14 +37,14 @@ def run(stack: FaultStack, scenario: str, kills: list[tuple]):
     first_kill = min(k[1] for k in result.killed)
     after = storm.sent_after(first_kill)
     errors = storm.errors_after(first_kill)
-    side = [s for _, what, s in storm.sent if what != "checkout"]
+    side = [s for _, what, s, _ in storm.sent if what != "checkout"]
     slowest = max(storm.durations)
     print(f"\n{scenario}: killed {result.killed}, in flight {result.in_flight_at_kill}; checkouts "
           f"{result.counts()}; requests sent after the first kill {len(after)}, 5xx among them "
           f"{len(errors)}; side writes {len(side)} (acknowledged "
           f"{len(result.acked_users) + len(result.acked_items)}); slowest checkout {slowest:.2f} s; "
           f"quiet after {result.quiet_after} s; audit clean {result.audit_clean}")
-    assert not errors, f"5xx for requests sent after the kill: {errors[:10]}"
+    assert not errors, f"5xx for requests sent after the kill: {errors[:10]}\n{storm.explain(errors)}"
     # Retries keep a checkout's deadline: CHECKOUT_TIMEOUT_MS (3 s here) + 1 s, plus the client.
     assert slowest < 3 + 1 + 0.5, f"a checkout took {slowest:.2f} s"
 
