@@ -19,6 +19,7 @@
 //! | [`sync`] `shoplog:sync:{o3.60}` | each service's | nothing: a write that advances `WAIT`'s offset |
 //! | [`PARTITIONS_KEY`] `shoplog:partitions` | each service's | its number of partitions |
 //! | [`logparser_index`] `logparser:index:{o3.60}` | order-db | the saga list's index of the partition (`logparser::saga_index`) |
+//! | [`logparser_retire`] `logparser:retire:{o3.60}`, [`logparser_queued`] `logparser:queued:{o3.60}` | order-db | the final sagas waiting to be retired, and the last `log:order` entry whose saga was looked at for that (`logparser::archive`) |
 //! | [`AUDIT_HOLDS`] `logparser:audit-holds`, [`RETIRING`] `logparser:retiring` | order-db | the audits running, a retirement batch running (they exclude each other) |
 //! | [`order_lock`] `lock:order:<id>` | lock nodes | the checkout admission Redlock |
 //! | [`idempotency_claim`] `idemclaim:{s3.20}:<key>` | the service's | an `Idempotency-Key`'s binding to one request, in the key's own partition |
@@ -127,10 +128,17 @@ pub fn logparser_index_new(l: &Layout, part: u32) -> String {
     format!("logparser:index-new:{}", l.tag(part))
 }
 
-/// Key (order-db partition `part`, a sorted set) of the final sagas the archiving pass saw, by
-/// when it saw them (order-db's clock, ms): retired once every log is archived past that time.
+/// Key (order-db partition `part`, a sorted set) of the final sagas the archiving pass saw (their
+/// `log:order` entries acknowledged by every group), by when it saw them (order-db's clock, ms):
+/// retired once every log is archived past that time.
 pub fn logparser_retire(l: &Layout, part: u32) -> String {
     format!("logparser:retire:{}", l.tag(part))
+}
+
+/// Key (order-db partition `part`) of the last entry of that partition's log whose saga the
+/// archiving pass found final and queued in [`logparser_retire`] (every entry before it too).
+pub fn logparser_queued(l: &Layout, part: u32) -> String {
+    format!("logparser:queued:{}", l.tag(part))
 }
 
 /// Key (order-db, a sorted set) of the audits running now, each until when it holds retirement

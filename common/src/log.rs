@@ -72,15 +72,28 @@ pub async fn read_page(
     after: &str,
     count: usize,
 ) -> Result<Vec<LogEntry>, LogError> {
+    read_page_below(conn, stream, after, None, count).await
+}
+
+/// [`read_page`], only entries strictly below stream id `below` (`None`: to the end): the
+/// archiving pass reads up to what it may move.
+pub async fn read_page_below(
+    conn: &mut Conn,
+    stream: &str,
+    after: &str,
+    below: Option<&str>,
+    count: usize,
+) -> Result<Vec<LogEntry>, LogError> {
     let start = if after == "-" {
         "-".to_string()
     } else {
         format!("({after}")
     };
+    let end = below.map_or("+".to_string(), |b| format!("({b}"));
     let raw: RawEntries = redis::cmd("XRANGE")
         .arg(stream)
         .arg(start)
-        .arg("+")
+        .arg(end)
         .arg("COUNT")
         .arg(count)
         .query_async(conn)

@@ -383,6 +383,19 @@ pub struct SagaRecord {
 }
 
 impl SagaRecord {
+    /// [`SagaRecord::from_hash`] of a record held as an ordered map: as the log parser's state,
+    /// the audit and `RecordsRetired` entries hold them.
+    pub fn from_fields(
+        l: &Layout,
+        part: u32,
+        id: &str,
+        fields: &std::collections::BTreeMap<String, String>,
+    ) -> Result<SagaRecord, RecordError> {
+        let h: HashMap<String, String> =
+            fields.iter().map(|(f, v)| (f.clone(), v.clone())).collect();
+        SagaRecord::from_hash(l, part, id, &h)
+    }
+
     /// Reads a record from the hash stored at `saga:{o<part>}:<id>` (order-db's layout `l`).
     pub fn from_hash(
         l: &Layout,

@@ -18,26 +18,30 @@
 //! (`XTRIM … MINID <last archived + 1>`, one key). A crash in between leaves them in both
 //! places, and the next pass archives only what the archive does not hold yet.
 //!
-//! **Which saga records leave.** When the archiving of `log:order` moves a final saga's entries,
-//! it notes the saga in `logparser:retire:{o<k>}` with order-db's time `t`. The saga's records
-//! (order side, every participant's, tombstones included) are retired once every stream of every
+//! **Which saga records leave.** Once every consumer group has acknowledged a final saga's
+//! entries in `log:order` (and the recovery pass has read them), the pass notes the saga in
+//! `logparser:retire:{o<k>}` with order-db's time `t` (`queue_final`; not a retention later,
+//! when the entries are archived). The saga's records (order side, every participant's,
+//! tombstones included) are retired once every stream of every
 //! log has been archived past `t` + 5 s (clock margin): every entry that was appended before the
 //! saga was seen final has then been acknowledged by every group, so no handler can still act on
-//! the saga (a late `StockReserved` that a tombstone must refuse has been handled). Before
+//! the saga (a late `StockReserved` that a tombstone must refuse has been handled); and since the
+//! saga's `log:order` entries were all handled before `t`, so were whatever their handlers
+//! appended. Records thus leave about one `LOG_RETAIN` (plus the lag) after their saga ends. Before
 //! retiring, the saga is checked as the audit would (atomicity); one that fails stays in Redis
 //! for the audit to report. The retirement is a script per partition that deletes the records
 //! and logs them, as they were, in one `RecordsRetired` entry (participants first, the order side
 //! last), so replaying the history still reproduces the database.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use common::archive::{self, SegmentWriter, StreamId};
 use common::db::Conn;
 use common::keys;
-use common::log::LogEntry;
+use common::log::{self, LogEntry};
 use common::metrics::Metrics;
 use common::partition::Layout;
 use common::saga::{SagaRecord, ORDER};
@@ -56,10 +60,11 @@ const MAX_PER_STREAM: usize = 50_000;
 pub const CLOCK_MARGIN_MS: u64 = 5_000;
 /// What a pass reports when it stops because this instance no longer holds the lease.
 pub const LOST_LEASE: &str = "stopped: this log parser no longer holds the lease";
-/// Sagas retired per batch (per order partition): each batch costs a few round trips per
-/// database whatever its size, so a larger one retires faster, up to the scripts' size (200
-/// records each) and the time an audit may wait for a batch to end.
-const RETIRE_BATCH: isize = 2_000;
+/// Sagas retired per batch per order partition (every partition's batch runs at once, under
+/// one retirement mark): each batch costs a few round trips per database whatever its size, so
+/// a larger one retires faster, up to the scripts' size (200 records each), the memory of all
+/// partitions' batches together and the time an audit may wait for them to end.
+const RETIRE_BATCH: isize = 1_000;
 
 static RETIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
@@ -110,6 +115,45 @@ pub struct ArchiveReport {
     pub errors: Vec<String>,
     /// How long the pass took.
     pub duration_ms: u64,
+}
+
+impl ArchiveReport {
+    /// Adds what one stream's or one batch's share of a pass did.
+    fn absorb(&mut self, part: ArchiveReport) {
+        self.archived += part.archived;
+        self.trimmed += part.trimmed;
+        self.retired += part.retired;
+        self.retire_queue += part.retire_queue;
+        self.refused.extend(part.refused);
+        self.held.extend(part.held);
+        self.errors.extend(part.errors);
+    }
+}
+
+/// One partition's stream in a pass, with what archiving it needs, owned: every stream of a
+/// pass is archived at once.
+struct StreamJob {
+    service: &'static str,
+    log: &'static str,
+    conn: Conn,
+    layout: Layout,
+    part: u32,
+    /// The stream's database's clock when the pass began.
+    now: u64,
+    /// The consumer groups that read the stream.
+    expected: Vec<&'static str>,
+    /// The stream's archive directory and its writer (opened on first use).
+    dir: PathBuf,
+    writer: Option<SegmentWriter>,
+}
+
+/// What archiving one stream left.
+struct StreamDone {
+    dir: PathBuf,
+    writer: Option<SegmentWriter>,
+    report: ArchiveReport,
+    /// The first entry left in the stream; `None` when the stream was not looked at.
+    first_left: Result<Option<StreamId>, redis::RedisError>,
 }
 
 /// Why a pass could not run at all.
@@ -209,6 +253,27 @@ async fn first_left(conn: &mut Conn, stream: &str) -> Result<StreamId, redis::Re
     }
 }
 
+/// Queues final sagas of order partition `part` for retirement, seen final now (order-db's
+/// clock); one already queued keeps its time (`NX`).
+async fn queue_for_retirement(
+    conn: &mut Conn,
+    layout: &Layout,
+    part: u32,
+    sagas: &[String],
+) -> Result<(), redis::RedisError> {
+    if sagas.is_empty() {
+        return Ok(());
+    }
+    let now = db_time(conn).await?;
+    let mut zadd = redis::cmd("ZADD");
+    zadd.arg(keys::logparser_retire(layout, part)).arg("NX");
+    for sid in sagas {
+        zadd.arg(now).arg(sid);
+    }
+    let _: i64 = zadd.query_async(conn).await?;
+    Ok(())
+}
+
 impl Archiver {
     /// An archiver over `dbs`, appending log entries it leases ids for from `ids`.
     pub fn new(
@@ -226,20 +291,12 @@ impl Archiver {
         }
     }
 
-    fn writer(&mut self, dir: &Path) -> Result<&mut SegmentWriter, archive::ArchiveError> {
-        if !self.writers.contains_key(dir) {
-            let w = SegmentWriter::open(dir)?;
-            self.writers.insert(dir.to_path_buf(), w);
-        }
-        self.writers
-            .get_mut(dir)
-            .ok_or_else(|| archive::ArchiveError::Corrupt {
-                path: dir.to_path_buf(),
-                detail: "writer vanished".into(),
-            })
-    }
-
     /// One pass: archive every stream, then retire the sagas whose time has come.
+    ///
+    /// Every partition's stream of every log is archived at once, and the retirement batches
+    /// of every order partition run at once: a pass is a chain of round trips per stream and
+    /// per batch, and taken one after the other they fell behind a saturated stack
+    /// (docs/BENCHMARKS.md, "Archiving at saturation").
     ///
     /// `active` answers whether this instance still holds the log parser's lease; it is asked
     /// before each stream and before the retirement, and the pass stops (with an error in its
@@ -252,39 +309,51 @@ impl Archiver {
         let started = Instant::now();
         let mut report = ArchiveReport::default();
         let groups = common::saga::groups(self.dbs.parts);
-        let mut horizon: Option<u64> = None;
-        for (name, log, mut conn, layout) in self.dbs.logs() {
+        let mut jobs = Vec::new();
+        for (service, log, mut conn, layout) in self.dbs.logs() {
             let now = db_time(&mut conn).await?;
-            let expected: Vec<&str> = groups
+            let expected: Vec<&'static str> = groups
                 .iter()
                 .filter(|g| g.stream == log)
                 .map(|g| g.group)
                 .collect();
             for part in layout.parts() {
-                let stream = keys::log(log, &layout, part);
-                if !active() {
-                    report
-                        .errors
-                        .push(format!("{LOST_LEASE} (before {stream})"));
-                    return Ok(self.finish(report, started));
-                }
-                let done = self
-                    .archive_stream(
-                        &mut conn,
-                        (name, log),
-                        &layout,
-                        part,
-                        now,
-                        &expected,
-                        &mut report,
-                    )
-                    .await;
-                if let Err(e) = done {
-                    report.errors.push(format!("{stream}: {e}"));
-                }
-                let first = first_left(&mut conn, &stream).await?;
-                horizon = Some(horizon.map_or(first.ms, |h| h.min(first.ms)));
+                let dir = archive::stream_dir(&self.settings.root, service, part);
+                jobs.push(StreamJob {
+                    service,
+                    log,
+                    conn: conn.clone(),
+                    layout,
+                    part,
+                    now,
+                    expected: expected.clone(),
+                    writer: self.writers.remove(&dir),
+                    dir,
+                });
             }
+        }
+        let this = &*self;
+        let active = &active;
+        let streams = jobs.into_iter().map(|job| this.archive_stream(job, active));
+        let mut horizon: Option<u64> = None;
+        let mut lost = false;
+        let mut failed = None;
+        for done in futures::future::join_all(streams).await {
+            if let Some(w) = done.writer {
+                self.writers.insert(done.dir, w);
+            }
+            report.absorb(done.report);
+            match done.first_left {
+                Ok(Some(first)) => horizon = Some(horizon.map_or(first.ms, |h| h.min(first.ms))),
+                Ok(None) => lost = true,
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        if lost {
+            return Ok(self.finish(report, started));
         }
         let now = db_time(&mut self.dbs.order.clone()).await?;
         report.horizon_ms = horizon.unwrap_or(now);
@@ -310,95 +379,120 @@ impl Archiver {
         report
     }
 
+    /// One partition's stream: archives what may leave, then says where the stream starts now
+    /// (`None` when this instance lost its lease before it began).
+    async fn archive_stream(&self, job: StreamJob, active: &impl Fn() -> bool) -> StreamDone {
+        let mut job = job;
+        let mut report = ArchiveReport::default();
+        let stream = keys::log(job.log, &job.layout, job.part);
+        if !active() {
+            report
+                .errors
+                .push(format!("{LOST_LEASE} (before {stream})"));
+            return StreamDone {
+                dir: job.dir,
+                writer: job.writer,
+                report,
+                first_left: Ok(None),
+            };
+        }
+        if let Err(e) = self.move_entries(&mut job, &stream, &mut report).await {
+            report.errors.push(format!("{stream}: {e}"));
+        }
+        let first_left = first_left(&mut job.conn, &stream).await.map(Some);
+        StreamDone {
+            dir: job.dir,
+            writer: job.writer,
+            report,
+            first_left,
+        }
+    }
+
     /// Archives the entries of one partition's stream that may leave, then trims them.
-    #[allow(clippy::too_many_arguments)]
-    async fn archive_stream(
-        &mut self,
-        conn: &mut Conn,
-        (service, log): (&'static str, &'static str),
-        layout: &Layout,
-        part: u32,
-        now: u64,
-        expected: &[&str],
+    async fn move_entries(
+        &self,
+        job: &mut StreamJob,
+        stream: &str,
         report: &mut ArchiveReport,
     ) -> anyhow::Result<()> {
-        let stream = keys::log(log, layout, part);
+        let (conn, layout, part) = (&mut job.conn, &job.layout, job.part);
         let retain = self.settings.retain.as_millis() as u64;
         let mut bound = StreamId {
-            ms: now.saturating_sub(retain),
+            ms: job.now.saturating_sub(retain),
             seq: 0,
         };
-        let Some(acked) = acked_below(conn, &stream, expected).await? else {
+        let Some(acked) = acked_below(conn, stream, &job.expected).await? else {
             report.held.push(Held {
-                stream,
+                stream: stream.to_string(),
                 reason: "a consumer group that reads it does not exist yet".into(),
             });
             return Ok(());
         };
         bound = bound.min(acked);
-        if service == ORDER {
+        // log:order: up to where every entry's saga is known final and queued for retirement.
+        let mut queued: Option<Option<StreamId>> = None;
+        if job.service == ORDER {
             let cp: Option<String> = redis::cmd("GET")
                 .arg(keys::logparser_checkpoint(layout, part))
                 .query_async(conn)
                 .await?;
             let Some(cp) = cp.as_deref().and_then(StreamId::parse) else {
                 report.held.push(Held {
-                    stream,
+                    stream: stream.to_string(),
                     reason: "no recovery checkpoint yet".into(),
                 });
                 return Ok(());
             };
             bound = bound.min(cp.next());
+            queued = Some(self.queue_final(job, stream, acked.min(cp.next())).await?);
         }
-        let dir = archive::stream_dir(&self.settings.root, service, part);
-        let mut after = "-".to_string();
+        let (conn, layout) = (&mut job.conn, &job.layout);
+        let mut after: Option<String> = None;
         let mut moved = 0usize;
+        let below = bound.to_string();
         loop {
-            let start = if after == "-" {
-                after.clone()
-            } else {
-                format!("({after}")
-            };
-            let raw: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-                .arg(&stream)
-                .arg(start)
-                .arg(format!("({bound}"))
-                .arg("COUNT")
-                .arg(PAGE)
-                .query_async(conn)
-                .await?;
-            let entries: Vec<LogEntry> = raw
-                .into_iter()
-                .map(|(stream_id, kv)| LogEntry {
-                    stream_id,
-                    fields: kv.into_iter().collect(),
-                })
-                .collect();
+            let mut entries = log::read_page_below(
+                conn,
+                stream,
+                after.as_deref().unwrap_or("-"),
+                Some(&below),
+                PAGE,
+            )
+            .await?;
             let Some(last) = entries.last() else {
                 break;
             };
-            after = last.stream_id.clone();
-            let (movable, final_sagas, stop) = self.movable(&entries).await?;
-            let prefix = &entries[..movable];
-            if let Some(last) = prefix.last() {
-                if service == ORDER && !final_sagas.is_empty() {
-                    let order_now = db_time(&mut self.dbs.order.clone()).await?;
-                    let mut zadd = redis::cmd("ZADD");
-                    zadd.arg(keys::logparser_retire(layout, part)).arg("NX");
-                    for sid in &final_sagas {
-                        zadd.arg(order_now).arg(sid);
-                    }
-                    let _: i64 = zadd.query_async(conn).await?;
-                }
-                let written = {
-                    let w = self.writer(&dir)?;
-                    w.append(&stream, prefix)?
-                };
+            after = Some(last.stream_id.clone());
+            let page = entries.len();
+            let page_last = StreamId::parse(&last.stream_id);
+            let (movable, final_sagas, stop) = match (queued, page_last) {
+                // Every saga of the page was seen final (and queued) already.
+                (Some(Some(q)), Some(l)) if l <= q => (page, Vec::new(), None),
+                _ => self.movable(&entries).await?,
+            };
+            entries.truncate(movable);
+            if let Some(last) = entries.last() {
                 let min = StreamId::parse(&last.stream_id)
                     .map(StreamId::next)
                     .unwrap_or_default();
+                if job.service == ORDER {
+                    queue_for_retirement(conn, layout, part, &final_sagas).await?;
+                }
+                // Compressing and fsyncing block: off the runtime's threads, so that the other
+                // streams' round trips go on meanwhile.
+                let (writer, dir, name) = (job.writer.take(), job.dir.clone(), stream.to_string());
+                let (writer, written) = tokio::task::spawn_blocking(move || {
+                    let mut w = match writer {
+                        Some(w) => w,
+                        None => SegmentWriter::open(&dir)?,
+                    };
+                    let n = w.append(&name, &entries)?;
+                    Ok::<_, archive::ArchiveError>((w, n))
+                })
+                .await??;
+                job.writer = Some(writer);
                 let trimmed: u64 = redis::cmd("XTRIM")
-                    .arg(&stream)
+                    .arg(stream)
                     .arg("MINID")
                     .arg(min.to_string())
                     .query_async(conn)
@@ -408,14 +502,68 @@ impl Archiver {
                 moved += movable;
             }
             if let Some(reason) = stop {
-                report.held.push(Held { stream, reason });
+                report.held.push(Held {
+                    stream: stream.to_string(),
+                    reason,
+                });
                 break;
             }
-            if entries.len() < PAGE || moved >= MAX_PER_STREAM {
+            if page < PAGE || moved >= MAX_PER_STREAM {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Queues for retirement the final sagas of one order partition's entries below `below`
+    /// (every group's acknowledgement and the recovery checkpoint), as soon as they are there:
+    /// not only once they are old enough to archive, so that a saga's records leave one
+    /// `LOG_RETAIN` after it ends rather than two. The same prefix rule as archiving: the scan
+    /// stops at the first entry of a saga that is not final, and `logparser:queued:{o<k>}`
+    /// remembers the last entry scanned (a lost cursor only scans again: `ZADD NX`).
+    ///
+    /// Why then: every entry of the saga in `log:order` has been handled by every group, so
+    /// whatever their handling appended to any log was appended before `t` (order-db's time
+    /// now, the score); retirement waits until every log is archived past `t` + the margin.
+    /// Returns the last entry scanned, whose sagas and those of every entry before it are final.
+    async fn queue_final(
+        &self,
+        job: &mut StreamJob,
+        stream: &str,
+        below: StreamId,
+    ) -> anyhow::Result<Option<StreamId>> {
+        let (conn, layout, part) = (&mut job.conn, &job.layout, job.part);
+        let cursor = keys::logparser_queued(layout, part);
+        let mut after: Option<String> = redis::cmd("GET").arg(&cursor).query_async(conn).await?;
+        let mut scanned = 0usize;
+        let until = below.to_string();
+        loop {
+            let entries = log::read_page_below(
+                conn,
+                stream,
+                after.as_deref().unwrap_or("-"),
+                Some(&until),
+                PAGE,
+            )
+            .await?;
+            let page = entries.len();
+            let (movable, final_sagas, _) = self.movable(&entries).await?;
+            if movable > 0 {
+                queue_for_retirement(conn, layout, part, &final_sagas).await?;
+                let last = entries[movable - 1].stream_id.clone();
+                let _: () = redis::cmd("SET")
+                    .arg(&cursor)
+                    .arg(&last)
+                    .query_async(conn)
+                    .await?;
+                after = Some(last);
+                scanned += movable;
+            }
+            if movable < page || page < PAGE || scanned >= MAX_PER_STREAM {
+                break;
+            }
+        }
+        Ok(after.as_deref().and_then(StreamId::parse))
     }
 
     /// How many entries of `entries` (from the first) may leave: up to the first of a saga that
@@ -486,81 +634,117 @@ impl Archiver {
         Ok((entries.len(), final_sagas, None))
     }
 
-    /// Retires the records of the queued sagas seen final before `before` (ms).
+    /// Retires the records of the queued sagas seen final before `before` (ms): a batch from
+    /// every order partition at once, under one retirement mark, until none has any left.
     async fn retire(
-        &mut self,
+        &self,
         before: u64,
         report: &mut ArchiveReport,
     ) -> Result<(), ArchivePassError> {
         let ol = self.dbs.order_layout;
         let mut order = self.dbs.order.clone();
-        let mut paused = false;
-        for part in ol.parts() {
-            let queue = keys::logparser_retire(&ol, part);
-            while !paused {
-                let sids: Vec<String> = redis::cmd("ZRANGE")
-                    .arg(&queue)
-                    .arg("-inf")
-                    .arg(format!("({before}"))
-                    .arg("BYSCORE")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(RETIRE_BATCH)
-                    .query_async(&mut order)
-                    .await?;
-                if sids.is_empty() {
-                    break;
-                }
-                if !audit_hold::begin_retiring(&mut order).await? {
-                    report.held.push(Held {
-                        stream: keys::AUDIT_HOLDS.into(),
-                        reason: "an audit is running: retirement waits for its end".into(),
-                    });
-                    paused = true;
-                    break;
-                }
-                let done = self.retire_batch(part, &sids, report).await;
-                audit_hold::end_retiring(&mut order).await?;
+        let mut left: Vec<u32> = ol.parts().collect();
+        while !left.is_empty() {
+            let reads = left
+                .iter()
+                .map(|&part| {
+                    let mut cmd = redis::cmd("ZRANGE");
+                    cmd.arg(keys::logparser_retire(&ol, part))
+                        .arg("-inf")
+                        .arg(format!("({before}"))
+                        .arg("BYSCORE")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(RETIRE_BATCH);
+                    cmd
+                })
+                .collect();
+            let found: Vec<Vec<String>> = common::db::each(&mut order, reads).await?;
+            let batches: Vec<(u32, Vec<String>)> = left
+                .iter()
+                .copied()
+                .zip(found)
+                .filter(|(_, sids)| !sids.is_empty())
+                .collect();
+            if batches.is_empty() {
+                break;
+            }
+            if !audit_hold::begin_retiring(&mut order).await? {
+                report.held.push(Held {
+                    stream: keys::AUDIT_HOLDS.into(),
+                    reason: "an audit is running: retirement waits for its end".into(),
+                });
+                break;
+            }
+            let retiring = batches.iter().map(|(part, sids)| async move {
+                let mut r = ArchiveReport::default();
+                let done = self.retire_batch(*part, sids, &mut r).await;
+                (r, done)
+            });
+            let done = futures::future::join_all(retiring).await;
+            audit_hold::end_retiring(&mut order).await?;
+            left.clear();
+            let mut zrems = Vec::new();
+            for ((part, sids), (r, done)) in batches.iter().zip(done) {
+                report.absorb(r);
+                let queue = keys::logparser_retire(&ol, *part);
                 if let Err(e) = done {
                     report
                         .errors
                         .push(format!("retiring sagas of {queue}: {e}"));
-                    break;
+                    continue;
                 }
                 let mut zrem = redis::cmd("ZREM");
                 zrem.arg(&queue);
-                for s in &sids {
+                for s in sids {
                     zrem.arg(s);
                 }
-                let _: i64 = zrem.query_async(&mut order).await?;
-                if (sids.len() as isize) < RETIRE_BATCH {
-                    break;
+                zrems.push(zrem);
+                if sids.len() as isize == RETIRE_BATCH {
+                    left.push(*part);
                 }
             }
-            let n: u64 = redis::cmd("ZCARD")
-                .arg(&queue)
-                .query_async(&mut order)
-                .await?;
-            report.retire_queue += n;
+            if !zrems.is_empty() {
+                let _: Vec<i64> = common::db::each(&mut order, zrems).await?;
+            }
         }
+        let cards = ol
+            .parts()
+            .map(|part| {
+                let mut cmd = redis::cmd("ZCARD");
+                cmd.arg(keys::logparser_retire(&ol, part));
+                cmd
+            })
+            .collect();
+        let waiting: Vec<u64> = common::db::each(&mut order, cards).await?;
+        report.retire_queue += waiting.iter().sum::<u64>();
         Ok(())
     }
 
     /// Checks and retires the records of sagas `sids` of order partition `part`.
     async fn retire_batch(
-        &mut self,
+        &self,
         part: u32,
         sids: &[String],
         report: &mut ArchiveReport,
     ) -> anyhow::Result<()> {
         let ol = self.dbs.order_layout;
         let mut order = self.dbs.order.clone();
-        let ids: Vec<(u32, String)> = sids.iter().map(|s| (part, s.clone())).collect();
-        let loaded = crate::sagas::load_many(&mut order, &ol, &ids).await?;
+        // The saga records, read once: decoded to decide what is final, and kept as read for
+        // the atomicity check (a saga absent was retired by an interrupted earlier attempt).
+        let saga_keys: Vec<String> = sids.iter().map(|s| keys::saga(&ol, part, s)).collect();
+        let mut order_state = crate::replay::read_keys(&mut order, &saga_keys).await?;
         let mut records: Vec<SagaRecord> = Vec::new();
-        for r in loaded.into_iter().flatten() {
-            match r {
-                Ok(r) if r.done => records.push(r),
+        let mut final_keys: HashSet<&String> = HashSet::new();
+        for (sid, key) in sids.iter().zip(&saga_keys) {
+            let Some(h) = order_state.get(key) else {
+                continue;
+            };
+            match SagaRecord::from_fields(&ol, part, sid, h) {
+                Ok(r) if r.done => {
+                    final_keys.insert(key);
+                    records.push(r);
+                }
                 Ok(r) => report
                     .errors
                     .push(format!("saga {} queued for retirement is not final", r.id)),
@@ -570,18 +754,14 @@ impl Archiver {
         if records.is_empty() {
             return Ok(());
         }
-        // What the audit would read of these sagas: the order side and every participant's.
+        // What the audit would read of these sagas: the order side (the saga records of the
+        // final ones, their orders) and every participant's.
+        order_state.retain(|k, _| final_keys.contains(k));
+        let order_keys: Vec<String> = records.iter().map(|r| keys::order(&ol, &r.order)).collect();
+        order_state.extend(crate::replay::read_keys(&mut order, &order_keys).await?);
         let mut live: BTreeMap<&'static str, State> = BTreeMap::new();
         let mut layouts: BTreeMap<&'static str, Layout> = BTreeMap::from([(ORDER, ol)]);
-        let mut order_keys: Vec<String> = Vec::new();
-        for r in &records {
-            order_keys.push(keys::saga(&ol, part, &r.id));
-            order_keys.push(keys::order(&ol, &r.order));
-        }
-        live.insert(
-            ORDER,
-            crate::replay::read_keys(&mut order, &order_keys).await?,
-        );
+        live.insert(ORDER, order_state);
         // (participant, partition) → its records of these sagas.
         let mut by_part: BTreeMap<(&'static str, u32), Vec<String>> = BTreeMap::new();
         for p in self.dbs.parts {
@@ -616,9 +796,8 @@ impl Archiver {
         // Participants first, the order side last: a participant's record never outlives the
         // order side's. The participants' partitions are independent of each other, so their
         // scripts run at once: one after the other, a batch spread over every stock and payment
-        // partition took ~35 round trips in a row (a fifth fewer sagas were left waiting at
-        // saturation with this; it alone does not keep pace there, docs/BENCHMARKS.md).
-        let this = &*self;
+        // partition took ~35 round trips in a row.
+        let this = self;
         let retiring = by_part.into_iter().filter_map(|((name, pp), pkeys)| {
             let (Some(mut conn), Some(pl), Some(p)) = (
                 this.dbs.by_name(name),

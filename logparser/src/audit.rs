@@ -342,8 +342,7 @@ fn count_retired(
     if let Event::RecordsRetired { records } = event {
         for (key, h) in records {
             if let Some((p, sid)) = keys::parse(keys::SAGA_PREFIX, ol, key) {
-                let hash: HashMap<String, String> = h.clone().into_iter().collect();
-                if let Ok(r) = SagaRecord::from_hash(ol, p, sid, &hash) {
+                if let Ok(r) = SagaRecord::from_fields(ol, p, sid, h) {
                     *sagas.entry(r.state().name()).or_default() += 1;
                 }
             }
@@ -747,8 +746,7 @@ impl PartScope {
             .iter()
             .filter_map(|(k, h)| {
                 let (p, sid) = keys::parse(keys::SAGA_PREFIX, &ol, k)?;
-                let hash: HashMap<String, String> = h.clone().into_iter().collect();
-                SagaRecord::from_hash(&ol, p, sid, &hash).ok()
+                SagaRecord::from_fields(&ol, p, sid, h).ok()
             })
             .collect();
         // The orders of these sagas: those of this partition (the only ones a saga record of
@@ -884,8 +882,7 @@ pub fn check_decided(
         let Some((part, sid)) = keys::parse(keys::SAGA_PREFIX, &ol, key) else {
             continue;
         };
-        let hash: HashMap<String, String> = h.clone().into_iter().collect();
-        let r = match SagaRecord::from_hash(&ol, part, sid, &hash) {
+        let r = match SagaRecord::from_fields(&ol, part, sid, h) {
             Ok(r) => r,
             Err(e) => {
                 report.violations.push(violation(

@@ -139,8 +139,7 @@ pub async fn retired(dbs: &crate::dbs::Dbs) -> Result<Vec<SagaRecord>, common::l
             if let Event::RecordsRetired { records } = e.decode()? {
                 for (key, h) in records {
                     if let Some((p, sid)) = keys::parse(keys::SAGA_PREFIX, &l, &key) {
-                        let hash: HashMap<String, String> = h.into_iter().collect();
-                        if let Ok(r) = SagaRecord::from_hash(&l, p, sid, &hash) {
+                        if let Ok(r) = SagaRecord::from_fields(&l, p, sid, &h) {
                             out.push(r);
                         }
                     }

@@ -8,7 +8,9 @@ One stack (offset 3500, gateway 9350) with LOG_RETAIN=1s:
 - the log parser killed mid-pass (after the fsync and before the trim; and with half a frame
   written, before the fsync) loses nothing and doubles nothing;
 - a stalled saga (payment frozen) is never archived, and the lagging consumer's entries stay in
-  Redis until it has acknowledged them.
+  Redis until it has acknowledged them;
+- a saga that fails the atomicity check is not retired (its records stay for the audit to
+  report), while a sound one checked out beside it is.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pytest
 
 from conftest import shoplog_bin
 from harness import FaultStack, Storm, settle_and_verify, wait_for
-from helpers import Api, streams
+from helpers import Api, key, partition, streams, tag
 
 OFFSET, GATEWAY = 3500, 9350
 DB_PORTS = {"order": 6401 + OFFSET, "stock": 6402 + OFFSET, "payment": 6403 + OFFSET}
@@ -189,4 +191,40 @@ def test_a_stalled_saga_and_a_lagging_consumer_keep_their_entries_in_redis(stack
         stack.resume("payment-1")
     wait_for(lambda: all(s["done"] for s in json.loads(stack.run("sagas", "--json").stdout)),
              "the saga to finish", timeout=60, every=1)
+    assert_one_history(stack)
+
+
+def checked_out_saga(api: Api) -> tuple[str, str]:
+    """A fresh user, item and order, checked out: (order id, saga id)."""
+    order = api.create_order(api.create_user(100))
+    api.add_item(order, api.create_item(1, 10), 1)
+    r = api.post(f"/orders/checkout/{order}", timeout=30)
+    assert r.status_code == 200, r.text
+    return order, r.json()["saga"]
+
+
+def test_a_saga_that_fails_the_atomicity_check_is_not_retired(stack):
+    """Retirement checks each saga as the audit would before removing its records: a committed
+    saga whose order is not paid stays in Redis, for the audit to report; a sound saga checked out
+    beside it is retired."""
+    api = Api(stack.base)
+    sound_order, sound = checked_out_saga(api)
+    broken_order, broken = checked_out_saga(api)
+    api.close()
+    saga_key = {sid: f"saga:{tag('order', partition(order, P), P)}:{sid}"
+                for order, sid in ((sound_order, sound), (broken_order, broken))}
+    order_key = key("order:", "order", broken_order, P)
+    # Retirement waits LOG_RETAIN (1 s) + the clock margin (5 s) after the saga is queued.
+    assert redis_cli(DB_PORTS["order"], "HSET", order_key, "status", "CHECKING_OUT") == "0"
+    try:
+        wait_for(lambda: redis_cli(DB_PORTS["order"], "EXISTS", saga_key[sound]) == "0",
+                 "the sound saga to be retired", timeout=60, every=0.5)
+        assert redis_cli(DB_PORTS["order"], "EXISTS", saga_key[broken]) == "1", \
+            "a saga that fails the atomicity check was retired"
+        audit = stack.run("audit", "--json")
+        assert audit.returncode != 0 and broken in audit.stdout, audit.stdout[-3000:] + audit.stderr
+    finally:
+        redis_cli(DB_PORTS["order"], "HSET", order_key, "status", "PAID")
+    # Repaired, the history is whole again (the saga's records stay live: a refused saga leaves
+    # the retirement queue, and nothing queues it again).
     assert_one_history(stack)
