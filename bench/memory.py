@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
 """Redis memory over a long checkout run: does archiving keep it bounded? (issue 14, point 5)
 
-    bench/memory.py run SHOPLOG [--orders N] [--every 10] [--retain 60s] [--out DIR] [--keep]
+    bench/memory.py run SHOPLOG [--orders N] [--every 10] [--retain 60s] [--out DIR] [--keep] [--no-checks]
     bench/memory.py plot DIR/memory.csv [DIR/memory.png]
     bench/memory.py compare SHOPLOG [--rounds 3] [--duration 60s] [--retain 10s]
 
 `run` starts a fresh stack of its own (SHOPLOG_PORT_OFFSET / SHOPLOG_GATEWAY_PORT from the
 environment, default 5500 / 9550) with LOG_RETAIN=--retain, runs `shoplog bench --orders N
 --no-audit`, and samples every database's `used_memory` (INFO memory) and the archive's bytes on
-disk every --every seconds into DIR/memory.csv, until the run is over and the archive has caught
+disk, how far archiving lags and how many sagas wait to be retired (`shoplog archive --json`),
+every --every seconds into DIR/memory.csv, until the run is over and the archive has caught
 up (one more retention); then it audits under `/usr/bin/time -v` (wall time, peak RSS), runs
 `replay <service> --diff` for each service, plots DIR/memory.png, writes DIR/summary.json and
-prints a Markdown table (one row a minute), and stops the stack (--keep: leave it up). Without
+prints a Markdown table (one row a minute), and stops the stack (--keep: leave it up);
+--no-checks skips the audit and the replays. Without
 archiving (`--retain off`) the same run shows the growth it prevents.
 
 `compare` measures what archiving costs the checkouts: fresh stacks with LOG_RETAIN=--retain and
@@ -46,6 +48,18 @@ def used_memory(port: int) -> int:
     return -1
 
 
+def archive_status(shoplog: str, env: dict) -> tuple:
+    """How far archiving is behind its retention (s) and how many sagas wait to be retired, from
+    `shoplog archive --json`; empty cells when the stack does not answer."""
+    done = subprocess.run([shoplog, "archive", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    try:
+        status = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        return "", ""
+    lag = status.get("lag_ms")
+    return (round(lag / 1000, 1) if lag is not None else ""), status.get("retire_queue", "")
+
+
 def dir_bytes(d: Path) -> int:
     return sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) if d.exists() else 0
 
@@ -75,11 +89,12 @@ def run(args):
         tail = None  # when the bench ended, plus one retention and two samples
         with open(csv_path, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["seconds", *DB_PORTS, "archive"])
+            w.writerow(["seconds", *DB_PORTS, "archive", "lag_s", "retire_queue"])
             while True:
                 row = [round(time.monotonic() - started, 1)]
                 row += [used_memory(p + offset) for p in DB_PORTS.values()]
                 row.append(dir_bytes(data / "archive"))
+                row += archive_status(args.shoplog, env) if args.retain != "off" else ["", ""]
                 w.writerow(row)
                 f.flush()
                 print(" ".join(str(x) for x in row), file=sys.stderr)
@@ -91,6 +106,10 @@ def run(args):
                 time.sleep(args.every)
         summary = {"orders": args.orders, "retain": args.retain,
                    "bench": json.loads((out / "bench.json").read_text() or "null")}
+        if args.no_checks:
+            (out / "summary.json").write_text(json.dumps(summary, indent=2))
+            print(table(csv_path))
+            return
         summary["audit"] = timed_audit(args.shoplog, env)
         summary["replay_diff"] = {}
         for service in ("order", "stock", "payment"):
@@ -133,11 +152,13 @@ def timed_audit(shoplog: str, env: dict) -> dict:
 def table(csv_path: Path, every: float = 60) -> str:
     """The samples as a Markdown table, one row per `every` seconds (MiB)."""
     rows = list(csv.DictReader(open(csv_path)))
-    out = ["| s | " + " | ".join(DB_PORTS) + " | archive on disk |", "|---" * (len(DB_PORTS) + 2) + "|"]
+    out = ["| s | " + " | ".join(DB_PORTS) + " | archive on disk | archive lag (s) | sagas to retire |",
+           "|---" * (len(DB_PORTS) + 4) + "|"]
     next_at = 0.0
     for r in rows:
         if float(r["seconds"]) + 0.5 >= next_at or r is rows[-1]:
             cells = [f"{int(r[n]) / 2**20:.1f}" for n in (*DB_PORTS, "archive")]
+            cells += [r.get("lag_s") or "", r.get("retire_queue") or ""]
             out.append(f"| {float(r['seconds']):.0f} | " + " | ".join(cells) + " |")
             next_at = float(r["seconds"]) + every
     return "\n".join(out)
@@ -190,11 +211,20 @@ def plot(csv_path: Path, png: Path, title: str = ""):
 
     rows = list(csv.DictReader(open(csv_path)))
     t = [float(r["seconds"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(9, 5))
+    lags = [(float(r["seconds"]), float(r["lag_s"])) for r in rows if r.get("lag_s")]
+    if lags:
+        fig, (ax, lag_ax) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, height_ratios=[3, 1])
+        lag_ax.plot([s for s, _ in lags], [v for _, v in lags], color="tab:red")
+        lag_ax.set_ylabel("archive lag (s)")
+        lag_ax.set_xlabel("seconds")
+        lag_ax.grid(alpha=0.3)
+    else:
+        fig, ax = plt.subplots(figsize=(9, 5))
     for name in DB_PORTS:
         ax.plot(t, [int(r[name]) / 2**20 for r in rows], label=f"{name} used_memory")
     ax.plot(t, [int(r["archive"]) / 2**20 for r in rows], "--", label="archive on disk")
-    ax.set_xlabel("seconds")
+    if not lags:
+        ax.set_xlabel("seconds")
     ax.set_ylabel("MiB")
     ax.set_title(title or csv_path.parent.name)
     ax.grid(alpha=0.3)
@@ -214,6 +244,8 @@ def main():
     r.add_argument("--retain", default="60s")
     r.add_argument("--out")
     r.add_argument("--keep", action="store_true")
+    r.add_argument("--no-checks", action="store_true",
+                   help="skip the audit and the replays (a run that only asks whether archiving keeps pace)")
     c = sub.add_parser("compare")
     c.add_argument("shoplog")
     c.add_argument("--rounds", type=int, default=3)
