@@ -125,20 +125,44 @@ class ComposeStack(OperatedStack):
         self.wait_healthy(timeout)
         return time.monotonic() - started
 
-    def down(self):
-        out = self.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False)
+    def down(self, volumes: bool = True):
+        """`docker-compose down` (`-v` unless `volumes` is False: an operator's stop that keeps
+        the data), through the engine fault it can meet after a crash.
+
+        Docker Engine 20.10 can keep the endpoint of a container that crashed and was restarted
+        on the project's network after the container is gone; `down` then removes every container
+        and stops at "error while removing network: … has active endpoints", before the volumes,
+        and a later `up` cannot attach a container of the same name. The remedy (moby/moby#17217,
+        #23302) is to disconnect those endpoints by force, by the name the network lists them
+        under, and run `down` again. Raises when `down` still fails, saying what is left."""
+        args = ["down", *(["-v"] if volumes else []), "--remove-orphans", "--timeout", "20"]
+        out = self.compose(*args, check=False)
+        if out.returncode != 0 and "active endpoints" in out.stderr:
+            freed = self.free_networks()
+            print(f"[compose] `down` of {self.project} met stale endpoints on its network; "
+                  f"disconnected by force: {freed}", file=sys.stderr)
+            out = self.compose(*args, check=False)
         if out.returncode != 0:
-            # Docker Engine 20.10 can keep a crashed container's endpoint on the project's network
-            # ("error while removing network: … has active endpoints", with no container left on
-            # it), and compose 1.29 stops there, before removing the volumes. The containers are
-            # gone, so the volumes are removed here; the empty network goes with the engine's
-            # next restart.
-            print(f"[compose] `down -v` of {self.project} failed: {out.stderr.strip()[-300:]}; "
-                  "removing its volumes directly", file=sys.stderr)
-            left = docker("volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
-                          check=False).stdout.split()
-            if left:
-                docker("volume", "rm", "-f", *left, check=False)
+            raise AssertionError(f"`{' '.join(args)}` of {self.project} failed ({out.returncode}):\n"
+                                 f"{out.stdout[-1500:]}\n{out.stderr[-1500:]}\n"
+                                 f"networks left: {self.networks()}")
+
+    def networks(self) -> dict[str, list[str]]:
+        """The project's networks -> the endpoint names each still lists."""
+        ids = docker("network", "ls", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
+                     check=False).stdout.split()
+        infos = json.loads(docker("network", "inspect", *ids).stdout) if ids else []
+        return {n["Name"]: [c["Name"] for c in (n.get("Containers") or {}).values()] for n in infos}
+
+    def free_networks(self) -> list[str]:
+        """Disconnects, by force, every endpoint left on the project's networks (only called once
+        `down` has removed the containers); returns the names it disconnected."""
+        freed = []
+        for network, names in self.networks().items():
+            for name in names:
+                docker("network", "disconnect", "--force", network, name, check=False)
+                freed.append(name)
+        return freed
 
     def containers(self, service: str | None = None) -> list[str]:
         """Container ids of a service (every container when None), in container-number order."""

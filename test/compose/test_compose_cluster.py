@@ -258,7 +258,8 @@ def test_a_stock_db_primary_crashed_in_a_storm_fails_over_and_loses_nothing(clus
 
 def test_down_and_up_keep_the_clusters_and_their_data(cluster, request):
     ids = {db: {n: v["id"] for n, v in cluster.cluster_view(db).items()} for db in cluster.databases}
-    cluster.compose("down", "--timeout", "20")
+    cluster.down(volumes=False)
+    assert not cluster.networks(), f"`down` left networks: {cluster.networks()}"
     seconds = cluster.start(timeout=180)
     for db in cluster.databases:
         view = assert_formed(cluster, db)
