@@ -51,6 +51,7 @@ use crate::audit::{self, AuditReport};
 use crate::audit_hold;
 use crate::dbs::Dbs;
 use crate::replay::State;
+use crate::sightings::{Seen, Sightings};
 
 /// Entries read from a stream per page.
 const PAGE: usize = 2_000;
@@ -172,6 +173,9 @@ pub struct Archiver {
     ids: Arc<common::ids::IdPool>,
     metrics: Arc<Metrics>,
     writers: HashMap<PathBuf, SegmentWriter>,
+    /// What the recovery pass saw of `log:order`, when it shares its notes: the retirement
+    /// queue reads them instead of the log.
+    sightings: Option<Sightings>,
 }
 
 /// A database's clock (`TIME`), ms since the epoch.
@@ -288,7 +292,15 @@ impl Archiver {
             ids,
             metrics,
             writers: HashMap::new(),
+            sightings: None,
         }
+    }
+
+    /// The same archiver, taking the retirement queue's view of `log:order` from the recovery
+    /// pass's notes (the daemon's: one process runs both passes, one after the other).
+    pub fn with_sightings(mut self, sightings: Sightings) -> Archiver {
+        self.sightings = Some(sightings);
+        self
     }
 
     /// One pass: archive every stream, then retire the sagas whose time has come.
@@ -538,19 +550,36 @@ impl Archiver {
         let mut scanned = 0usize;
         let until = below.to_string();
         loop {
-            let entries = log::read_page_below(
-                conn,
-                stream,
-                after.as_deref().unwrap_or("-"),
-                Some(&until),
-                PAGE,
-            )
-            .await?;
-            let page = entries.len();
-            let (movable, final_sagas, _) = self.movable(&entries).await?;
+            let noted = match (&self.sightings, after.as_deref().and_then(StreamId::parse)) {
+                (Some(s), Some(cursor)) => s.after(part, cursor, below, PAGE),
+                _ => None,
+            };
+            let seen = match noted {
+                Some(seen) => {
+                    self.metrics
+                        .incr("archive_queue_noted_total", seen.len() as u64);
+                    seen
+                }
+                None => {
+                    let entries = log::read_page_below(
+                        conn,
+                        stream,
+                        after.as_deref().unwrap_or("-"),
+                        Some(&until),
+                        PAGE,
+                    )
+                    .await?;
+                    self.metrics
+                        .incr("archive_queue_read_total", entries.len() as u64);
+                    let ol = self.dbs.order_layout;
+                    entries.iter().map(|e| Seen::of(e, &ol)).collect()
+                }
+            };
+            let page = seen.len();
+            let (movable, final_sagas, _) = self.movable_seen(&seen).await?;
             if movable > 0 {
                 queue_for_retirement(conn, layout, part, &final_sagas).await?;
-                let last = entries[movable - 1].stream_id.clone();
+                let last = seen[movable - 1].id.to_string();
                 let _: () = redis::cmd("SET")
                     .arg(&cursor)
                     .arg(&last)
@@ -574,20 +603,23 @@ impl Archiver {
         entries: &[LogEntry],
     ) -> Result<(usize, Vec<String>, Option<String>), redis::RedisError> {
         let ol = self.dbs.order_layout;
+        let seen: Vec<Seen> = entries.iter().map(|e| Seen::of(e, &ol)).collect();
+        self.movable_seen(&seen).await
+    }
+
+    /// [`Self::movable`] over entries decoded to their sagas (by the recovery pass, or just now).
+    async fn movable_seen(
+        &self,
+        decoded: &[Seen],
+    ) -> Result<(usize, Vec<String>, Option<String>), redis::RedisError> {
         let mut sagas: Vec<(String, String)> = Vec::new();
         let mut seen = HashSet::new();
-        let mut decoded = Vec::with_capacity(entries.len());
-        for e in entries {
-            let d = e.decode().map(|ev| {
-                ev.saga()
-                    .map(|(s, o)| (s.to_string(), keys::saga_of(&ol, o, s)))
-            });
-            if let Ok(Some((sid, key))) = &d {
+        for d in decoded {
+            if let Ok(Some((sid, key))) = &d.saga {
                 if seen.insert(key.clone()) {
                     sagas.push((sid.clone(), key.clone()));
                 }
             }
-            decoded.push(d);
         }
         let reads = sagas
             .iter()
@@ -614,7 +646,7 @@ impl Archiver {
         let mut final_sagas = Vec::new();
         let mut queued = HashSet::new();
         for (i, d) in decoded.iter().enumerate() {
-            match d {
+            match &d.saga {
                 Err(e) => return Ok((i, final_sagas, Some(format!("entry cannot be read: {e}")))),
                 Ok(None) => {}
                 Ok(Some((sid, key))) => match finality.get(key.as_str()) {
@@ -624,14 +656,13 @@ impl Archiver {
                         }
                     }
                     _ => {
-                        let why =
-                            format!("saga {sid} is not final (entry {})", entries[i].stream_id);
+                        let why = format!("saga {sid} is not final (entry {})", d.id);
                         return Ok((i, final_sagas, Some(why)));
                     }
                 },
             }
         }
-        Ok((entries.len(), final_sagas, None))
+        Ok((decoded.len(), final_sagas, None))
     }
 
     /// Retires the records of the queued sagas seen final before `before` (ms): a batch from

@@ -12,6 +12,7 @@
 //! | [`delivery`] | consumer-group lag, stuck entries, dead letters |
 //! | [`lease`] | one active daemon at a time (Redlock lease) |
 //! | [`archive`] | move acknowledged, final, old log entries and saga records into the archive |
+//! | [`sightings`] | what the recovery pass read of `log:order`, kept for the archive's retirement queue |
 //! | [`console`] | the operator console at `/console/`: pages, JSON API, actions (served by the daemon) |
 //! | [`dbs`] | connections to the three databases |
 //!
@@ -29,5 +30,6 @@ pub mod recovery;
 pub mod replay;
 pub mod saga_index;
 pub mod sagas;
+pub mod sightings;
 pub mod spill;
 pub mod timeline;

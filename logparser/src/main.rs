@@ -124,6 +124,11 @@ async fn recover_while_active(daemon: Arc<Daemon>, config: common::config::Confi
         saga_timeout: config.saga_timeout,
         redrive_after: config.redrive_after,
     };
+    // What the recovery pass reads of log:order, noted for the archiver's retirement queue
+    // (only when archiving: nothing else takes the notes).
+    let sightings = config
+        .log_retain
+        .map(|_| logparser::sightings::Sightings::default());
     if let Some(retain) = config.log_retain {
         let ids = common::ids::IdPool::new(&config.ids_url, 100, daemon.metrics.clone());
         let settings = logparser::archive::Settings {
@@ -131,14 +136,16 @@ async fn recover_while_active(daemon: Arc<Daemon>, config: common::config::Confi
             root: config.archive_dir.clone(),
         };
         tracing::info!(archive = %config.archive_dir.display(), retain_ms = retain.as_millis() as u64, "archiving on");
-        *daemon.archiver.lock().await = Some(Archiver::new(
-            dbs.clone(),
-            settings,
-            ids,
-            daemon.metrics.clone(),
-        ));
+        let mut archiver = Archiver::new(dbs.clone(), settings, ids, daemon.metrics.clone());
+        if let Some(s) = &sightings {
+            archiver = archiver.with_sightings(s.clone());
+        }
+        *daemon.archiver.lock().await = Some(archiver);
     }
     let mut recovery = Recovery::new(dbs, locks, ids, settings, daemon.metrics.clone());
+    if let Some(s) = sightings {
+        recovery = recovery.with_sightings(s);
+    }
     let mut started = false;
     loop {
         if daemon.leadership.is_active() {

@@ -29,6 +29,7 @@ use crate::dbs::Dbs;
 use crate::delivery::{self, GroupReport};
 use crate::saga_index;
 use crate::sagas::{self, now_ms};
+use crate::sightings::{Seen, Sightings};
 
 /// The reason recorded on sagas the parser aborts.
 pub const TIMEOUT_REASON: &str = "checkout stalled past SAGA_TIMEOUT; aborted by the log parser";
@@ -117,6 +118,9 @@ pub struct Recovery {
     /// Per partition of `log:order`, the last entry read (all `None` before the first pass).
     checkpoints: Vec<Option<String>>,
     redriven_at: HashMap<String, Instant>,
+    /// Where the entries an incremental pass reads are noted for the archiver, when it shares
+    /// them ([`Recovery::with_sightings`]).
+    sightings: Option<Sightings>,
 }
 
 impl Recovery {
@@ -137,7 +141,15 @@ impl Recovery {
             open: BTreeSet::new(),
             checkpoints: Vec::new(),
             redriven_at: HashMap::new(),
+            sightings: None,
         }
+    }
+
+    /// The same engine, noting what its incremental passes read of `log:order` in `sightings`
+    /// for the archiver's retirement queue (the daemon, which runs both).
+    pub fn with_sightings(mut self, sightings: Sightings) -> Recovery {
+        self.sightings = Some(sightings);
+        self
     }
 
     /// The daemon's first pass: continue from the persisted checkpoint when there is one, else a
@@ -310,13 +322,25 @@ impl Recovery {
         loop {
             let page = log::read_page(conn, stream, &after, 10_000).await?;
             let Some(last) = page.last() else { break };
-            after = last.stream_id.clone();
+            let read_after = std::mem::replace(&mut after, last.stream_id.clone());
             report.entries_read += page.len() as u64;
+            // The page's entries as the archiver's retirement queue needs them, when it shares
+            // the notes: from the decoding done here, not a second one.
+            let ol = self.dbs.order_layout;
+            let mut noted = Vec::with_capacity(if self.sightings.is_some() {
+                page.len()
+            } else {
+                0
+            });
             for e in &page {
                 if let Some(sid) = e.get("saga") {
                     touched.insert((part, sid.to_string()));
                 }
-                let event = match e.decode() {
+                let decoded = e.decode();
+                if self.sightings.is_some() {
+                    noted.push(Seen::new(&e.stream_id, decoded.as_ref(), &ol));
+                }
+                let event = match decoded {
                     Ok(event) => event,
                     Err(err) => {
                         report.errors.push(err.to_string());
@@ -339,6 +363,9 @@ impl Recovery {
                     }
                     _ => {}
                 }
+            }
+            if let Some(s) = &self.sightings {
+                s.record(part, &read_after, noted, &ol);
             }
         }
         Ok(after)
