@@ -269,6 +269,18 @@ def streams(service: str, p: int) -> list[str]:
     return [f"log:{service}:{tag(service, k, p)}" for k in range(p)]
 
 
+def metric(port: int, name: str, prefix: str = "logparser") -> int:
+    """A counter's value from a service's /metrics (-1 when it does not answer)."""
+    try:
+        text = requests.get(f"http://127.0.0.1:{port}/{prefix}/metrics", timeout=1).text
+    except requests.RequestException:
+        return -1
+    for line in text.splitlines():
+        if line.startswith(f"shoplog_{name}{{"):
+            return int(line.split()[-1])
+    return 0
+
+
 def wait_for(check, what: str, timeout: float = 30, every: float = 0.2):
     """Polls `check` until it is true; fails naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

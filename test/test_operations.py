@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from conftest import DOWN_TIMEOUT, _log_tails, shoplog, shoplog_bin
-from helpers import Api, key, ok_json, partition, streams, tag
+from helpers import Api, key, metric, ok_json, partition, streams, tag
 
 OFFSET = 3000
 GATEWAY = 9300
@@ -192,18 +192,6 @@ def logparser_status(port: int) -> dict:
         return requests.get(f"http://127.0.0.1:{port}/logparser/status", timeout=1).json()
     except requests.RequestException:
         return {}
-
-
-def metric(port: int, name: str, prefix: str = "logparser") -> int:
-    """A counter's value from a service's /metrics (-1 when it does not answer)."""
-    try:
-        text = requests.get(f"http://127.0.0.1:{port}/{prefix}/metrics", timeout=1).text
-    except requests.RequestException:
-        return -1
-    for line in text.splitlines():
-        if line.startswith(f"shoplog_{name}{{"):
-            return int(line.split()[-1])
-    return 0
 
 
 def passes(port: int) -> int:

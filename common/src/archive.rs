@@ -398,9 +398,9 @@ pub struct SegmentWriter {
     current: Option<(PathBuf, u64)>,
     last: Option<StreamId>,
     /// The JSON lines of a frame and the frame, kept from one append to the next, and the
-    /// compressor's context: built afresh each time, the buffers' growth and zstd's workspace
-    /// were a tenth of the log parser's CPU in the kernel zeroing new pages
-    /// (docs/BENCHMARKS.md, "What a frame costs").
+    /// compressor's context: built afresh for each frame, their growth was most of the fresh
+    /// pages the kernel zeroed for the log parser (docs/BENCHMARKS.md, "Reading less in the log
+    /// parser").
     text: Vec<u8>,
     frame: Vec<u8>,
     compressor: Option<zstd::bulk::Compressor<'static>>,
@@ -534,9 +534,7 @@ impl SegmentWriter {
         }
         Ok(n)
     }
-}
 
-impl SegmentWriter {
     /// `text` as one zstd frame (checksummed), in the writer's frame buffer, by the writer's
     /// compressor.
     fn compress(&mut self, text: &[u8]) -> std::io::Result<Vec<u8>> {

@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from conftest import shoplog_bin
 from harness import FaultStack, Storm, settle_and_verify, wait_for
-from helpers import Api, key, partition, streams, tag
+from helpers import Api, key, metric, partition, streams, tag
 
 OFFSET, GATEWAY = 3500, 9350
 DB_PORTS = {"order": 6401 + OFFSET, "stock": 6402 + OFFSET, "payment": 6403 + OFFSET}
@@ -110,8 +109,8 @@ def test_a_storm_is_archived_and_audit_and_replay_read_one_history(stack):
     assert sum(report["sagas"].values()) == storm.n_orders, report["sagas"]
     # The retirement queue took log:order from the recovery pass's notes, not from a second read
     # of the log (logparser/src/sightings.rs): only stretches it had no note of were read.
-    noted = logparser_counter(stack, "archive_queue_noted_total")
-    read = logparser_counter(stack, "archive_queue_read_total")
+    noted = metric(8105 + OFFSET, "archive_queue_noted_total")
+    read = metric(8105 + OFFSET, "archive_queue_read_total")
     assert noted > read, f"queue: {noted} entries from the notes, {read} read from Redis"
     # The archive is zstd JSON lines: jq reads it.
     seg = next((stack.data_dir / "archive" / "order").rglob("*.jsonl.zst"))
@@ -125,15 +124,6 @@ def test_a_storm_is_archived_and_audit_and_replay_read_one_history(stack):
     kinds = [s["kind"] for s in json.loads(out.stdout)[0]["timeline"]]
     assert kinds[0] == "CheckoutStarted" and "CheckoutCommitted" in kinds, kinds
     assert "RecordsRetired" in kinds, kinds
-
-
-def logparser_counter(stack, name: str) -> float:
-    """A counter of the log parser's /logparser/metrics (0 when absent)."""
-    text = requests.get(f"http://127.0.0.1:{8105 + OFFSET}/logparser/metrics", timeout=5).text
-    for line in text.splitlines():
-        if line.startswith(f"shoplog_{name}{{") or line.startswith(f"shoplog_{name} "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def logparser_down(stack) -> bool:
