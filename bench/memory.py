@@ -169,6 +169,8 @@ def compare(args):
     offset = os.environ.get("SHOPLOG_PORT_OFFSET", "5500")
     gateway = os.environ.get("SHOPLOG_GATEWAY_PORT", "9550")
     runs = {"on": [], "off": []}
+    costs = {"on": [], "off": []}
+    reports = {"on": [], "off": []}
     for i in range(args.rounds):
         for mode in (("on", "off") if i % 2 == 0 else ("off", "on")):
             data = tempfile.mkdtemp(prefix="shoplog-archcmp-")
@@ -179,11 +181,16 @@ def compare(args):
                 if up.returncode != 0:
                     sys.exit(f"shoplog up failed:\n{up.stderr}")
                 bench = subprocess.run([args.shoplog, "bench", "--duration", args.duration, "--no-audit",
-                                        "--no-cost", "--json", "-c", str(args.concurrency)],
+                                        "--json", "-c", str(args.concurrency)],
                                        env=env, capture_output=True, text=True)
                 if bench.returncode != 0:
                     sys.exit(f"bench failed ({bench.returncode}): {bench.stderr[-2000:]}")
-                rate = json.loads(bench.stdout)["throughput"]
+                report = json.loads(bench.stdout)
+                rate = report["throughput"]
+                reports[mode].append(report)
+                if report.get("cost"):
+                    costs[mode].append({c["component"]: c["cpu_s_per_1k"] for c in report["cost"]["components"]}
+                                        | {"total": report["cost"]["total_cpu_s_per_1k"]})
                 archived = subprocess.run([args.shoplog, "archive", "--json"], env=env, capture_output=True,
                                           text=True)
                 segs = json.loads(archived.stdout)["segments"] if archived.returncode == 0 else None
@@ -193,8 +200,19 @@ def compare(args):
             finally:
                 subprocess.run([args.shoplog, "down", "--wipe"], env=env, capture_output=True)
     on, off = statistics.median(runs["on"]), statistics.median(runs["off"])
-    print(json.dumps({"runs": runs, "median_on": on, "median_off": off, "ratio_on_off": round(on / off, 3)},
-                     indent=2))
+    # Where archiving's cost lands: each component's CPU ms per checkout, medians on and off.
+    cpu = {}
+    if costs["on"] and costs["off"]:
+        for name in costs["off"][0]:
+            med = {m: statistics.median(c.get(name, 0.0) for c in costs[m]) for m in ("on", "off")}
+            cpu[name] = {"on": round(med["on"], 4), "off": round(med["off"], 4),
+                         "delta": round(med["on"] - med["off"], 4)}
+            print(f"{name:12} CPU ms/checkout  on {med['on']:.3f}  off {med['off']:.3f}  "
+                  f"delta {med['on'] - med['off']:+.3f}", file=sys.stderr)
+    if args.reports:
+        Path(args.reports).write_text(json.dumps(reports))
+    print(json.dumps({"runs": runs, "median_on": on, "median_off": off, "ratio_on_off": round(on / off, 3),
+                      "cpu_ms_per_checkout": cpu}, indent=2))
 
 
 def parse_seconds(s: str) -> float:
@@ -252,6 +270,7 @@ def main():
     c.add_argument("--duration", default="60s")
     c.add_argument("--retain", default="10s")
     c.add_argument("--concurrency", type=int, default=64)
+    c.add_argument("--reports", help="write every run's whole `bench --json` report (its cost: CPU and Redis commands per component) to this file")
     p = sub.add_parser("plot")
     p.add_argument("csv")
     p.add_argument("png", nargs="?")
