@@ -302,10 +302,16 @@ pub enum Event {
         amount: i64,
         refunded: bool,
     },
-    /// `retire.lua`: saga records removed from the database, each with its fields as they were.
+    /// `retire.lua`: saga records removed from the database. The order side's are logged with
+    /// their fields as they were (`records`: the saga list and the audit's count of retired sagas
+    /// read them); the participants' by key alone (`keys`: their fields are what the history up
+    /// to the entry built, and copying them was most of a retirement's cost). Entries written
+    /// before the participants' went by key hold every record in `records`.
     RecordsRetired {
-        /// `(key, fields)` of each record.
+        /// `(key, fields)` of each record retired with its fields.
         records: Vec<(String, std::collections::BTreeMap<String, String>)>,
+        /// The key of each record retired by key alone.
+        keys: Vec<String>,
     },
     /// A saga step of a participant that has no typed variant here (a participant added by a row
     /// of [`crate::saga::PARTICIPANTS`] only): what the order side needs of it.
@@ -320,6 +326,26 @@ pub enum Event {
 }
 
 /// Field access for decoding one entry, each failure naming the entry and the field.
+/// The field of a `RecordsRetired` entry that holds records with their fields (JSON).
+pub const RETIRED_RECORDS: &str = "records";
+/// The field of a `RecordsRetired` entry that names records retired by key alone.
+pub const RETIRED_KEYS: &str = "keys";
+
+/// Whether entry `e` is a `RecordsRetired` that retired a record of saga `saga` (in either of its
+/// fields), without decoding it: the saga's timeline scans every entry of every log.
+pub fn retires_saga(e: &LogEntry, saga: &str) -> bool {
+    if e.kind() != kind::RECORDS_RETIRED {
+        return false;
+    }
+    let in_records = e
+        .get(RETIRED_RECORDS)
+        .is_some_and(|r| r.contains(&format!(":{saga}\"")));
+    let in_keys = e
+        .get(RETIRED_KEYS)
+        .is_some_and(|k| k.split(' ').any(|k| k.ends_with(&format!(":{saga}"))));
+    in_records || in_keys
+}
+
 struct Reader<'a> {
     e: &'a LogEntry,
 }
@@ -362,7 +388,7 @@ impl<'a> Reader<'a> {
     }
 
     /// `records` of `RecordsRetired`: `[{"key": …, "fields": {…}}, …]` (cjson may write an empty
-    /// object as `[]`, never for a record, which has fields).
+    /// object as `[]`, never for a record, which has fields); none when the field is absent.
     #[allow(clippy::type_complexity)]
     fn retired(
         &self,
@@ -372,9 +398,25 @@ impl<'a> Reader<'a> {
             key: String,
             fields: std::collections::BTreeMap<String, String>,
         }
-        let json = self.text("records")?;
-        let records: Vec<Retired> = serde_json::from_str(&json).map_err(|_| self.bad("records"))?;
+        let Some(json) = self.e.get(RETIRED_RECORDS) else {
+            return Ok(Vec::new());
+        };
+        let records: Vec<Retired> =
+            serde_json::from_str(json).map_err(|_| self.bad(RETIRED_RECORDS))?;
         Ok(records.into_iter().map(|r| (r.key, r.fields)).collect())
+    }
+
+    /// `keys` of `RecordsRetired`: keys separated by spaces; none when the field is absent.
+    fn retired_keys(&self) -> Vec<String> {
+        self.e
+            .get(RETIRED_KEYS)
+            .map(|k| {
+                k.split(' ')
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn counter_fields(&self, spec: &CounterSpec) -> Result<Vec<(&'static str, i64)>, EventError> {
@@ -517,9 +559,15 @@ impl Event {
                 amount: r.int("amount")?,
                 refunded: r.flag("refunded")?,
             },
-            RECORDS_RETIRED => Event::RecordsRetired {
-                records: r.retired()?,
-            },
+            RECORDS_RETIRED => {
+                if e.get(RETIRED_RECORDS).is_none() && e.get(RETIRED_KEYS).is_none() {
+                    return Err(r.bad(RETIRED_RECORDS));
+                }
+                Event::RecordsRetired {
+                    records: r.retired()?,
+                    keys: r.retired_keys(),
+                }
+            }
             other if e.get("saga").is_some() && e.get("order").is_some() => Event::Step {
                 kind: other.to_string(),
                 saga: r.text("saga")?,
@@ -628,5 +676,68 @@ impl fmt::Display for Event {
             write!(f, " saga={saga} order={order}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(fields: &[(&str, &str)]) -> LogEntry {
+        LogEntry {
+            stream_id: "1-1".into(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    const SAGA: &str = "01JF000000000000000000SAGA";
+
+    #[test]
+    fn records_retired_reads_records_keys_or_both() {
+        let copies = entry(&[
+            ("type", kind::RECORDS_RETIRED),
+            (
+                RETIRED_RECORDS,
+                r#"[{"key":"saga:{o1}:01JF000000000000000000SAGA","fields":{"done":"1"}}]"#,
+            ),
+        ]);
+        let by_key = entry(&[
+            ("type", kind::RECORDS_RETIRED),
+            (
+                RETIRED_KEYS,
+                "ssaga:{s0}:01JF000000000000000000SAGA ssaga:{s1}:other",
+            ),
+        ]);
+        match Event::decode(&copies).unwrap() {
+            Event::RecordsRetired { records, keys } => {
+                assert_eq!(records.len(), 1);
+                assert_eq!(records[0].1["done"], "1");
+                assert!(keys.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        match Event::decode(&by_key).unwrap() {
+            Event::RecordsRetired { records, keys } => {
+                assert!(records.is_empty());
+                assert_eq!(
+                    keys,
+                    ["ssaga:{s0}:01JF000000000000000000SAGA", "ssaga:{s1}:other"]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(retires_saga(&copies, SAGA));
+        assert!(retires_saga(&by_key, SAGA));
+        assert!(!retires_saga(&by_key, "01JF000000000000000000SAG"));
+        assert!(!retires_saga(&by_key, "nothing"));
+    }
+
+    #[test]
+    fn records_retired_naming_no_record_is_an_error() {
+        let empty = entry(&[("type", kind::RECORDS_RETIRED)]);
+        assert!(Event::decode(&empty).is_err());
     }
 }

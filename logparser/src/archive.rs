@@ -30,8 +30,11 @@
 //! appended. Records thus leave about one `LOG_RETAIN` (plus the lag) after their saga ends. Before
 //! retiring, the saga is checked as the audit would (atomicity); one that fails stays in Redis
 //! for the audit to report. The retirement is a script per partition that deletes the records
-//! and logs them, as they were, in one `RecordsRetired` entry (participants first, the order side
-//! last), so replaying the history still reproduces the database.
+//! and logs them in one `RecordsRetired` entry (participants first, the order side last), so
+//! replaying the history still reproduces the database: the order side's records as they were
+//! (the saga list and the audit's count read them), a participant's by key alone (what the
+//! history built up to the entry is what the database held; the atomicity check read them just
+//! before).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -50,6 +53,7 @@ use redis::Script;
 use crate::audit::{self, AuditReport};
 use crate::audit_hold;
 use crate::dbs::Dbs;
+use crate::finality::FinalSagas;
 use crate::replay::State;
 use crate::sightings::{Seen, Sightings};
 
@@ -176,6 +180,9 @@ pub struct Archiver {
     /// What the recovery pass saw of `log:order`, when it shares its notes: the retirement
     /// queue reads them instead of the log.
     sightings: Option<Sightings>,
+    /// The sagas already seen final: `log:stock` and `log:payment` entries of a saga the
+    /// retirement queue saw final are not asked about again.
+    finals: FinalSagas,
 }
 
 /// A database's clock (`TIME`), ms since the epoch.
@@ -293,6 +300,7 @@ impl Archiver {
             metrics,
             writers: HashMap::new(),
             sightings: None,
+            finals: FinalSagas::default(),
         }
     }
 
@@ -480,7 +488,8 @@ impl Archiver {
             let (movable, final_sagas, stop) = match (queued, page_last) {
                 // Every saga of the page was seen final (and queued) already.
                 (Some(Some(q)), Some(l)) if l <= q => (page, Vec::new(), None),
-                _ => self.movable(&entries).await?,
+                // log:order's final sagas are queued for retirement: each is asked about.
+                _ => self.movable(&entries, job.service != ORDER).await?,
             };
             entries.truncate(movable);
             if let Some(last) = entries.last() {
@@ -576,7 +585,7 @@ impl Archiver {
                 }
             };
             let page = seen.len();
-            let (movable, final_sagas, _) = self.movable_seen(&seen).await?;
+            let (movable, final_sagas, _) = self.movable_seen(&seen, false).await?;
             if movable > 0 {
                 queue_for_retirement(conn, layout, part, &final_sagas).await?;
                 let last = seen[movable - 1].id.to_string();
@@ -597,29 +606,40 @@ impl Archiver {
 
     /// How many entries of `entries` (from the first) may leave: up to the first of a saga that
     /// is not final (or that cannot be decoded). Also the final sagas among them that still have
-    /// a record (to retire later), and why the rest stays.
+    /// a record (to retire later), and why the rest stays. With `remembered`, a saga already
+    /// seen final is taken as final without asking, and is not among those returned to retire:
+    /// only for a log whose final sagas are not queued (not `log:order`).
     async fn movable(
         &self,
         entries: &[LogEntry],
+        remembered: bool,
     ) -> Result<(usize, Vec<String>, Option<String>), redis::RedisError> {
         let ol = self.dbs.order_layout;
         let seen: Vec<Seen> = entries.iter().map(|e| Seen::of(e, &ol)).collect();
-        self.movable_seen(&seen).await
+        self.movable_seen(&seen, remembered).await
     }
 
     /// [`Self::movable`] over entries decoded to their sagas (by the recovery pass, or just now).
     async fn movable_seen(
         &self,
         decoded: &[Seen],
+        remembered: bool,
     ) -> Result<(usize, Vec<String>, Option<String>), redis::RedisError> {
         let mut sagas: Vec<(String, String)> = Vec::new();
         let mut seen = HashSet::new();
+        let mut known = HashSet::new();
         for d in decoded {
             if let Ok(Some((sid, key))) = &d.saga {
-                if seen.insert(key.clone()) {
+                if remembered && self.finals.contains(sid) {
+                    known.insert(key.as_str());
+                } else if seen.insert(key.clone()) {
                     sagas.push((sid.clone(), key.clone()));
                 }
             }
+        }
+        if !known.is_empty() {
+            self.metrics
+                .incr("archive_final_remembered_total", known.len() as u64);
         }
         let reads = sagas
             .iter()
@@ -636,12 +656,17 @@ impl Archiver {
         };
         // Final: done, or no record (retired; a record is only ever removed when final).
         let mut finality: HashMap<&str, (bool, bool)> = HashMap::new();
-        for ((_, key), d) in sagas.iter().zip(&done) {
+        for ((sid, key), d) in sagas.iter().zip(&done) {
             let present = d.is_some();
-            finality.insert(
-                key.as_str(),
-                (d.is_none() || d.as_deref() == Some("1"), present),
-            );
+            let is_final = d.is_none() || d.as_deref() == Some("1");
+            if is_final {
+                self.finals.insert(sid);
+            }
+            finality.insert(key.as_str(), (is_final, present));
+        }
+        // Seen final before: final, and not to be queued again by this caller.
+        for key in known {
+            finality.entry(key).or_insert((true, false));
         }
         let mut final_sagas = Vec::new();
         let mut queued = HashSet::new();
@@ -870,7 +895,8 @@ impl Archiver {
     }
 
     /// Runs `retire.lua` over `records` (one partition's, under `log`); on the order side
-    /// `index` names the partition's saga index, whose members of these sagas go too.
+    /// `index` names the partition's saga index, whose members of these sagas go too, and the
+    /// records are logged with their fields; a participant's are logged by key.
     async fn run_retire(
         &self,
         conn: &mut Conn,
@@ -895,6 +921,8 @@ impl Archiver {
                         .map_or("", |(_, sid)| sid);
                     inv.arg(sid);
                 }
+            } else {
+                inv.arg("keys");
             }
             let got: u64 = inv.invoke_async(conn).await?;
             n += got;

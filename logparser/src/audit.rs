@@ -339,7 +339,7 @@ fn count_retired(
     if service != ServiceLog::Order {
         return;
     }
-    if let Event::RecordsRetired { records } = event {
+    if let Event::RecordsRetired { records, .. } = event {
         for (key, h) in records {
             if let Some((p, sid)) = keys::parse(keys::SAGA_PREFIX, ol, key) {
                 if let Ok(r) = SagaRecord::from_fields(ol, p, sid, h) {

@@ -13,6 +13,7 @@
 //! | [`lease`] | one active daemon at a time (Redlock lease) |
 //! | [`archive`] | move acknowledged, final, old log entries and saga records into the archive |
 //! | [`sightings`] | what the recovery pass read of `log:order`, kept for the archive's retirement queue |
+//! | [`finality`] | the sagas the archiving pass has seen final, so that it asks once per saga |
 //! | [`console`] | the operator console at `/console/`: pages, JSON API, actions (served by the daemon) |
 //! | [`dbs`] | connections to the three databases |
 //!
@@ -25,6 +26,7 @@ pub mod audit_hold;
 pub mod console;
 pub mod dbs;
 pub mod delivery;
+pub mod finality;
 pub mod lease;
 pub mod recovery;
 pub mod replay;

@@ -204,8 +204,8 @@ pub fn apply_event(
         scratch: BTreeMap::new(),
         step: 0,
     };
-    if let Event::RecordsRetired { records } = event {
-        return r.retire(records);
+    if let Event::RecordsRetired { records, keys } = event {
+        return r.retire(records, keys);
     }
     let applied = match (service, event) {
         (ServiceLog::Stock, Event::Counter { spec, op }) if **spec == STOCK => r.counter(spec, op),
@@ -273,9 +273,14 @@ struct Replayer<'a> {
 }
 
 impl Replayer<'_> {
-    /// Removes retired records from the model, each after checking that the log had built
-    /// exactly what the database held when it was retired.
-    fn retire(&mut self, records: &[(String, BTreeMap<String, String>)]) -> Result<(), Failed> {
+    /// `RecordsRetired`: removes the records it retired. One retired with its fields must have
+    /// been built by the history exactly as the database held it (`Retired` otherwise); one
+    /// retired by key alone must have been built at all (`Orphan` otherwise).
+    fn retire(
+        &mut self,
+        records: &[(String, BTreeMap<String, String>)],
+        keys: &[String],
+    ) -> Result<(), Failed> {
         let show = |h: Option<&BTreeMap<String, String>>| {
             h.map_or("(absent)".to_string(), |h| {
                 h.iter()
@@ -298,6 +303,22 @@ impl Replayer<'_> {
                         key: key.clone(),
                         held: show(Some(held)),
                         replayed: show(replayed.as_ref()),
+                    },
+                });
+            }
+        }
+        for key in keys {
+            self.step += 1;
+            if !self.keep.holds(key) {
+                continue;
+            }
+            if self.state.remove(key).is_none() {
+                return Err(Failed {
+                    step: self.step,
+                    error: ReplayError::Orphan {
+                        id: self.e.stream_id.clone(),
+                        kind: common::event::kind::RECORDS_RETIRED.to_string(),
+                        key: key.clone(),
                     },
                 });
             }
@@ -877,4 +898,89 @@ pub async fn write(conn: &mut Conn, state: &State) -> Result<(), ReplayError> {
         common::db::each::<redis::Value>(conn, writes).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(fields: &[(&str, &str)]) -> LogEntry {
+        LogEntry {
+            stream_id: "1-1".into(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn at() -> Where {
+        Where {
+            layout: Layout::new(common::saga::STOCK.name, 1),
+            part: 0,
+        }
+    }
+
+    fn record(state: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("state".to_string(), state.to_string())])
+    }
+
+    #[test]
+    fn a_record_retired_by_key_leaves_the_model() {
+        let mut state = State::new();
+        state.insert("ssaga:a".into(), record("RESERVED"));
+        state.insert("ssaga:b".into(), record("RESERVED"));
+        state.insert("ssaga:c".into(), record("RESERVED"));
+        let e = entry(&[
+            ("log_id", "x"),
+            ("type", "RecordsRetired"),
+            ("keys", "ssaga:a ssaga:c"),
+        ]);
+        apply(ServiceLog::Stock, at(), &mut state, &e).unwrap();
+        assert_eq!(state.keys().collect::<Vec<_>>(), ["ssaga:b"]);
+    }
+
+    #[test]
+    fn a_record_retired_by_key_that_the_history_never_built_is_an_orphan() {
+        let mut state = State::new();
+        state.insert("ssaga:a".into(), record("RESERVED"));
+        let e = entry(&[
+            ("log_id", "x"),
+            ("type", "RecordsRetired"),
+            ("keys", "ssaga:a ssaga:z"),
+        ]);
+        match apply(ServiceLog::Stock, at(), &mut state, &e) {
+            Err(ReplayError::Orphan { key, .. }) => assert_eq!(key, "ssaga:z"),
+            other => panic!("expected an orphan, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_record_retired_with_its_fields_must_match_what_the_history_built() {
+        let mut state = State::new();
+        state.insert("saga:a".into(), record("COMMITTED"));
+        let held = entry(&[
+            ("log_id", "x"),
+            ("type", "RecordsRetired"),
+            (
+                "records",
+                r#"[{"key":"saga:a","fields":{"state":"ABORTED"}}]"#,
+            ),
+        ]);
+        let mut changed = state.clone();
+        assert!(matches!(
+            apply(ServiceLog::Stock, at(), &mut changed, &held),
+            Err(ReplayError::Retired { .. })
+        ));
+        let same = entry(&[
+            ("log_id", "x"),
+            ("type", "RecordsRetired"),
+            (
+                "records",
+                r#"[{"key":"saga:a","fields":{"state":"COMMITTED"}}]"#,
+            ),
+        ]);
+        apply(ServiceLog::Stock, at(), &mut state, &same).unwrap();
+        assert!(state.is_empty());
+    }
 }

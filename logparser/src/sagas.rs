@@ -136,7 +136,7 @@ pub async fn retired(dbs: &crate::dbs::Dbs) -> Result<Vec<SagaRecord>, common::l
             if e.kind() != kind::RECORDS_RETIRED {
                 return Ok::<(), common::log::LogError>(());
             }
-            if let Event::RecordsRetired { records } = e.decode()? {
+            if let Event::RecordsRetired { records, .. } = e.decode()? {
                 for (key, h) in records {
                     if let Some((p, sid)) = keys::parse(keys::SAGA_PREFIX, &l, &key) {
                         if let Ok(r) = SagaRecord::from_fields(&l, p, sid, &h) {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use common::archive::{for_each_history, stream_dir};
-use common::event::{kind, Event};
+use common::event::Event;
 use common::log::{LogEntry, LogError};
 
 use crate::dbs::Dbs;
@@ -74,9 +74,7 @@ pub async fn timeline(dbs: &Dbs, saga: &str) -> Result<Vec<Step>, LogError> {
             let stream = common::keys::log(log, &layout, part);
             let dir = dbs.archive().map(|root| stream_dir(root, service, part));
             for_each_history(&mut conn, dir.as_deref(), &stream, PAGE, |e: &LogEntry| {
-                let retired = e.kind() == kind::RECORDS_RETIRED
-                    && e.get("records")
-                        .is_some_and(|r| r.contains(&format!(":{saga}\"")));
+                let retired = common::event::retires_saga(e, saga);
                 if e.get("saga") == Some(saga) || retired {
                     let event = e.decode()?;
                     steps.push(Step {
