@@ -3,7 +3,7 @@
 
     bench/memory.py run SHOPLOG [--orders N] [--every 10] [--retain 60s] [--out DIR] [--keep] [--no-checks]
     bench/memory.py plot DIR/memory.csv [DIR/memory.png]
-    bench/memory.py compare SHOPLOG [--rounds 3] [--duration 60s] [--retain 10s]
+    bench/memory.py compare SHOPLOG [--rounds 3] [--duration 60s] [--retain 10s] [--reports FILE]
 
 `run` starts a fresh stack of its own (SHOPLOG_PORT_OFFSET / SHOPLOG_GATEWAY_PORT from the
 environment, default 5500 / 9550) with LOG_RETAIN=--retain, runs `shoplog bench --orders N
@@ -18,8 +18,10 @@ archiving (`--retain off`) the same run shows the growth it prevents.
 
 `compare` measures what archiving costs the checkouts: fresh stacks with LOG_RETAIN=--retain and
 with archiving off, alternating (which goes first alternates too), `shoplog bench --duration`
-on each; prints each run's throughput, the medians and the ratio on/off. The default retention
-is short (10 s) so that archiving runs for most of each run.
+on each; prints each run's throughput, the medians and the ratio on/off, and where archiving's
+cost lands: each component's CPU ms per checkout on and off (medians of the runs' cost reports).
+--reports FILE keeps every run's whole `bench --json` report (Redis commands per database too).
+The default retention is short (10 s) so that archiving runs for most of each run.
 
 Needs matplotlib for the plot (bench/requirements.txt).
 """
