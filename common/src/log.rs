@@ -38,6 +38,18 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
+    /// The entry `stream_id` with `fields` (name, value): for code that builds an entry rather
+    /// than reading one (tests, fixtures).
+    pub fn new(stream_id: &str, fields: &[(&str, &str)]) -> LogEntry {
+        LogEntry {
+            stream_id: stream_id.to_string(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
     /// The event type (`""` when missing).
     pub fn kind(&self) -> &str {
         self.get(TYPE_FIELD).unwrap_or("")

@@ -905,13 +905,7 @@ mod tests {
     use super::*;
 
     fn entry(fields: &[(&str, &str)]) -> LogEntry {
-        LogEntry {
-            stream_id: "1-1".into(),
-            fields: fields
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
+        LogEntry::new("1-1", fields)
     }
 
     fn at() -> Where {
