@@ -325,7 +325,6 @@ pub enum Event {
     },
 }
 
-/// Field access for decoding one entry, each failure naming the entry and the field.
 /// The field of a `RecordsRetired` entry that holds records with their fields (JSON).
 pub const RETIRED_RECORDS: &str = "records";
 /// The field of a `RecordsRetired` entry that names records retired by key alone.
@@ -337,15 +336,17 @@ pub fn retires_saga(e: &LogEntry, saga: &str) -> bool {
     if e.kind() != kind::RECORDS_RETIRED {
         return false;
     }
+    let tail = format!(":{saga}");
     let in_records = e
         .get(RETIRED_RECORDS)
-        .is_some_and(|r| r.contains(&format!(":{saga}\"")));
+        .is_some_and(|r| r.contains(&format!("{tail}\"")));
     let in_keys = e
         .get(RETIRED_KEYS)
-        .is_some_and(|k| k.split(' ').any(|k| k.ends_with(&format!(":{saga}"))));
+        .is_some_and(|k| k.split(' ').any(|k| k.ends_with(&tail)));
     in_records || in_keys
 }
 
+/// Field access for decoding one entry, each failure naming the entry and the field.
 struct Reader<'a> {
     e: &'a LogEntry,
 }
