@@ -202,25 +202,64 @@ where
     ensure_groups(conn, cfg).await?;
     // Own pending entries first (a restart of the same instance).
     loop {
-        let entries = read_group(conn, cfg, "0", None).await?;
+        let entries = read_group(conn, cfg, "0", None, Acks::default()).await?;
         if entries.is_empty() {
             break;
         }
-        let handled = process(conn, cfg, metrics, handle, entries).await?;
+        let (handled, acks) = process(metrics, handle, entries).await;
+        acks.send(conn, cfg).await?;
         if handled == 0 {
             break; // all of them failed again; the claim pass retries them later
         }
     }
     let mut last_claim = Instant::now();
+    let mut acks = Acks::default();
     loop {
-        let entries = read_group(conn, cfg, ">", Some(cfg.block)).await?;
+        // The last batch's acknowledgements travel with the next read: one round trip, and one
+        // wait for the database's fsync instead of two, per batch.
+        let entries =
+            read_group(conn, cfg, ">", Some(cfg.block), std::mem::take(&mut acks)).await?;
         if !entries.is_empty() {
-            process(conn, cfg, metrics, handle, entries).await?;
+            acks = process(metrics, handle, entries).await.1;
         }
         if last_claim.elapsed() >= Duration::from_secs(1) {
             last_claim = Instant::now();
+            std::mem::take(&mut acks).send(conn, cfg).await?;
             claim(conn, cfg, metrics, handle).await?;
         }
+    }
+}
+
+/// Acknowledgements due, by stream: entries whose handler succeeded and entries the handler does
+/// not act on. Sent as one `XACK` per stream, either alone ([`Acks::send`]) or ahead of the next
+/// read in the same pipeline ([`read_group`]).
+#[derive(Default)]
+struct Acks(BTreeMap<String, Vec<String>>);
+
+impl Acks {
+    fn add(&mut self, stream: String, id: String) {
+        self.0.entry(stream).or_default().push(id);
+    }
+
+    /// One `XACK` per stream.
+    fn commands(&self, cfg: &ConsumerConfig) -> Vec<redis::Cmd> {
+        self.0
+            .iter()
+            .map(|(stream, ids)| {
+                let mut cmd = redis::cmd("XACK");
+                cmd.arg(stream).arg(cfg.group).arg(ids);
+                cmd
+            })
+            .collect()
+    }
+
+    /// Sends them now (pipelined; on a cluster, each to its stream's node).
+    async fn send(self, conn: &mut Conn, cfg: &ConsumerConfig) -> redis::RedisResult<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        crate::db::each::<redis::Value>(conn, self.commands(cfg)).await?;
+        Ok(())
     }
 }
 
@@ -248,15 +287,16 @@ async fn ensure_groups(conn: &mut Conn, cfg: &ConsumerConfig) -> redis::RedisRes
 /// stream was empty: one blocking read cannot name streams of several slots there.
 const CLUSTER_IDLE_POLL: Duration = Duration::from_millis(10);
 
-/// Reads new (`from` = `>`) or own pending (`0`) entries of every stream of the log: on one Redis,
-/// one `XREADGROUP` naming them all, blocking up to `block`; on a cluster, one non-blocking
-/// `XREADGROUP` per stream (each its own slot), sent together, then a short pause when all were
-/// empty.
+/// Sends `acks`, then reads new (`from` = `>`) or own pending (`0`) entries of every stream of
+/// the log: on one Redis, the `XACK`s and one `XREADGROUP` naming every stream, blocking up to
+/// `block`, in one pipeline; on a cluster, the `XACK`s first, then one non-blocking `XREADGROUP`
+/// per stream (each its own slot), sent together, then a short pause when all were empty.
 async fn read_group(
     conn: &mut Conn,
     cfg: &ConsumerConfig,
     from: &str,
     block: Option<Duration>,
+    acks: Acks,
 ) -> redis::RedisResult<Vec<Delivered>> {
     let read = |streams: &[String], block: Option<Duration>| {
         let mut cmd = redis::cmd("XREADGROUP");
@@ -274,15 +314,26 @@ async fn read_group(
         }
         cmd
     };
-    let replies: Vec<ReadReply> = if conn.is_cluster() && cfg.streams.len() > 1 {
-        let cmds = cfg.streams.chunks(1).map(|s| read(s, None)).collect();
-        let replies: Vec<ReadReply> = crate::db::each(conn, cmds).await?;
-        if block.is_some() && replies.iter().all(Option::is_none) {
-            tokio::time::sleep(CLUSTER_IDLE_POLL).await;
+    let replies: Vec<ReadReply> = if conn.is_cluster() {
+        acks.send(conn, cfg).await?;
+        if cfg.streams.len() > 1 {
+            let cmds = cfg.streams.chunks(1).map(|s| read(s, None)).collect();
+            let replies: Vec<ReadReply> = crate::db::each(conn, cmds).await?;
+            if block.is_some() && replies.iter().all(Option::is_none) {
+                tokio::time::sleep(CLUSTER_IDLE_POLL).await;
+            }
+            replies
+        } else {
+            vec![read(&cfg.streams, block).query_async(conn).await?]
         }
-        replies
     } else {
-        vec![read(&cfg.streams, block).query_async(conn).await?]
+        let mut pipe = redis::pipe();
+        for ack in acks.commands(cfg) {
+            pipe.add_command(ack).ignore();
+        }
+        pipe.add_command(read(&cfg.streams, block));
+        let (reply,): (ReadReply,) = pipe.query_async(conn).await?;
+        vec![reply]
     };
     let kinds = cfg.kinds.as_deref();
     Ok(replies
@@ -297,20 +348,14 @@ async fn read_group(
         .collect())
 }
 
-/// Handles entries concurrently, acknowledges those whose handler succeeded and those it does not
-/// act on (one `XACK` per stream, pipelined); returns how many.
-async fn process<H, F>(
-    conn: &mut Conn,
-    cfg: &ConsumerConfig,
-    metrics: &Metrics,
-    handle: &H,
-    delivered: Vec<Delivered>,
-) -> redis::RedisResult<usize>
+/// Handles entries concurrently; answers how many are done (handled, or not for the handler)
+/// and their acknowledgements, to send: entries whose handler failed stay pending.
+async fn process<H, F>(metrics: &Metrics, handle: &H, delivered: Vec<Delivered>) -> (usize, Acks)
 where
     H: Fn(LogEntry) -> F,
     F: Future<Output = Result<(), HandlerError>>,
 {
-    let mut acked: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut acks = Acks::default();
     let mut count = 0;
     let mut ids: Vec<(String, String)> = Vec::with_capacity(delivered.len());
     let mut work = Vec::with_capacity(delivered.len());
@@ -321,7 +366,7 @@ where
                 work.push(handle(e));
             }
             None => {
-                acked.entry(d.stream).or_default().push(d.id);
+                acks.add(d.stream, d.id);
                 count += 1;
             }
         }
@@ -331,7 +376,7 @@ where
     for ((stream, id), result) in ids.into_iter().zip(results) {
         match result {
             Ok(()) => {
-                acked.entry(stream).or_default().push(id);
+                acks.add(stream, id);
                 count += 1;
             }
             Err(e) => {
@@ -340,16 +385,8 @@ where
             }
         }
     }
-    if count > 0 {
-        let acks = acked.iter().map(|(stream, ids)| {
-            let mut cmd = redis::cmd("XACK");
-            cmd.arg(stream).arg(cfg.group).arg(ids);
-            cmd
-        });
-        crate::db::each::<redis::Value>(conn, acks.collect()).await?;
-        metrics.incr("entries_handled_total", (count - skipped) as u64);
-    }
-    Ok(count)
+    metrics.incr("entries_handled_total", (count - skipped) as u64);
+    (count, acks)
 }
 
 /// Takes over entries idle for `claim_idle` (any consumer's) on every stream, dead-letters those
@@ -423,7 +460,11 @@ where
             "took over idle pending entries"
         );
         metrics.incr("entries_claimed_total", retry.len() as u64);
-        process(conn, cfg, metrics, handle, retry).await?;
+        process(metrics, handle, retry)
+            .await
+            .1
+            .send(conn, cfg)
+            .await?;
     }
     Ok(())
 }
